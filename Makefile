@@ -1,0 +1,36 @@
+# faustgen — make demo: set up and run the main job; make test: set up and run the tests.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+
+.PHONY: all setup demo test lint format bench fuzz clean
+
+all: test
+
+$(STAMP): pyproject.toml setup.py scripts/setup.sh
+	./scripts/setup.sh
+	touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/faustgen demo
+
+test: setup
+	$(PY) -m pytest -n 2 -q
+
+lint: setup
+	$(VENV)/bin/ruff check faustgen tests benchmarks
+	$(VENV)/bin/ruff format --check faustgen tests benchmarks
+
+format: setup
+	$(VENV)/bin/ruff format faustgen tests benchmarks
+
+bench: setup
+	$(VENV)/bin/faustgen bench-demo
+
+fuzz: setup
+	FAUSTGEN_FUZZ_SECONDS=600 $(PY) -m pytest -q tests/fuzz
+
+clean:
+	rm -rf build dist *.egg-info demo_out .pytest_cache

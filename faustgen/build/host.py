@@ -1,0 +1,135 @@
+"""Running a built bundle: cffi on the host, the harness under qemu-user for other targets.
+
+`CompiledModel` is the public Python binding: tests use the same path users do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from faustgen.build.toolchain import load_target
+from faustgen.errors import FaustgenError
+
+
+class CompiledModel:
+    """A built model directory; `predict(x)` runs the generated C."""
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.out_dir = Path(out_dir)
+        report_path = self.out_dir / "report.json"
+        if not report_path.is_file():
+            raise FaustgenError(f"{self.out_dir}: not a faustgen build (no report.json)")
+        try:
+            self.report = json.loads(report_path.read_text())
+            m = self.report["model"]
+            self.prefix: str = m["prefix"]
+            self.input_shape = tuple(m["input_shape"])
+            self.output_shape = tuple(m["output_shape"])
+            self.batch_symbolic = bool(m["batch_symbolic"])
+            self.target = load_target(m["target"])
+        except (ValueError, KeyError, TypeError):
+            raise FaustgenError(f"{report_path}: unreadable build report") from None
+        self._lib = None
+        self._ffi = None
+
+    # ------------------------------------------------------------ batching
+    def batch_layout(self, shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+        """(number of model calls, output shape) for an input of `shape`, or a clear error."""
+        fixed, rest = self.input_shape, self.input_shape[1:]
+        if tuple(shape) == fixed:
+            return 1, self.output_shape
+        if (self.batch_symbolic or fixed[0] == 1) and len(shape) == len(fixed) and \
+                tuple(shape[1:]) == rest and shape[0] >= 1:
+            out = self.output_shape
+            per = out[1:] if out and out[0] == 1 else out
+            return int(shape[0]), (int(shape[0]), *per)
+        expected = f"(B, {', '.join(map(str, rest))})" if (self.batch_symbolic or fixed[0] == 1) \
+            else str(fixed)
+        raise FaustgenError(f"input has shape {tuple(shape)}; the model expects {expected}")
+
+    def check_input(self, x: np.ndarray) -> tuple[int, tuple[int, ...]]:
+        if not isinstance(x, np.ndarray):
+            raise FaustgenError(f"input must be a numpy array, not {type(x).__name__}")
+        if x.dtype != np.float32:
+            raise FaustgenError(f"input has dtype {x.dtype}; the model expects float32")
+        return self.batch_layout(x.shape)
+
+    # ------------------------------------------------------------ running
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        batch, out_shape = self.check_input(x)
+        x = np.ascontiguousarray(x)
+        if self.target.native:
+            return self._predict_cffi(x, batch, out_shape)
+        return self._predict_harness(x, batch, out_shape)
+
+    __call__ = predict
+
+    def _load(self):
+        if self._lib is None:
+            import cffi
+
+            lib_path = self.out_dir / f"lib{self.prefix}.so"
+            if not lib_path.is_file():
+                raise FaustgenError(f"{self.out_dir}: no host library {lib_path.name} to load")
+            ffi = cffi.FFI()
+            ffi.cdef(f"int {self.prefix}_infer(const float *input, float *output, int batch);")
+            # dlopen caches by path: load a private copy so a rebuilt bundle is never stale.
+            tmp = Path(tempfile.mkdtemp(prefix="faustgen-"))
+            private = tmp / lib_path.name
+            shutil.copyfile(lib_path, private)
+            try:
+                self._lib = ffi.dlopen(str(private))
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            self._ffi = ffi
+        return self._lib, self._ffi
+
+    def _predict_cffi(self, x, batch, out_shape) -> np.ndarray:
+        lib, ffi = self._load()
+        y = np.empty(out_shape, np.float32)
+        fn = getattr(lib, f"{self.prefix}_infer")
+        rc = fn(ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", y), batch)
+        if rc != 0:
+            raise FaustgenError(f"{self.prefix}_infer returned {rc}")
+        return y
+
+    def _predict_harness(self, x, batch, out_shape) -> np.ndarray:
+        exe = self.out_dir / self.prefix
+        if not exe.is_file():
+            raise FaustgenError(f"{self.out_dir}: no compiled harness '{self.prefix}' "
+                                f"(install the toolchain: {self.target.install_hint})")
+        if not self.target.can_run():
+            raise FaustgenError(f"cannot run target '{self.target.name}' here "
+                                f"(install: {self.target.install_hint})")
+        with tempfile.TemporaryDirectory(prefix="faustgen-run-") as tmp:
+            fin, fout = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
+            x.tofile(fin)
+            cmd = [*self.target.run_prefix(), str(exe), str(fin), str(fout)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            if proc.returncode != 0:
+                raise FaustgenError(f"running {exe.name} under {' '.join(cmd[:1]) or 'the host'} "
+                                    f"failed: {proc.stderr.strip()[:200]}")
+            y = np.fromfile(fout, np.float32)
+        if y.size != int(np.prod(out_shape)):
+            raise FaustgenError(f"{exe.name} wrote {y.size} floats, expected {np.prod(out_shape)}")
+        return y.reshape(out_shape)
+
+    def run_timed(self, x: np.ndarray, repeat: int) -> float:
+        """Median microseconds of one predict() of x, timed inside the C harness."""
+        self.check_input(x)
+        exe = self.out_dir / self.prefix
+        with tempfile.TemporaryDirectory(prefix="faustgen-bench-") as tmp:
+            fin, fout = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
+            np.ascontiguousarray(x).tofile(fin)
+            cmd = [*self.target.run_prefix(), str(exe), str(fin), str(fout), str(repeat)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+            if proc.returncode != 0:
+                raise FaustgenError(f"timing {exe.name} failed: {proc.stderr.strip()[:200]}")
+        return float(proc.stdout.strip().splitlines()[-1])

@@ -1,0 +1,212 @@
+"""faustgen command line: the one place that wires the stages together.
+
+Exit codes: 0 success, 1 verification failed, 2 bad input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from faustgen import __version__
+from faustgen.errors import FaustgenError, VerificationError
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a shape like 1,3,32,32") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a shape of positive sizes")
+    return dims
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="faustgen",
+        description="Compile ONNX neural networks into small, fast, dependency-free C.",
+    )
+    p.add_argument("--version", action="version", version=f"faustgen {__version__}")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    b = sub.add_parser("build", help="compile an ONNX model into a C bundle")
+    b.add_argument("model", help="ONNX file")
+    b.add_argument("-o", "--out", required=True, help="output directory (replaced atomically)")
+    b.add_argument("--target", default="host", help="target name (see 'faustgen targets')")
+    b.add_argument("--dense", action="store_true", help="no factorization: a plain ONNX->C build")
+    b.add_argument("--name", default="model", help="prefix of the generated C symbols and files")
+    b.add_argument("--input-shape", type=_shape, help="full input shape, e.g. 1,3,32,32")
+    b.add_argument("--no-compile", action="store_true", help="write the sources only")
+
+    r = sub.add_parser("run", help="run a built model on inputs from a .npy file")
+    r.add_argument("out", help="bundle directory written by 'faustgen build'")
+    r.add_argument("--input", required=True, help="float32 .npy, first axis = batch")
+    r.add_argument("--output", required=True, help="where to write the outputs (.npy)")
+
+    v = sub.add_parser("verify", help="compare a built model with onnxruntime")
+    v.add_argument("model", help="the ONNX file the bundle was built from")
+    v.add_argument("out", help="bundle directory")
+    v.add_argument("--input", help="float32 .npy inputs (default: seeded random samples)")
+    v.add_argument("--rtol", type=float, default=1e-5,
+                   help="tolerance on max|y - ref| / max|ref| (default 1e-5)")
+    v.add_argument("--atol", type=float, default=0.0,
+                   help="absolute tolerance added to rtol*max|ref| (default 0)")
+
+    t = sub.add_parser("targets", help="list targets and whether their toolchains are installed")
+    t.add_argument("--json", action="store_true")
+
+    from faustgen import cli_factorize
+
+    cli_factorize.register(sub)
+    return p
+
+
+def _load_npy(path: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise FaustgenError(f"{p}: no such file")
+    try:
+        return np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise FaustgenError(f"{p}: not a readable .npy file ({e})") from None
+
+
+def _save_npy(path: str, y: np.ndarray) -> None:
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".npy", dir=p.resolve().parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, y)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_build(args) -> int:
+    from faustgen.build import BuildOptions, build_bundle
+
+    opts = BuildOptions(
+        target=args.target,
+        prefix=args.name,
+        dense=args.dense,
+        input_shape=args.input_shape,
+        command="faustgen " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "faustgen build",
+        compile=not args.no_compile,
+    )
+    result = build_bundle(args.model, args.out, opts)
+    for m in result.messages:
+        print(f"faustgen: {m}", file=sys.stderr)
+    t = result.report["totals"]
+    print(f"built {result.out_dir}: {len(result.graph.nodes)} nodes, {t['parameters']} parameters "
+          f"({t['weight_bytes']} bytes), arena {t['arena_bytes']} bytes, target "
+          f"{result.report['model']['target']}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from faustgen.build import CompiledModel
+
+    model = CompiledModel(args.out)
+    x = _load_npy(args.input)
+    y = model.predict(x)
+    _save_npy(args.output, y)
+    print(f"wrote {args.output}: {y.shape} float32")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from faustgen.build import CompiledModel
+    from faustgen.reference import compare, ort_predict, ort_session
+
+    model = CompiledModel(args.out)
+    if args.input:
+        x = _load_npy(args.input)
+        model.check_input(x)
+    else:
+        rng = np.random.default_rng(0)
+        shape = model.input_shape
+        if model.batch_symbolic or shape[0] == 1:
+            shape = (4, *shape[1:])
+        x = rng.standard_normal(shape).astype(np.float32)
+    y = model.predict(x)
+    ref = ort_predict(ort_session(args.model), x, model.input_shape, model.batch_symbolic)
+    ref = ref.reshape(y.shape) if ref.size == y.size else ref
+    err = compare(y, ref)
+    bound = args.atol + args.rtol * err["ref_scale"]
+    ok = err["max_abs"] <= bound
+    print(f"verify {args.out} against onnxruntime on {x.shape[0] if x.ndim else 1} sample(s): "
+          f"max abs error {err['max_abs']:.3g}, relative {err['max_rel']:.3g} "
+          f"(tolerance {bound:.3g}): {'OK' if ok else 'FAILED'}")
+    if not ok:
+        raise VerificationError("outputs differ from onnxruntime beyond tolerance")
+    return 0
+
+
+def cmd_targets(args) -> int:
+    import json
+
+    from faustgen.build import load_target, target_names
+
+    rows = []
+    for name in target_names():
+        t = load_target(name)
+        rows.append({"name": name, "description": t.description, "compiler": t.cc or "-",
+                     "compiler_installed": t.can_compile() if t.cc else None,
+                     "emulator": " ".join(t.emulator) or ("native" if t.native else "-"),
+                     "can_run": t.can_run() if t.cc else False})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'target':8} {'compiler':26} {'installed':9} {'runs here':9}  description")
+    for r in rows:
+        inst = {True: "yes", False: "no", None: "-"}[r["compiler_installed"]]
+        print(f"{r['name']:8} {r['compiler']:26} {inst:9} {'yes' if r['can_run'] else 'no':9}  "
+              f"{r['description']}")
+    return 0
+
+
+COMMANDS = {"build": cmd_build, "run": cmd_run, "verify": cmd_verify, "targets": cmd_targets}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "factorize":
+            from faustgen import cli_factorize
+
+            return cli_factorize.run(args)
+        return COMMANDS[args.command](args)
+    except VerificationError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"faustgen: verification failed: {e}", file=sys.stderr)
+        return 1
+    except FaustgenError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"faustgen: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("faustgen: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug in faustgen: still one line, with --debug for details
+        if args.debug:
+            traceback.print_exc()
+        print(f"faustgen: internal error: {type(e).__name__}: {e} (rerun with --debug)",
+              file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""Lowering a Graph to a straight-line list of kernel calls (the Program).
+
+Each op's `lower` talks to an Emitter: it asks for buffer references of its
+inputs and outputs, registers constant arrays and parameter structs, and emits
+calls. Buffers stay symbolic (Buf) until the memory planner has placed them;
+the renderer then turns them into C expressions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from faustgen.codegen.literals import c_comment, c_float, sanitize_identifier
+from faustgen.errors import FaustgenError
+from faustgen.ir import Graph, Node, Shape
+
+
+@dataclass(frozen=True)
+class Buf:
+    """A tensor's storage, plus an offset in floats; resolved after memory planning."""
+
+    tensor: str
+    offset: int = 0
+    write: bool = False
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """Temporary floats a call needs (im2col matrix, ...), placed in the arena."""
+
+    id: int
+    floats: int
+
+
+@dataclass
+class Call:
+    func: str
+    args: list[Any]
+    node: str  # index into Program.node_notes
+    note: str = ""
+
+
+@dataclass
+class ConstArray:
+    ident: str
+    ctype: str  # float, int32_t, uint16_t, uint8_t
+    values: np.ndarray  # flat
+    comment: str
+
+
+@dataclass
+class ConstStruct:
+    ident: str
+    ctype: str
+    fields: list[tuple[str, Any]]
+    comment: str
+
+
+@dataclass
+class Program:
+    graph: Graph
+    prefix: str
+    calls: list[Call] = field(default_factory=list)
+    arrays: list[ConstArray] = field(default_factory=list)
+    structs: list[ConstStruct] = field(default_factory=list)
+    aliases: dict[str, tuple[str, int]] = field(default_factory=dict)  # view -> (base, offset)
+    inplace: list[tuple[int, str, str]] = field(default_factory=list)  # (call, out, in)
+    scratch: dict[int, int] = field(default_factory=dict)  # scratch id -> call index
+    node_notes: dict[str, str] = field(default_factory=dict)  # node name -> comment text
+    # True when the last call copies into the caller's output buffer (the output is
+    # a constant, or a view of the input or of part of a buffer); otherwise the
+    # output tensor's own storage is the caller's buffer.
+    output_copy: bool = False
+
+
+_CTYPES = {"float": np.float32, "int32_t": np.int32, "uint16_t": np.uint16, "uint8_t": np.uint8,
+           "int": np.int32}
+
+
+class Emitter:
+    """What an op's `lower` uses to produce calls, arrays and structs."""
+
+    def __init__(self, graph: Graph, prefix: str):
+        self.graph = graph
+        self.program = Program(graph, prefix)
+        self.node: Node | None = None
+        self._array_by_hash: dict[tuple[str, str], str] = {}
+        self._const_ident: dict[str, str] = {}
+        self._scratch_ids = 0
+
+    # ------------------------------------------------------------ node context
+    def lower(self, node: Node, lowering) -> None:
+        self.node = node
+        note = f"{node.name} ({node.op}"
+        if node.attrs.get("fused"):
+            note += " + " + " + ".join(node.attrs["fused"])
+        self.program.node_notes[node.name] = c_comment(note + ")")
+        lowering(node, self)
+        self.node = None
+
+    @property
+    def prefix(self) -> str:
+        return self.program.prefix
+
+    def shape_in(self, i: int) -> Shape:
+        return self.graph.tensors[self.node.inputs[i]].shape
+
+    def shape_out(self, i: int = 0) -> Shape:
+        return self.graph.tensors[self.node.outputs[i]].shape
+
+    def const_in(self, i: int) -> np.ndarray | None:
+        return self.graph.const(self.node.input(i))
+
+    def fail(self, message: str) -> None:
+        raise FaustgenError(f"{self.node.op} node '{self.node.name}': {message}")
+
+    # ------------------------------------------------------------ buffers
+    def x(self, i: int = 0, offset: int = 0) -> Buf | str:
+        """Input i: a Buf for an activation, the identifier of a weight array for a constant."""
+        name = self.node.inputs[i]
+        value = self.graph.const(name)
+        if value is not None:
+            ident = self.const_tensor(name)
+            return f"{ident} + {offset}" if offset else ident
+        return Buf(name, offset)
+
+    def y(self, i: int = 0, offset: int = 0) -> Buf:
+        return Buf(self.node.outputs[i], offset, write=True)
+
+    def const_tensor(self, name: str) -> str:
+        """Identifier of the float array holding constant tensor `name`."""
+        if name not in self._const_ident:
+            value = self.graph.const(name)
+            self._const_ident[name] = self.weight(value, name)
+        return self._const_ident[name]
+
+    def scratch(self, floats: int) -> Scratch:
+        self._scratch_ids += 1
+        sc = Scratch(self._scratch_ids, int(floats))
+        self.program.scratch[sc.id] = len(self.program.calls)
+        return sc
+
+    def alias(self, out: int = 0, inp: int = 0, offset: int = 0) -> None:
+        """Output `out` is a view of input `inp` (Reshape, Flatten, ...): no call, no copy."""
+        src = self.node.inputs[inp]
+        dst = self.node.outputs[out]
+        if self.graph.is_const(src):
+            # A view of a constant is itself a constant array (folded upstream normally).
+            self.call("fg_copy", self.x(inp), self.y(out), self.graph.tensors[dst].size)
+            return
+        self.program.aliases[dst] = (src, offset)
+
+    def allow_inplace(self, out: int = 0, inp: int = 0) -> None:
+        """The last call may write output `out` over input `inp` if the input dies there."""
+        name = self.node.inputs[inp]
+        if not self.graph.is_const(name):
+            self.program.inplace.append(
+                (len(self.program.calls) - 1, self.node.outputs[out], name)
+            )
+
+    # ------------------------------------------------------------ constants
+    def weight(self, values: np.ndarray, hint: str, ctype: str = "float",
+               comment: str | None = None) -> str:
+        """Register a static const array (deduplicated by content); returns its identifier."""
+        arr = np.ascontiguousarray(np.asarray(values).astype(_CTYPES[ctype], copy=False).reshape(-1))
+        if ctype == "float" and not np.all(np.isfinite(arr)):
+            self.fail(f"constant '{hint}' holds NaN or Inf values")
+        key = (ctype, hashlib.sha256(arr.tobytes()).hexdigest())
+        if key in self._array_by_hash:
+            return self._array_by_hash[key]
+        ident = f"{self.prefix}_w{len(self.program.arrays)}_{sanitize_identifier(hint, 32)}"
+        shape = "x".join(str(d) for d in np.shape(values)) or "scalar"
+        text = comment or f"{hint}: {shape}"
+        self.program.arrays.append(ConstArray(ident, ctype, arr, c_comment(text)))
+        self._array_by_hash[key] = ident
+        return ident
+
+    def struct(self, ctype: str, hint: str, **fields: Any) -> str:
+        """Register a static const parameter struct; returns `&ident` for the call."""
+        ident = f"{self.prefix}_p{len(self.program.structs)}_{sanitize_identifier(hint, 32)}"
+        self.program.structs.append(
+            ConstStruct(ident, ctype, list(fields.items()), c_comment(f"{self.node.name}"))
+        )
+        return f"&{ident}"
+
+    # ------------------------------------------------------------ calls
+    def call(self, func: str, *args: Any, note: str = "") -> None:
+        self.program.calls.append(Call(func, list(args), self.node.name, c_comment(note)))
+
+    @staticmethod
+    def f(value: float) -> str:
+        return c_float(value)
+
+
+def lower_graph(graph: Graph, prefix: str) -> Program:
+    """Run every node's lowering in graph order."""
+    from faustgen.ops import REGISTRY
+
+    em = Emitter(graph, prefix)
+    for node in graph.nodes:
+        em.lower(node, REGISTRY[node.op].lower)
+    _finish_output(em)
+    return em.program
+
+
+def _finish_output(em: Emitter) -> None:
+    g, program = em.graph, em.program
+    (out,) = g.outputs
+    root, offset = out, 0
+    while root in program.aliases:
+        root, off = program.aliases[root]
+        offset += off
+    written = any(isinstance(a, Buf) and a.write and _root_of(program, a.tensor) == root
+                  for c in program.calls for a in c.args)
+    if written and offset == 0 and g.tensors[root].size == g.tensors[out].size:
+        return
+    program.output_copy = True
+    size = g.tensors[out].size
+    src = em.const_tensor(out) if g.is_const(out) else Buf(out)
+    program.node_notes["(output)"] = "the output is a copy of the input, a constant or a view"
+    program.calls.append(Call("fg_copy", [src, "out", size], "(output)"))
+
+
+def _root_of(program: Program, name: str) -> str:
+    while name in program.aliases:
+        name = program.aliases[name][0]
+    return name

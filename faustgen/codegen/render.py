@@ -1,0 +1,175 @@
+"""Program + memory plan -> C source files, through the Jinja2 templates."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from faustgen import __version__
+from faustgen.codegen.emit import Buf, Program, Scratch
+from faustgen.codegen.literals import (
+    c_comment,
+    c_float,
+    c_float_array,
+    c_int,
+    c_int_array,
+)
+from faustgen.codegen.memory import MemoryPlan
+from faustgen.resources import data_dir
+
+RUNTIME_SOURCES = ("fg_dense.c", "fg_conv.c", "fg_pool.c", "fg_act.c", "fg_tensor.c")
+RUNTIME_HEADERS = ("fg_runtime.h",)
+
+
+@dataclass
+class Rendered:
+    files: dict[str, str]  # file name -> text
+    weight_bytes: int
+    arena_bytes: int
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def _shape_text(shape) -> str:
+    return "x".join(str(d) for d in shape) or "scalar"
+
+
+class _ArgRenderer:
+    def __init__(self, program: Program, plan: MemoryPlan):
+        self.program = program
+        self.plan = plan
+        self.arena = f"{program.prefix}_arena"
+
+    def buf(self, name: str, offset: int) -> str:
+        st = self.plan.storage[name]
+        base = {"input": "in", "output": "out", "arena": self.arena}[st.kind]
+        off = st.offset + offset
+        return f"{base} + {off}" if off else base
+
+    def __call__(self, a: Any) -> str:
+        if isinstance(a, Buf):
+            return self.buf(a.tensor, a.offset)
+        if isinstance(a, Scratch):
+            off = self.plan.scratch[a.id]
+            return f"{self.arena} + {off}" if off else self.arena
+        if isinstance(a, bool):
+            return "1" if a else "0"
+        if isinstance(a, (int, np.integer)):
+            return c_int(a)
+        if isinstance(a, (float, np.floating)):
+            return c_float(a)
+        return str(a)
+
+
+def _body(program: Program, plan: MemoryPlan) -> list[str]:
+    arg = _ArgRenderer(program, plan)
+    lines: list[str] = []
+    current = None
+    for call in program.calls:
+        if call.node != current:
+            current = call.node
+            if lines:
+                lines.append("")
+            lines.append(f"/* {program.node_notes.get(call.node, c_comment(call.node))} */")
+        if call.note:
+            lines.append(f"/* {call.note} */")
+        lines.append(f"{call.func}({', '.join(arg(a) for a in call.args)});")
+    used = " ".join(lines)
+    for name in ("in", "out"):
+        if f"{name} " not in used.replace("(", " ").replace(",", " ") + " ":
+            lines.insert(0, f"(void){name};")
+    return lines
+
+
+def render(program: Program, plan: MemoryPlan, *, command: str, target: str, cc: str,
+           cflags: str) -> Rendered:
+    g = program.graph
+    prefix = program.prefix
+    (inp,) = g.inputs
+    (out,) = g.outputs
+    weights_file = f"{prefix}_weights.c"
+    weight_bytes = sum(a.values.nbytes for a in program.arrays)
+    arena_bytes = plan.arena_floats * 4
+    ctx = {
+        "version": __version__,
+        "command": c_comment(command, max_len=400),
+        "source": c_comment(Path(g.meta.get("source", "model")).name),
+        "producer": c_comment(g.meta.get("producer", "")),
+        "opset": g.meta.get("opset", "?"),
+        "prefix": prefix,
+        "PREFIX": prefix.upper(),
+        "guard": f"{prefix.upper()}_H",
+        "input_shape": _shape_text(g.tensors[inp].shape),
+        "output_shape": _shape_text(g.tensors[out].shape),
+        "batch_symbolic": g.batch_symbolic,
+        "input_size": g.tensors[inp].size,
+        "output_size": g.tensors[out].size,
+        "arena_floats": plan.arena_floats,
+        "arena_bytes": arena_bytes,
+        "weight_bytes": weight_bytes,
+        "weights_file": weights_file,
+        "n_arrays": len(program.arrays),
+        "target": target,
+        "cc": cc,
+        "cflags": cflags,
+        "runtime_sources": list(RUNTIME_SOURCES),
+    }
+    arrays = [
+        {
+            "comment": a.comment,
+            "ctype": "float" if a.ctype == "float" else a.ctype,
+            "ident": a.ident,
+            "length": max(len(a.values), 1),
+            "body": (c_float_array(a.values) if a.ctype == "float" else c_int_array(a.values))
+            if len(a.values) else "    0",
+        }
+        for a in program.arrays
+    ]
+    structs = [
+        {
+            "comment": s.comment,
+            "ctype": s.ctype,
+            "ident": s.ident,
+            "fields": [{"name": k, "value": _field(v)} for k, v in s.fields],
+        }
+        for s in program.structs
+    ]
+    env = _env()
+    files = {
+        f"{prefix}.h": env.get_template("model.h.j2").render(ctx),
+        f"{prefix}.c": env.get_template("model.c.j2").render(ctx, body=_body(program, plan)),
+        weights_file: env.get_template("weights.c.j2").render(ctx, arrays=arrays,
+                                                              structs=structs),
+        "main.c": env.get_template("main.c.j2").render(ctx),
+        "Makefile": env.get_template("Makefile.j2").render(ctx),
+    }
+    return Rendered(files, weight_bytes, arena_bytes)
+
+
+def _field(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return "{" + ", ".join(_field(x) for x in v) + "}"
+    if isinstance(v, (float, np.floating)):
+        return c_float(v)
+    return c_int(v)
+
+
+def copy_runtime(dest: Path) -> None:
+    """The hand-written kernels go into every bundle verbatim."""
+    src = data_dir("runtime_c")
+    for name in (*RUNTIME_HEADERS, *RUNTIME_SOURCES):
+        shutil.copyfile(src / name, dest / name)

@@ -1,0 +1,5 @@
+"""Model importers (ONNX today)."""
+
+from faustgen.frontend.onnx_import import import_model, import_onnx, load_model
+
+__all__ = ["import_model", "import_onnx", "load_model"]

@@ -1,0 +1,337 @@
+"""ONNX ModelProto -> faustgen IR.
+
+One sweep over the nodes in topological order: each op parses its attributes
+(for the model's opset), then the node is either folded (all inputs constant,
+or outputs known from shapes alone, as Shape is) or given static output shapes.
+That single sweep folds the shape sub-graphs exporters write
+(Shape -> Gather -> Unsqueeze -> Concat -> Reshape) before any op needs them.
+
+A symbolic first input axis is the batch axis: the graph is built for one
+sample, and built a second time for three samples to prove every activation
+scales with the batch (else the model mixes samples and cannot run per sample).
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from faustgen.errors import FaustgenError
+from faustgen.ir import Graph, Node, Tensor, unique_name
+from faustgen.ops import REGISTRY, ParseContext, supported_onnx_ops
+
+MIN_OPSET = 6
+_PROBE_BATCH = 3
+_WEIGHT_OPS = {"Conv", "Gemm", "MatMul", "BatchNormalization", "ConvTranspose"}
+
+
+def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read an ONNX file (and its external data) or raise a one-line FaustgenError."""
+    p = Path(path)
+    if not p.exists():
+        raise FaustgenError(f"{p}: no such file")
+    if not p.is_file():
+        raise FaustgenError(f"{p}: not a file")
+    try:
+        with open(p, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise FaustgenError(f"{p}: cannot read ({e.strerror})") from None
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception:
+        raise FaustgenError(f"{p}: not an ONNX model (protobuf parse failed)") from None
+    if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
+        raise FaustgenError(f"{p}: not an ONNX model (no graph)")
+    try:
+        onnx.load_external_data_for_model(model, str(p.parent))
+    except (OSError, ValueError) as e:
+        raise FaustgenError(f"{p}: cannot load external weight data ({e})") from None
+    return model
+
+
+def import_onnx(path: str | os.PathLike, input_shape: Sequence[int] | None = None) -> Graph:
+    """Load, check and import an ONNX file; the result is the per-call graph."""
+    return import_model(load_model(path), input_shape=input_shape, source=str(path))
+
+
+def import_model(model: onnx.ModelProto, input_shape: Sequence[int] | None = None,
+                 source: str = "<model>") -> Graph:
+    model = _normalize_opset(model, source)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid model"
+        raise FaustgenError(f"{source}: the ONNX checker rejects the model: {first}") from None
+    graph = _Importer(model, source, input_shape, batch=1).run()
+    if graph.batch_symbolic:
+        probe = _Importer(model, source, input_shape, batch=_PROBE_BATCH).run()
+        _check_batch_axis(graph, probe)
+    return graph
+
+
+def _normalize_opset(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
+    opset = _default_opset(model)
+    if opset is None:
+        raise FaustgenError(f"{source}: the model imports no default-domain (ai.onnx) opset")
+    if opset < MIN_OPSET:
+        from onnx import version_converter
+
+        try:
+            model = version_converter.convert_version(model, MIN_OPSET + 1)
+        except Exception:
+            raise FaustgenError(
+                f"{source}: opset {opset} is older than {MIN_OPSET} and could not be upgraded"
+            ) from None
+    return model
+
+
+def _default_opset(model: onnx.ModelProto) -> int | None:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return None
+
+
+def _attr_value(attr: onnx.AttributeProto, where: str) -> Any:
+    if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+        raise FaustgenError(f"{where}: sub-graph attribute '{attr.name}' is not supported")
+    if attr.type == onnx.AttributeProto.SPARSE_TENSOR:
+        raise FaustgenError(f"{where}: sparse tensor attribute '{attr.name}' is not supported")
+    v = helper.get_attribute_value(attr)
+    if attr.type == onnx.AttributeProto.TENSOR:
+        return numpy_helper.to_array(v)
+    if attr.type == onnx.AttributeProto.STRING:
+        return v.decode("utf-8", "replace")
+    if attr.type == onnx.AttributeProto.STRINGS:
+        return [s.decode("utf-8", "replace") for s in v]
+    if attr.type == onnx.AttributeProto.TENSORS:
+        return [numpy_helper.to_array(t) for t in v]
+    return v
+
+
+_NP_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64",
+              9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
+
+
+class _Importer:
+    def __init__(self, model: onnx.ModelProto, source: str,
+                 input_shape: Sequence[int] | None, batch: int):
+        self.model = model
+        self.g = model.graph
+        self.source = source
+        self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+        self.batch = batch
+        self.opset = _default_opset(model)
+        self.graph = Graph(
+            name=self.g.name or "model",
+            nodes=[],
+            tensors={},
+            inputs=[],
+            outputs=[],
+            meta={
+                "source": source,
+                "opset": self.opset,
+                "producer": f"{model.producer_name} {model.producer_version}".strip(),
+                "ir_version": model.ir_version,
+            },
+        )
+
+    def fail(self, message: str) -> None:
+        raise FaustgenError(f"{self.source}: {message}")
+
+    def run(self) -> Graph:
+        self._initializers()
+        self._inputs()
+        for index, proto in enumerate(self._toposorted()):
+            self._node(index, proto)
+        self._outputs()
+        return self.graph
+
+    # ---------------------------------------------------------------- boundary
+    def _initializers(self) -> None:
+        consumers = {}
+        for n in self.g.node:
+            for i in n.input:
+                consumers.setdefault(i, n)
+        for init in self.g.initializer:
+            try:
+                value = numpy_helper.to_array(init)
+            except Exception as e:
+                self.fail(f"initializer '{init.name}' cannot be read ({e})")
+            if value.dtype.kind == "f":
+                user = consumers.get(init.name)
+                bad = np.isnan(value).any() or (user is not None and user.op_type in _WEIGHT_OPS
+                                                and np.isinf(value).any())
+                if bad:
+                    self.fail(f"initializer '{init.name}' holds NaN or Inf values")
+                if value.dtype != np.float32:
+                    value = value.astype(np.float32)
+            self.graph.tensors[init.name] = Tensor(init.name, value.shape, str(value.dtype), value)
+
+    def _inputs(self) -> None:
+        real = [i for i in self.g.input if i.name not in self.graph.tensors]
+        if len(real) != 1:
+            names = ", ".join(f"'{i.name}'" for i in real) or "none"
+            self.fail(f"the model must have exactly one input; it has {len(real)} ({names})")
+        vi = real[0]
+        tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type"):
+            self.fail(f"input '{vi.name}' is not a tensor")
+        if tt.elem_type != onnx.TensorProto.FLOAT:
+            dtype = _NP_DTYPES.get(tt.elem_type, f"type {tt.elem_type}")
+            self.fail(f"input '{vi.name}' has dtype {dtype}; only float32 inputs are supported")
+        dims: list[int | str] = []
+        if tt.HasField("shape"):
+            for d in tt.shape.dim:
+                dims.append(d.dim_value if d.HasField("dim_value") and d.dim_value > 0
+                            else (d.dim_param or "?"))
+        elif self.input_shape is None:
+            self.fail(f"input '{vi.name}' has no shape; pass --input-shape")
+        symbolic_batch = bool(dims) and isinstance(dims[0], str)
+        if self.input_shape is not None:
+            if dims and len(dims) != len(self.input_shape):
+                self.fail(f"--input-shape {self.input_shape} has rank {len(self.input_shape)}, "
+                          f"input '{vi.name}' has rank {len(dims)}")
+            for d, given in zip(dims, self.input_shape, strict=False):
+                if isinstance(d, int) and d != given:
+                    self.fail(f"--input-shape {self.input_shape} contradicts the fixed shape "
+                              f"{tuple(dims)} of input '{vi.name}'")
+            shape = list(self.input_shape)
+            if symbolic_batch:
+                shape[0] = self.batch
+        else:
+            for axis, d in enumerate(dims):
+                if isinstance(d, str) and axis > 0:
+                    self.fail(f"input '{vi.name}' has an unresolved dimension '{d}' at axis "
+                              f"{axis}; pass --input-shape")
+            shape = [self.batch if isinstance(d, str) else d for d in dims]
+        if any(d <= 0 for d in shape):
+            self.fail(f"input '{vi.name}' has an empty shape {tuple(shape)}")
+        self.graph.batch_symbolic = symbolic_batch
+        self.graph.inputs = [vi.name]
+        self.graph.tensors[vi.name] = Tensor(vi.name, tuple(shape), "float32")
+
+    def _outputs(self) -> None:
+        outs = list(self.g.output)
+        if len(outs) != 1:
+            self.fail(f"the model must have exactly one output; it has {len(outs)}")
+        name = outs[0].name
+        if name not in self.graph.tensors:
+            self.fail(f"output '{name}' is produced by no node")
+        t = self.graph.tensors[name]
+        if t.dtype != "float32":
+            self.fail(f"output '{name}' has dtype {t.dtype}; only float32 outputs are supported")
+        self.graph.outputs = [name]
+
+    # ---------------------------------------------------------------- nodes
+    def _toposorted(self) -> list[onnx.NodeProto]:
+        nodes = list(self.g.node)
+        available = set(self.graph.tensors) | {""}
+        producer = {}
+        for idx, n in enumerate(nodes):
+            for o in n.output:
+                if o:
+                    if o in producer or o in available:
+                        self.fail(f"tensor '{o}' is produced twice (node '{n.name or idx}')")
+                    producer[o] = idx
+        for idx, n in enumerate(nodes):
+            for i in n.input:
+                if i not in available and i not in producer:
+                    self.fail(f"node '{n.name or idx}' ({n.op_type}) reads '{i}', which no node, "
+                              f"initializer or input provides")
+        # Kahn's algorithm, keeping the file's order among ready nodes (deterministic).
+        deps = [{producer[i] for i in n.input if i in producer} for n in nodes]
+        users: dict[int, list[int]] = {}
+        for idx, d in enumerate(deps):
+            for p in d:
+                users.setdefault(p, []).append(idx)
+        pending = [len(d) for d in deps]
+        ready = sorted(i for i, c in enumerate(pending) if c == 0)
+        order = []
+        heapq.heapify(ready)
+        while ready:
+            i = heapq.heappop(ready)
+            order.append(i)
+            for u in users.get(i, []):
+                pending[u] -= 1
+                if pending[u] == 0:
+                    heapq.heappush(ready, u)
+        if len(order) != len(nodes):
+            stuck = next(i for i, c in enumerate(pending) if c > 0)
+            n = nodes[stuck]
+            self.fail(f"the graph has a cycle through node '{n.name or stuck}' ({n.op_type})")
+        return [nodes[i] for i in order]
+
+    def _node(self, index: int, proto: onnx.NodeProto) -> None:
+        name = unique_name((n.name for n in self.graph.nodes), proto.name or
+                           f"{proto.op_type}_{index}")
+        where = f"{proto.op_type} node '{name}'"
+        if proto.domain not in ("", "ai.onnx"):
+            raise FaustgenError(f"{self.source}: unsupported op '{proto.domain}.{proto.op_type}' "
+                                f"(node '{name}'); faustgen supports the ai.onnx ops: "
+                                + ", ".join(supported_onnx_ops()))
+        op = REGISTRY.get(proto.op_type)
+        if op is None or not op.onnx:
+            raise FaustgenError(f"{self.source}: unsupported op '{proto.op_type}' (node '{name}'); "
+                                "supported: " + ", ".join(supported_onnx_ops()))
+        attrs = {a.name: _attr_value(a, where) for a in proto.attribute}
+        ctx = ParseContext(proto.op_type, name, list(proto.input), list(proto.output), attrs,
+                           self.opset, self.graph)
+        try:
+            node = op.parse(ctx)
+            self._evaluate(op, node)
+        except FaustgenError:
+            raise
+        except Exception as e:  # a malformed model must not surface as a traceback
+            raise FaustgenError(f"{where}: cannot import ({type(e).__name__}: {e})") from None
+
+    def _evaluate(self, op, node: Node) -> None:
+        tensors = self.graph.tensors
+        ins = [tensors[i] for i in node.inputs if i]
+        values = op.static_outputs(node, ins)
+        if values is None and all(t.is_const for t in ins):
+            values = op.compute(node, [t.value for t in ins])
+        if values is not None:
+            for name, v in zip(node.outputs, values, strict=False):
+                if name:
+                    v = np.asarray(v)
+                    tensors[name] = Tensor(name, tuple(v.shape), str(v.dtype), v)
+            return
+        for name, (shape, dtype) in zip(node.outputs, op.infer(node, ins), strict=False):
+            if name:
+                tensors[name] = Tensor(name, tuple(int(d) for d in shape), dtype)
+        self.graph.nodes.append(node)
+
+
+def _check_batch_axis(g1: Graph, g3: Graph) -> None:
+    """Every activation must scale with the batch along axis 0, and no op may mix along it."""
+    producers = g1.producers()
+    for t in g1.activations():
+        t3 = g3.tensors.get(t.name)
+        if t3 is None or t3.is_const:
+            continue
+        expected = (t.shape[0] * _PROBE_BATCH, *t.shape[1:]) if t.shape else None
+        if t3.shape != expected:
+            node = producers.get(t.name)
+            where = f"node '{node.name}' ({node.op})" if node else f"tensor '{t.name}'"
+            raise FaustgenError(
+                f"{g1.meta['source']}: {where} mixes samples along the batch axis (shape "
+                f"{t.shape} for 1 sample, {t3.shape} for {_PROBE_BATCH}); export the model with "
+                "a fixed batch size or pass --input-shape"
+            )
+    for node in g1.nodes:
+        ins = [g1.tensors[i] for i in node.inputs if i]
+        if not REGISTRY[node.op].batch_axes_ok(node, ins):
+            raise FaustgenError(
+                f"{g1.meta['source']}: node '{node.name}' ({node.op}) works across the batch "
+                "axis; export the model with a fixed batch size or pass --input-shape"
+            )

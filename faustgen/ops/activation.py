@@ -1,0 +1,141 @@
+"""Unary elementwise ops (activations and math functions), table-driven.
+
+Each entry: ONNX attributes with defaults, the numpy reference, and the kernel
+call. Relu, LeakyRelu and Clip are also fusable into the epilogue of Dense and
+Conv (see passes/fuse.py and FUSABLE).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import erf
+
+from faustgen.ops.base import Op, ParseContext, prod, register_op
+
+
+@dataclass(frozen=True)
+class Unary:
+    attrs: dict[str, float]
+    ref: Callable[..., np.ndarray]
+    kernel: str
+    args: tuple[str, ...] = ()  # attribute names passed to the kernel after n
+
+
+def _f32(fn):
+    return lambda x, **a: np.asarray(fn(x.astype(np.float32), **a), dtype=np.float32)
+
+
+SELU_ALPHA = 1.67326319217681884765625
+SELU_GAMMA = 1.05070102214813232421875
+
+UNARY: dict[str, Unary] = {
+    "Relu": Unary({}, _f32(lambda x: np.maximum(x, 0)), "fg_relu"),
+    "LeakyRelu": Unary({"alpha": 0.01}, _f32(lambda x, alpha: np.where(x >= 0, x, alpha * x)),
+                       "fg_leaky_relu", ("alpha",)),
+    "Elu": Unary({"alpha": 1.0},
+                 _f32(lambda x, alpha: np.where(x > 0, x, alpha * (np.exp(x) - 1))),
+                 "fg_elu", ("alpha",)),
+    "Selu": Unary({"alpha": SELU_ALPHA, "gamma": SELU_GAMMA},
+                  _f32(lambda x, alpha, gamma: gamma * np.where(x > 0, x,
+                                                                alpha * (np.exp(x) - 1))),
+                  "fg_selu", ("alpha", "gamma")),
+    "Sigmoid": Unary({}, _f32(lambda x: 1 / (1 + np.exp(-x))), "fg_sigmoid"),
+    "HardSigmoid": Unary({"alpha": 0.2, "beta": 0.5},
+                         _f32(lambda x, alpha, beta: np.clip(alpha * x + beta, 0, 1)),
+                         "fg_hard_sigmoid", ("alpha", "beta")),
+    "HardSwish": Unary({}, _f32(lambda x: x * np.clip(x / 6 + 0.5, 0, 1)), "fg_hard_swish"),
+    "Tanh": Unary({}, _f32(np.tanh), "fg_tanh"),
+    "Softplus": Unary({}, _f32(lambda x: np.log1p(np.exp(x))), "fg_softplus"),
+    "Exp": Unary({}, _f32(np.exp), "fg_exp"),
+    "Log": Unary({}, _f32(np.log), "fg_log"),
+    "Sqrt": Unary({}, _f32(np.sqrt), "fg_sqrt"),
+    "Abs": Unary({}, _f32(np.abs), "fg_abs"),
+    "Neg": Unary({}, _f32(np.negative), "fg_neg"),
+    "Reciprocal": Unary({}, _f32(np.reciprocal), "fg_reciprocal"),
+    "Erf": Unary({}, _f32(erf), "fg_erf"),
+    "Gelu": Unary({}, _f32(lambda x: 0.5 * x * (1 + erf(x / math.sqrt(2)))), "fg_gelu"),
+}
+
+# Activations the Dense / Conv kernels can apply in their epilogue: (FG_ACT_*, a, b).
+FUSABLE = ("Relu", "LeakyRelu", "Clip")
+
+
+def fused_act(node) -> tuple[str, float, float]:
+    """Epilogue code of a fusable activation node (or of a node's `act` attribute)."""
+    if node.op == "Relu":
+        return ("FG_ACT_RELU", 0.0, 0.0)
+    if node.op == "LeakyRelu":
+        return ("FG_ACT_LEAKY", node.attrs["alpha"], 0.0)
+    if node.op == "Clip":
+        return ("FG_ACT_CLIP", node.attrs["min"], node.attrs["max"])
+    raise KeyError(node.op)
+
+
+def apply_act(y: np.ndarray, act: tuple[str, float, float] | None) -> np.ndarray:
+    if act is None or act[0] == "FG_ACT_NONE":
+        return y
+    kind, a, b = act
+    if kind == "FG_ACT_RELU":
+        return np.maximum(y, 0).astype(y.dtype)
+    if kind == "FG_ACT_LEAKY":
+        return np.where(y >= 0, y, np.float32(a) * y).astype(y.dtype)
+    return np.minimum(np.maximum(y, np.float32(a)), np.float32(b)).astype(y.dtype)
+
+
+def register_unary() -> None:
+    for op_type, spec in UNARY.items():
+
+        @register_op(op_type)
+        class _U(Op):
+            elementwise = True
+            _spec = spec
+
+            def parse(self, ctx: ParseContext):
+                if ctx.op_type == "Gelu" and ctx.attr("approximate", "none") != "none":
+                    ctx.fail("only approximate='none' is supported")
+                attrs = {k: float(ctx.attr(k, v)) for k, v in self._spec.attrs.items()}
+                return ctx.node(attrs, inputs=[ctx.input(0)])
+
+            def compute(self, node, ins):
+                return [self._spec.ref(ins[0], **{k: node.attrs[k] for k in self._spec.attrs})]
+
+            def lower(self, node, em):
+                n = prod(em.shape_in(0))
+                extra = [em.f(node.attrs[k]) for k in self._spec.args]
+                em.call(self._spec.kernel, em.x(0), em.y(), n, *extra)
+                em.allow_inplace()
+
+
+register_unary()
+
+
+@register_op("Clip")
+class Clip(Op):
+    elementwise = True
+
+    def parse(self, ctx):
+        if ctx.opset < 11:
+            lo = ctx.attr("min", -math.inf)
+            hi = ctx.attr("max", math.inf)
+        else:
+            lo_v = ctx.const_input(1, "min", required=False)
+            hi_v = ctx.const_input(2, "max", required=False)
+            lo = -math.inf if lo_v is None else float(np.asarray(lo_v).reshape(-1)[0])
+            hi = math.inf if hi_v is None else float(np.asarray(hi_v).reshape(-1)[0])
+        return ctx.node({"min": float(lo), "max": float(hi)}, inputs=[ctx.input(0)])
+
+    def compute(self, node, ins):
+        x = ins[0]
+        lo, hi = node.attrs["min"], node.attrs["max"]
+        if np.issubdtype(x.dtype, np.integer):
+            return [np.minimum(np.maximum(x, lo), hi).astype(x.dtype)]
+        return [np.minimum(np.maximum(x, np.float32(lo)), np.float32(hi)).astype(x.dtype)]
+
+    def lower(self, node, em):
+        em.call("fg_clip", em.x(0), em.y(), prod(em.shape_in(0)), em.f(node.attrs["min"]),
+                em.f(node.attrs["max"]))
+        em.allow_inplace()

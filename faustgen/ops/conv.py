@@ -1,0 +1,130 @@
+"""Conv (1-D, 2-D, 3-D; pads, strides, dilations, groups, auto_pad), with a fusable
+bias and activation.
+
+Lowered to im2col + a register-blocked GEMM against the packed filter matrix
+(the seed's Z = T(R(X) F) with F stored transposed), or to a direct kernel for
+depthwise convolutions, where im2col would only add copies.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from faustgen.ops.activation import apply_act
+from faustgen.ops.base import Op, prod, register_op
+from faustgen.ops.spatial import Window, parse_window
+
+
+@register_op("Conv")
+class Conv(Op):
+    def parse(self, ctx):
+        x, w = ctx.shape(0), ctx.shape(1)
+        kernel = ctx.attr("kernel_shape")
+        kernel = list(w[2:]) if kernel is None else [int(k) for k in kernel]
+        if list(w[2:]) != kernel:
+            ctx.fail(f"kernel_shape {kernel} does not match weight shape {tuple(w)}")
+        win = parse_window(ctx, kernel)
+        group = int(ctx.attr("group", 1))
+        if group <= 0 or x[1] % group or w[0] % group or w[1] * group != x[1]:
+            ctx.fail(f"weight {tuple(w)} with group={group} does not fit input {tuple(x)}")
+        if ctx.input(2) and tuple(ctx.shape(2)) != (w[0],):
+            ctx.fail(f"bias shape {ctx.shape(2)} should be ({w[0]},)")
+        return ctx.node({"window": win, "group": group, "act": None})
+
+    def infer(self, node, ins):
+        win: Window = node.attrs["window"]
+        out = (ins[0].shape[0], ins[1].shape[0], *win.out_size[3 - win.rank :])
+        return [(out, "float32")]
+
+    def compute(self, node, ins):
+        return [conv_reference(ins[0], ins[1], ins[2] if len(ins) > 2 else None,
+                               node.attrs["window"], node.attrs["group"], node.attrs.get("act"))]
+
+    def lower(self, node, em):
+        w = em.const_in(1)
+        if w is None:
+            em.fail("the weight must be a constant")
+        win: Window = node.attrs["window"]
+        x_shape = em.shape_in(0)
+        n, c, k, group = x_shape[0], x_shape[1], w.shape[0], node.attrs["group"]
+        fields = {"C": c, **_spatial_in(win), "K": k, **_spatial_out(win), "group": group}
+        s = em.struct("fg_conv_shape", "conv", **{f: fields[f] for f in _CONV_FIELDS})
+        act, a, b = node.attrs.get("act") or ("FG_ACT_NONE", 0.0, 0.0)
+        bias = em.x(2) if node.input(2) else "NULL"
+        in_size, out_size = prod(x_shape[1:]), prod(em.shape_out()[1:])
+        depthwise = group == c and group > 1
+        if depthwise:
+            wd = em.weight(w, node.inputs[1])
+        else:
+            from faustgen.codegen.pack import pack_conv_weight
+
+            wp = em.weight(pack_conv_weight(w, group), node.inputs[1],
+                           comment=f"{node.inputs[1]}: {'x'.join(map(str, w.shape))}, "
+                                   f"group={group}, packed in blocks of 4 filters")
+            floats = conv_scratch_floats(c // group, win)
+        for i in range(n):
+            if depthwise:
+                em.call("fg_conv_depthwise", s, em.x(0, i * in_size), em.y(0, i * out_size), wd,
+                        bias, act, em.f(a), em.f(b))
+            else:
+                scratch = em.scratch(floats) if floats else "NULL"
+                em.call("fg_conv", s, em.x(0, i * in_size), em.y(0, i * out_size), wp, bias, act,
+                        em.f(a), em.f(b), scratch)
+
+
+_CONV_FIELDS = ("C", "D", "H", "W", "K", "OD", "OH", "OW", "kd", "kh", "kw", "sd", "sh", "sw",
+                "dd", "dh", "dw", "pd", "ph", "pw", "group")
+
+
+def _spatial_in(win: Window) -> dict[str, int]:
+    f = win.fields()
+    return {k: f[k] for k in ("D", "H", "W", "kd", "kh", "kw", "sd", "sh", "sw", "dd", "dh", "dw",
+                              "pd", "ph", "pw")}
+
+
+def _spatial_out(win: Window) -> dict[str, int]:
+    f = win.fields()
+    return {k: f[k] for k in ("OD", "OH", "OW")}
+
+
+def conv_reference(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, win: Window,
+                   group: int, act=None) -> np.ndarray:
+    """Numpy convolution (float64 accumulation), N x C x spatial -> N x K x spatial."""
+    n, c = x.shape[:2]
+    k = w.shape[0]
+    x5 = x.reshape(n, c, *win.in_size).astype(np.float64)
+    w5 = w.reshape(k, w.shape[1], *win.kernel).astype(np.float64)
+    pads = [(0, 0), (0, 0)] + list(zip(win.pads_begin, win.pads_end, strict=True))
+    xp = np.pad(x5, pads)
+    od, oh, ow = win.out_size
+    y = np.zeros((n, k, od, oh, ow))
+    cg, kg = c // group, k // group
+    (sd, sh, sw), (dd, dh, dw) = win.strides, win.dilations
+    for a in range(win.kernel[0]):
+        for b in range(win.kernel[1]):
+            for e in range(win.kernel[2]):
+                xs = xp[:, :, a * dd : a * dd + (od - 1) * sd + 1 : sd,
+                        b * dh : b * dh + (oh - 1) * sh + 1 : sh,
+                        e * dw : e * dw + (ow - 1) * sw + 1 : sw]  # fmt: skip
+                for g in range(group):
+                    y[:, g * kg : (g + 1) * kg] += np.einsum(
+                        "kc,ncdhw->nkdhw", w5[g * kg : (g + 1) * kg, :, a, b, e],
+                        xs[:, g * cg : (g + 1) * cg])
+    if bias is not None:
+        y += bias.reshape(1, k, 1, 1, 1)
+    out_shape = (n, k, *win.out_size[3 - win.rank :])
+    return apply_act(y.astype(np.float32), act).reshape(out_shape)
+
+
+def filter_matrix(w: np.ndarray, group: int, g: int) -> np.ndarray:
+    """The seed's F for group g: (C/group * kernel) x (K/group), columns = filters."""
+    kg = w.shape[0] // group
+    return w[g * kg : (g + 1) * kg].reshape(kg, -1).T
+
+
+
+def conv_scratch_floats(c_per_group: int, win: Window) -> int:
+    """Mirror of fg_conv_scratch: the im2col matrix of one group, none for pointwise convs."""
+    pointwise = (win.kernel == (1, 1, 1) and win.strides == (1, 1, 1)
+                 and win.pads_begin == (0, 0, 0) and win.pads_end == (0, 0, 0))
+    return 0 if pointwise else c_per_group * prod(win.kernel) * prod(win.out_size)

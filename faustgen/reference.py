@@ -1,0 +1,45 @@
+"""onnxruntime as the reference: run a model file with the same batch semantics as the C."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from faustgen.errors import FaustgenError
+
+
+def ort_session(model_path: str | os.PathLike, threads: int = 1):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FaustgenError(f"{model_path}: onnxruntime cannot load the model: {first}") from None
+
+
+def ort_predict(session, x: np.ndarray, per_call_shape: tuple[int, ...],
+                batch_symbolic: bool) -> np.ndarray:
+    """Outputs for x, calling onnxruntime once per sample when the model's batch is fixed at 1."""
+    name = session.get_inputs()[0].name
+    if batch_symbolic or tuple(x.shape) == tuple(per_call_shape):
+        return session.run(None, {name: x})[0]
+    outs = [session.run(None, {name: x[i : i + 1]})[0] for i in range(x.shape[0])]
+    per = [o[0] if o.shape and o.shape[0] == 1 else o for o in outs]
+    return np.stack(per)
+
+
+def compare(y: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    """Error of y against ref: max absolute, and max absolute relative to the largest |ref|."""
+    if y.shape != ref.shape:
+        raise FaustgenError(f"output shape {y.shape} differs from the reference {ref.shape}")
+    diff = np.abs(y.astype(np.float64) - ref.astype(np.float64))
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    max_abs = float(diff.max()) if diff.size else 0.0
+    return {"max_abs": max_abs, "max_rel": max_abs / scale if scale > 0 else max_abs,
+            "ref_scale": scale}

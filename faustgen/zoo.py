@@ -1,0 +1,104 @@
+"""Small seeded PyTorch models used by the demo, the benchmarks and the tests.
+
+Needs the torch extra (`pip install faustgen[torch]`). Models are defined here
+once, so the demo and the tests exercise exactly the same networks.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - depends on the installation
+        from faustgen.errors import FaustgenError
+
+        raise FaustgenError("this needs PyTorch: pip install 'faustgen[torch]'") from None
+    return torch
+
+
+def mlp(sizes=(784, 300, 100, 10), seed: int = 0):
+    """Fully connected network with ReLU between layers (input flattened)."""
+    torch = _torch()
+    nn = torch.nn
+    torch.manual_seed(seed)
+    layers: list = [nn.Flatten()]
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers).eval()
+
+
+def lenet5(in_channels: int = 1, image: int = 28, classes: int = 10, batchnorm: bool = True,
+           seed: int = 0):
+    """LeNet-5 style CNN: conv5x5(6) - pool - conv5x5(16) - pool - 120 - 84 - classes."""
+    torch = _torch()
+    nn = torch.nn
+    torch.manual_seed(seed)
+
+    def block(cin, cout, pad):
+        parts = [nn.Conv2d(cin, cout, 5, padding=pad)]
+        if batchnorm:
+            parts.append(nn.BatchNorm2d(cout))
+        return [*parts, nn.ReLU(), nn.MaxPool2d(2)]
+
+    feat = ((image + 4 - 4) // 2 - 4) // 2  # conv1 keeps the size (pad 2), conv2 trims 4
+    net = nn.Sequential(
+        *block(in_channels, 6, 2),
+        *block(6, 16, 0),
+        nn.Flatten(),
+        nn.Linear(16 * feat * feat, 120), nn.ReLU(),
+        nn.Linear(120, 84), nn.ReLU(),
+        nn.Linear(84, classes),
+    )
+    return net.eval()
+
+
+def randomize_batchnorm(model, seed: int = 0) -> None:
+    """Give BatchNorm layers non-trivial statistics, as training would (for tests)."""
+    torch = _torch()
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+
+
+def export(model, example: np.ndarray, path: str | os.PathLike, *, dynamo: bool = False,
+           dynamic_batch: bool = True, opset: int | None = None, **kwargs) -> Path:
+    """torch.onnx.export with a named input 'x' / output 'y' and, optionally, a symbolic batch."""
+    torch = _torch()
+    path = Path(path)
+    x = torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32))
+    model.eval()
+    args = dict(input_names=["x"], output_names=["y"], dynamo=dynamo, **kwargs)
+    if opset is not None:
+        args["opset_version"] = opset
+    if dynamic_batch:
+        if dynamo:
+            args["dynamic_shapes"] = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}}
+        else:
+            args["dynamic_axes"] = {"x": {0: "batch"}, "y": {0: "batch"}}
+    with torch.no_grad():
+        import contextlib
+        import io
+
+        # The exporters print progress banners; keep the user's terminal for faustgen's output.
+        with contextlib.redirect_stdout(io.StringIO()):
+            torch.onnx.export(model, (x,), str(path), **args)
+    return path
+
+
+def torch_predict(model, x: np.ndarray) -> np.ndarray:
+    torch = _torch()
+    with torch.no_grad():
+        return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()

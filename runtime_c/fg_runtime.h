@@ -1,0 +1,230 @@
+/* fg_runtime.h - faustgen runtime kernels (C99, no heap, no stdio).
+ *
+ * These files are copied verbatim into every generated bundle. Layout is NCHW
+ * (ONNX order), float32, row-major. Spatial kernels take three spatial dims
+ * (D, H, W): a 2-D op passes D = 1, a 1-D op passes D = H = 1.
+ *
+ * Kernels never allocate: callers pass scratch memory when one is needed.
+ * Input and output buffers of the same call never overlap, except where a
+ * kernel says "in place allowed" (elementwise kernels).
+ *
+ * Speed without special flags: inner loops are written axpy-style over
+ * contiguous memory with fixed-size blocks and independent accumulators, so
+ * gcc/clang vectorize them at plain -O2/-O3 without -ffast-math.
+ */
+#ifndef FG_RUNTIME_H
+#define FG_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FG_RUNTIME_VERSION 1
+
+/* Columns per packed panel of a constant right-hand matrix (fg_dense). */
+#define FG_PANEL 16
+/* Rows per packed block of a constant left-hand matrix (fg_gemm_a, fg_conv). */
+#define FG_MBLOCK 4
+/* Maximum tensor rank handled by the N-d kernels (broadcast, transpose, pad). */
+#define FG_MAXDIM 8
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FG_ALIGNED(n) __attribute__((aligned(n)))
+#else
+#define FG_ALIGNED(n)
+#endif
+
+/* Activation fused into the epilogue of fg_dense / fg_gemm_a / fg_conv /
+ * fg_conv_depthwise. a, b are its parameters. */
+enum {
+    FG_ACT_NONE = 0,  /* y = x                                  */
+    FG_ACT_RELU = 1,  /* y = max(x, 0)                          */
+    FG_ACT_LEAKY = 2, /* y = x >= 0 ? x : a * x                 */
+    FG_ACT_CLIP = 3   /* y = min(max(x, a), b)  (Relu6: a=0,b=6) */
+};
+
+/* ---- dense / GEMM (fg_dense.c) ------------------------------------------ */
+
+/* Fully connected with a constant right-hand matrix B (K x N):
+ *   y[m*N + n] = act(bias[n] + sum_k x[m*K + k] * B[k][n]),  m < M, n < N.
+ * Bp is B packed in panels of FG_PANEL columns, panel p holding columns
+ * p*FG_PANEL .. p*FG_PANEL+FG_PANEL-1, zero padded past N:
+ *   Bp[((size_t)p*K + k)*FG_PANEL + j] = B[k][p*FG_PANEL + j].
+ * Length of Bp: ceil(N / FG_PANEL) * K * FG_PANEL. bias may be NULL. */
+void fg_dense(const float *x, float *y, int M, int K, int N, const float *Bp, const float *bias,
+              int act, float a, float b);
+
+/* GEMM with a constant left-hand matrix A (M x K) and an activation B (K x N):
+ *   C[m*N + n] = act(bias[m] + sum_k A[m][k] * B[k*N + n]).
+ * Ap is A packed in blocks of FG_MBLOCK rows, zero padded past M:
+ *   Ap[((size_t)mb*K + k)*FG_MBLOCK + i] = A[mb*FG_MBLOCK + i][k].
+ * Length of Ap: ceil(M / FG_MBLOCK) * K * FG_MBLOCK. bias may be NULL. */
+void fg_gemm_a(const float *Ap, const float *B, float *C, int M, int K, int N, const float *bias,
+               int act, float a, float b);
+
+/* Batched product of two activations: for each of `batch` matrices,
+ *   Y[i] (M x N) = A[i] (M x K) @ B[i] (K x N),
+ * with A[i] = a + i*stride_a and B[i] = b + i*stride_b (a stride 0 broadcasts). */
+void fg_matmul(const float *a, const float *b, float *y, int batch, int M, int K, int N,
+               size_t stride_a, size_t stride_b);
+
+/* ---- convolution (fg_conv.c) -------------------------------------------- */
+
+typedef struct {
+    int C, D, H, W;     /* input channels and spatial dims                      */
+    int K, OD, OH, OW;  /* output channels and spatial dims                     */
+    int kd, kh, kw;     /* kernel                                               */
+    int sd, sh, sw;     /* strides                                              */
+    int dd, dh, dw;     /* dilations                                            */
+    int pd, ph, pw;     /* leading pads (trailing pads follow from OD, OH, OW)  */
+    int group;          /* C % group == 0 and K % group == 0                    */
+} fg_conv_shape;
+
+/* Floats of scratch fg_conv needs: (C/group)*kd*kh*kw * OD*OH*OW for the
+ * im2col matrix of one group, or 0 when the convolution is pointwise (1x1x1
+ * kernel, unit strides, no pads), where the input is used directly. */
+size_t fg_conv_scratch(const fg_conv_shape *s);
+
+/* y (K x OD x OH x OW) = act(conv(x) + bias), x is (C x D x H x W).
+ * wp holds, group after group, the (K/group) x ((C/group)*kd*kh*kw) filter
+ * matrix of that group packed as fg_gemm_a's Ap (blocks of FG_MBLOCK rows);
+ * each group's block is ceil((K/group)/FG_MBLOCK)*FG_MBLOCK*(C/group)*kd*kh*kw
+ * floats. Columns are ordered (c, z, y, x) as in the ONNX weight layout.
+ * bias may be NULL. scratch: fg_conv_scratch(s) floats (may be NULL when 0). */
+void fg_conv(const fg_conv_shape *s, const float *x, float *y, const float *wp, const float *bias,
+             int act, float a, float b, float *scratch);
+
+/* Depthwise convolution (group == C, K == m*C for a channel multiplier m):
+ * direct form, no scratch. w is the ONNX weight (K x 1 x kd x kh x kw), unpacked. */
+void fg_conv_depthwise(const fg_conv_shape *s, const float *x, float *y, const float *w,
+                       const float *bias, int act, float a, float b);
+
+/* im2col for one group: cols ((C/group)*kd*kh*kw x OD*OH*OW), row r = (c, z, y, x)
+ * of the filter, column = output position; out-of-input taps are 0.
+ * x points at the group's first input channel. Exposed for tests and for the
+ * factorized conv path. */
+void fg_im2col(const fg_conv_shape *s, const float *x, float *cols);
+
+/* ---- pooling (fg_pool.c) ------------------------------------------------ */
+
+typedef struct {
+    int C, D, H, W;          /* input (per sample: C = channels)                */
+    int OD, OH, OW;          /* output spatial dims                             */
+    int kd, kh, kw;
+    int sd, sh, sw;
+    int dd, dh, dw;          /* dilations                                       */
+    int pd, ph, pw;          /* leading pads                                    */
+    int pd_end, ph_end, pw_end; /* trailing pads (explicit or from auto_pad)    */
+    int count_include_pad;   /* AveragePool: divide by taps inside the padded
+                                input (1) or by taps inside the input (0)       */
+} fg_pool_shape;
+
+/* Windows may extend past the padded input (ceil_mode): taps outside the
+ * padded extent are ignored by both pools; taps in the padding are ignored by
+ * MaxPool and by AveragePool with count_include_pad = 0, and count as zeros for
+ * AveragePool with count_include_pad = 1. */
+void fg_maxpool(const fg_pool_shape *s, const float *x, float *y);
+void fg_avgpool(const fg_pool_shape *s, const float *x, float *y);
+
+/* x (C x S) -> y (C): mean / max over the S spatial positions of each channel. */
+void fg_global_avgpool(const float *x, float *y, int C, int S);
+void fg_global_maxpool(const float *x, float *y, int C, int S);
+
+/* ---- elementwise (fg_act.c), in place allowed (x == y) ------------------- */
+
+void fg_relu(const float *x, float *y, size_t n);
+void fg_leaky_relu(const float *x, float *y, size_t n, float alpha);
+void fg_clip(const float *x, float *y, size_t n, float lo, float hi);
+void fg_elu(const float *x, float *y, size_t n, float alpha);
+void fg_selu(const float *x, float *y, size_t n, float alpha, float gamma);
+void fg_sigmoid(const float *x, float *y, size_t n);
+void fg_hard_sigmoid(const float *x, float *y, size_t n, float alpha, float beta);
+void fg_hard_swish(const float *x, float *y, size_t n);
+void fg_tanh(const float *x, float *y, size_t n);
+void fg_softplus(const float *x, float *y, size_t n);
+void fg_exp(const float *x, float *y, size_t n);
+void fg_log(const float *x, float *y, size_t n);
+void fg_sqrt(const float *x, float *y, size_t n);
+void fg_abs(const float *x, float *y, size_t n);
+void fg_neg(const float *x, float *y, size_t n);
+void fg_reciprocal(const float *x, float *y, size_t n);
+void fg_erf(const float *x, float *y, size_t n);
+void fg_gelu(const float *x, float *y, size_t n); /* exact: 0.5 x (1 + erf(x / sqrt 2)) */
+void fg_copy(const float *x, float *y, size_t n);
+void fg_fill(float *y, size_t n, float value);
+
+/* y[o][c][i] = x[o][c][i] * scale[c] + shift[c]  (standalone BatchNormalization,
+ * per-channel affine). o < outer, c < C, i < inner. In place allowed. */
+void fg_channel_affine(const float *x, float *y, int outer, int C, int inner, const float *scale,
+                       const float *shift);
+
+/* ---- broadcasting binary ops (fg_tensor.c) ------------------------------ */
+
+enum {
+    FG_ADD = 0,
+    FG_SUB = 1,
+    FG_MUL = 2,
+    FG_DIV = 3,
+    FG_PRELU = 4, /* y = a >= 0 ? a : a * b   (b is the slope)   */
+    FG_MAX = 5,
+    FG_MIN = 6,
+    FG_POW = 7
+};
+
+/* Output shape and element strides of both operands (stride 0 = broadcast
+ * along that axis), outermost axis first. The caller collapses axes, so the
+ * innermost axis is normally long and contiguous (stride 1) or broadcast. */
+typedef struct {
+    int ndim;
+    int shape[FG_MAXDIM];
+    ptrdiff_t sa[FG_MAXDIM];
+    ptrdiff_t sb[FG_MAXDIM];
+} fg_bcast;
+
+/* y = a OP b elementwise over s->shape; y is contiguous. y may equal a or b
+ * when that operand is not broadcast (its strides are the contiguous ones). */
+void fg_binary(int op, const fg_bcast *s, const float *a, const float *b, float *y);
+
+/* ---- data movement (fg_tensor.c) ---------------------------------------- */
+
+/* y = transpose(x): y is contiguous with shape p->shape; element y[i0..in] is
+ * x[sum_k i_k * p->stride[k]] (strides of x permuted into y's axis order). */
+typedef struct {
+    int ndim;
+    int shape[FG_MAXDIM];
+    ptrdiff_t stride[FG_MAXDIM];
+} fg_perm;
+void fg_transpose(const fg_perm *p, const float *x, float *y);
+
+/* Constant-mode pad (negative pads crop): y has shape out_shape; the input
+ * element at index i lands at output index i + begin (per axis); every other
+ * output element is `value`. */
+typedef struct {
+    int ndim;
+    int in_shape[FG_MAXDIM];
+    int out_shape[FG_MAXDIM];
+    int begin[FG_MAXDIM];
+} fg_padspec;
+void fg_pad(const fg_padspec *p, const float *x, float *y, float value);
+
+/* Copy `outer` blocks of `block` floats: dst[o*dst_stride + j] = src[o*src_stride + j].
+ * Used by Concat (and Split/Slice of contiguous blocks). */
+void fg_copy_blocks(const float *src, float *dst, int outer, int block, ptrdiff_t src_stride,
+                    ptrdiff_t dst_stride);
+
+/* ---- reductions along one axis (fg_tensor.c) ---------------------------- */
+
+/* x viewed as (outer x n x inner); y is (outer x n x inner) for softmax,
+ * (outer x inner) for the reductions. */
+void fg_softmax(const float *x, float *y, int outer, int n, int inner);
+void fg_log_softmax(const float *x, float *y, int outer, int n, int inner);
+
+enum { FG_REDUCE_SUM = 0, FG_REDUCE_MEAN = 1, FG_REDUCE_MAX = 2, FG_REDUCE_MIN = 3 };
+void fg_reduce(int op, const float *x, float *y, int outer, int n, int inner);
+
+/* Local response normalization across channels (ONNX LRN), x is
+ * (outer x C x inner): y = x / (bias + alpha/size * sum_{window} x^2)^beta,
+ * window = channels [c - floor((size-1)/2), c + ceil((size-1)/2)]. */
+void fg_lrn(const float *x, float *y, int outer, int C, int inner, int size, float alpha,
+            float beta, float bias);
+
+#endif /* FG_RUNTIME_H */

@@ -1,0 +1,56 @@
+"""Shared fixtures: fast host builds for the many small models the tests compile.
+
+Tests build bundles with faustgen itself (compile=False) and link them against
+the runtime compiled once per session at -O1 with the strict warning flags, so
+hundreds of operator cases stay fast. Full builds (faustgen's own compile step
+at -O3) are exercised by the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from faustgen.build import BuildOptions, CompiledModel, build_bundle
+from faustgen.codegen.render import RUNTIME_SOURCES
+from faustgen.resources import data_dir
+
+STRICT = ["-std=c99", "-Wall", "-Wextra", "-Wcast-qual", "-Wdouble-promotion",
+          "-Wfloat-conversion", "-Werror"]
+
+
+@pytest.fixture(scope="session")
+def runtime_objects(tmp_path_factory) -> list[Path]:
+    d = tmp_path_factory.mktemp("runtime")
+    src = data_dir("runtime_c")
+    objs = []
+    for name in RUNTIME_SOURCES:
+        obj = d / name.replace(".c", ".o")
+        subprocess.run(["gcc", *STRICT, "-O1", "-fPIC", "-I", str(src), "-c", str(src / name),
+                        "-o", str(obj)], check=True)
+        objs.append(obj)
+    return objs
+
+
+@pytest.fixture
+def quick_build(tmp_path, runtime_objects):
+    """build(model_path, **BuildOptions fields) -> CompiledModel, linked against the prebuilt runtime."""
+    counter = iter(range(10**6))
+
+    def build(model_path, **kw) -> CompiledModel:
+        out = tmp_path / f"build{next(counter)}"
+        opts = BuildOptions(compile=False, **kw)
+        build_bundle(model_path, out, opts)
+        cmd = ["gcc", *STRICT, "-O1", "-fPIC", "-shared", "-o", str(out / f"lib{opts.prefix}.so"),
+               str(out / f"{opts.prefix}.c"), *map(str, runtime_objects), "-lm"]
+        subprocess.run(cmd, check=True, cwd=out)
+        return CompiledModel(out)
+
+    return build
+
+
+def have(tool: str) -> bool:
+    return shutil.which(tool) is not None
