@@ -10,6 +10,7 @@ per-factor sparsity to meet a compression (``rcg``) or accuracy (``max_error``) 
 from .butterfly import butterfly
 from .hierarchical import hierarchical
 from .palm4msa import palm4msa
+from .policy import factorize
 from .projections import (
     Constraint,
     dense,
@@ -33,6 +34,7 @@ __all__ = [
     "FactorizedMatrix",
     "butterfly",
     "dense",
+    "factorize",
     "hierarchical",
     "normalize_fro",
     "palm4msa",

@@ -33,7 +33,7 @@ class _SpectralNorm:
         self._vecs: dict[object, np.ndarray] = {}
         self._rng = np.random.default_rng(seed)
 
-    def sq(self, key: object, A: np.ndarray, tol: float = 1e-7, max_iter: int = 200) -> float:
+    def sq(self, key: object, A: np.ndarray, tol: float = 1e-6, max_iter: int = 100) -> float:
         n = A.shape[1]
         v = self._vecs.get(key)
         if v is None or v.shape[0] != n:

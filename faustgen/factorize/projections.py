@@ -50,20 +50,27 @@ def topk_mask_rows(mag: np.ndarray, k: int | np.ndarray) -> np.ndarray:
     part = (k_arr > 0) & ~full
     if not part.any():
         return mask
-    rows = np.flatnonzero(part)
-    sub = mag[rows]
-    kk = k_arr[rows]
+    every = bool(part.all())
+    # Fancy indexing copies: avoid it in the common case where every row is partial.
+    rows = slice(None) if every else np.flatnonzero(part)
+    sub = mag if every else mag[rows]
+    kk = k_arr if every else k_arr[rows]
+    n_sub = sub.shape[0]
     if np.all(kk == kk[0]):
         thr = np.partition(sub, n_cols - kk[0], axis=1)[:, n_cols - kk[0]]
     else:
         # Rows ask for different counts: a full sort per row is still vectorized and simple.
         srt = np.sort(sub, axis=1)
-        thr = srt[np.arange(len(rows)), n_cols - kk]
-    gt = sub > thr[:, None]
+        thr = srt[np.arange(n_sub), n_cols - kk]
+    keep = sub > thr[:, None]
     eq = sub == thr[:, None]
-    need = kk - gt.sum(axis=1)
-    keep_eq = eq & (np.cumsum(eq, axis=1) <= need[:, None])
-    mask[rows] = gt | keep_eq
+    need = kk - keep.sum(axis=1)
+    n_eq = eq.sum(axis=1)
+    if np.any(n_eq > need):
+        # Too many ties at the threshold: the lowest column indices win.
+        eq &= np.cumsum(eq, axis=1) <= need[:, None]
+    keep |= eq
+    mask[rows] = keep
     return mask
 
 
