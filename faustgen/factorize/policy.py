@@ -29,7 +29,7 @@ import numpy as np
 
 from .butterfly import _log2_exact, butterfly, butterfly_nnz
 from .engine import accelerated_two_factor, start_state
-from .hierarchical import default_hierarchical_constraints, hierarchical
+from .hierarchical import default_hierarchical_constraints, hadamard_constraints, hierarchical
 from .palm4msa import _as_matrix, _SpectralNorm, chain_shapes
 from .projections import proj_sp, sp
 from .result import FactorizationError, FactorizedMatrix
@@ -176,8 +176,15 @@ def _butterflies(W: np.ndarray, budget: int, factors: int | None) -> list[_Candi
 
 def _hierarchical(
     W: np.ndarray, budget: int, J: int, effort: float, progress: Progress
-) -> _Candidate:
+) -> list[_Candidate]:
     D, d = W.shape
+    out = []
+    if d == D and _log2_exact(D) == J and J >= 2 and budget >= 2 * D * J:
+        # The paper's Hadamard parametrization (2 nonzeros per row and column per factor);
+        # the final nonzero check drops it if the factors it finds are denser than that.
+        fact, res = hadamard_constraints(D)
+        fm = hierarchical(W, J, fact, res, progress=progress)
+        out.append(_Candidate(f"hierarchical-hadamard(J={J})", fm, fm.relative_error(W)))
     inner = [min(D, d)] * (J - 1)
     shapes = chain_shapes(W.shape, inner)
     sizes = np.array([a * b for a, b in shapes], dtype=float)
@@ -194,7 +201,8 @@ def _hierarchical(
         n_iter_global=n_it,
         progress=progress,
     )
-    return _Candidate(f"hierarchical(J={J})", fm, fm.relative_error(W))
+    out.append(_Candidate(f"hierarchical(J={J})", fm, fm.relative_error(W)))
+    return out
 
 
 def _candidates_for_budget(
@@ -230,7 +238,7 @@ def _candidates_for_budget(
     if method == "hierarchical" or (method == "auto" and factors is not None and factors >= 3):
         J = factors or 3
         if J >= 2:
-            cands.append(_hierarchical(W, budget, J, effort, progress))
+            cands.extend(_hierarchical(W, budget, J, effort, progress))
     return [c for c in cands if c.result.nnz <= budget]
 
 

@@ -77,7 +77,14 @@ def topk_mask_rows(mag: np.ndarray, k: int | np.ndarray) -> np.ndarray:
 def normalize_fro(x: np.ndarray) -> np.ndarray:
     """Scale ``x`` to unit Frobenius norm (a zero matrix is returned unchanged)."""
     nrm = np.linalg.norm(x)
-    return x / nrm if nrm > 0 else x
+    if nrm > 0 and np.isfinite(nrm) and nrm > 1e-150:
+        return x / nrm
+    # Tiny (or huge) entries: the squared norm under- or overflows, so rescale first.
+    big = np.max(np.abs(x), initial=0.0)
+    if big == 0:
+        return x
+    y = x / big
+    return y / np.linalg.norm(y)
 
 
 def _mask_sp(x: np.ndarray, k: int) -> np.ndarray:
