@@ -112,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
         )
     except FactorizationError as exc:
         raise FaustgenError(str(exc)) from exc
+    else:
+        if update is not None:
+            update(bar.total, bar.total, "done")
     finally:
         if bar is not None:
             bar.close()

@@ -14,6 +14,7 @@ the product, hence at least the same accuracy for the same nonzero count.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -116,6 +117,20 @@ def _split(T: np.ndarray, m1: int, m2: int) -> tuple[np.ndarray, np.ndarray]:
     return left, right
 
 
+@functools.lru_cache(maxsize=64)
+def _csr_pattern(c: int, e: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices and row pointers of the support ``I_c ⊗ 1_m ⊗ I_e`` (read-only)."""
+    n = c * m * e
+    g = np.arange(c)[:, None, None, None]
+    nu = np.arange(m)[None, None, None, :]
+    ep = np.arange(e)[None, None, :, None]
+    cols = np.broadcast_to((g * m + nu) * e + ep, (c, m, e, m)).reshape(-1).astype(np.int32)
+    indptr = np.arange(0, n * m + 1, m, dtype=np.int32)
+    cols.flags.writeable = False
+    indptr.flags.writeable = False
+    return cols, indptr
+
+
 def _blocks_to_csr(T: np.ndarray) -> sps.csr_matrix:
     """The n × n CSR matrix whose compact blocks are ``T`` (c, e, m, m).
 
@@ -125,12 +140,17 @@ def _blocks_to_csr(T: np.ndarray) -> sps.csr_matrix:
     c, e, m, _ = T.shape
     n = c * m * e
     data = T.transpose(0, 2, 1, 3).reshape(-1)  # (γ, μ, ε, ν)
-    g = np.arange(c)[:, None, None, None]
-    nu = np.arange(m)[None, None, None, :]
-    ep = np.arange(e)[None, None, :, None]
-    cols = np.broadcast_to((g * m + nu) * e + ep, (c, m, e, m)).reshape(-1)
-    indptr = np.arange(0, n * m + 1, m)
-    return sps.csr_matrix((data, cols.astype(np.int32), indptr.astype(np.int32)), shape=(n, n))
+    cols, indptr = _csr_pattern(c, e, m)
+    out = sps.csr_matrix((data, cols.copy(), indptr.copy()), shape=(n, n))
+    out.has_sorted_indices = True
+    return out
+
+
+def _apply_blocks(T: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """``F @ X`` for the factor F with compact blocks ``T`` (c, e, m, m) and dense X."""
+    c, e, m, _ = T.shape
+    Xr = X.reshape(c, m, e, -1)
+    return np.einsum("gemn,gnej->gmej", T, Xr).reshape(X.shape)
 
 
 def _factorize_range(T: np.ndarray, groups: list[tuple[int, int]], out: list[np.ndarray]) -> None:
@@ -168,8 +188,21 @@ def butterfly(W: np.ndarray, n_factors: int | None = None) -> FactorizedMatrix:
     # Unit-norm factors and a separate scale, as palm4MSA returns them.
     norms = [float(np.sqrt(np.sum(b * b))) for b in blocks]
     scale = float(np.prod(norms)) if all(v > 0 for v in norms) else 0.0
-    factors = []
-    for b, v in zip(blocks, norms, strict=True):
-        factors.append(_blocks_to_csr(b / v if scale > 0 else b))
-    info = {"method": "butterfly", "time": time.perf_counter() - t0, "groups": groups}
+    if scale > 0:
+        blocks = [b / v for b, v in zip(blocks, norms, strict=True)]
+    # The error from the compact blocks: J batched einsums instead of sparse products.
+    approx = blocks[-1].reshape(n, n) if len(blocks) == 1 else None
+    if approx is None:
+        approx = np.eye(n)
+        for b in reversed(blocks):
+            approx = _apply_blocks(b, approx)
+    w_norm = float(np.linalg.norm(W))
+    err = float(np.linalg.norm(W - scale * approx)) / (w_norm or 1.0)
+    factors = [_blocks_to_csr(b) for b in blocks]
+    info = {
+        "method": "butterfly",
+        "time": time.perf_counter() - t0,
+        "groups": groups,
+        "relative_error": err,
+    }
     return FactorizedMatrix(factors, scale, info)

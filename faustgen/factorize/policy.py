@@ -38,6 +38,7 @@ __all__ = ["factorize"]
 
 Progress = Callable[[int, int, str], None] | None
 _METHODS = ("auto", "palm4msa", "hierarchical", "butterfly")
+_EXACT = 1e-10  # relative error treated as an exact factorization
 
 
 @dataclass
@@ -129,13 +130,16 @@ def _palm_two_factor(
     accelerated_two_factor(W, st, c0, c1, n_probe, 0.8, 0.0, 1.5, norms, tick)
     accelerated_two_factor(W, st, c0, c1, n_final, 0.9, 1e-3, 1.0, norms, tick)
     out = []
+    w_norm = float(np.linalg.norm(W)) or 1.0
     for k, st, _c0, _c1, _n in runs.values():
         fm = FactorizedMatrix(
             [st.S0, st.S1],
             st.lam,
             {"method": "palm4msa", "inner_dim": k, "iterations": st.iterations},
         )
-        out.append(_Candidate(f"palm4msa-2(k={k})", fm, st.err))
+        # st.err comes from ‖W‖² − λ⟨W,P⟩, which loses digits near zero: recompute.
+        err = float(np.linalg.norm(W - st.lam * (st.S0 @ st.S1))) / w_norm
+        out.append(_Candidate(f"palm4msa-2(k={k})", fm, err))
     return out
 
 
@@ -171,7 +175,7 @@ def _butterflies(W: np.ndarray, budget: int, factors: int | None) -> list[_Candi
     # Fewer factors means merged levels: more nonzeros, never less accurate.
     J = min(fits)
     fm = butterfly(W, J)
-    return [_Candidate(f"butterfly(J={J})", fm, fm.relative_error(W))]
+    return [_Candidate(f"butterfly(J={J})", fm, fm.info["relative_error"])]
 
 
 def _hierarchical(
@@ -231,6 +235,11 @@ def _candidates_for_budget(
             cands.append(c)
     if method == "auto":
         cands.extend(_butterflies(W, budget, factors))
+    cands = [c for c in cands if c.result.nnz <= budget]
+    if method == "auto" and cands and min(c.error for c in cands) <= _EXACT:
+        # A closed-form candidate is already exact (e.g. butterfly on Hadamard-like data):
+        # no iterative method can do better.
+        return cands
     if method in ("auto", "palm4msa") and factors in (None, 2):
         cands.extend(_palm_two_factor(W, budget, seed, effort, progress))
     if method == "palm4msa" and factors not in (None, 2):
@@ -296,7 +305,10 @@ def factorize(
         raise FactorizationError(
             f"Butterfly factorization needs a square power-of-two matrix, got {D}x{d}."
         )
-    svd = np.linalg.svd(W, full_matrices=False) if method == "auto" else None
+    # The truncated-SVD baseline is a two-factor candidate (and bounds max_error searches).
+    svd = (
+        np.linalg.svd(W, full_matrices=False) if method == "auto" and factors in (None, 2) else None
+    )
     if max_error is None:
         budget = math.floor(D * d / rcg + 1e-9)
         if budget < 1:
@@ -335,7 +347,7 @@ def _finish(
     res.info.update(
         {
             "chosen": best.name,
-            "relative_error": float(res.relative_error(W)),
+            "relative_error": best.error,
             "candidates": {c.name: (c.error, c.result.nnz) for c in cands},
             "time": time.perf_counter() - t0,
         }

@@ -36,9 +36,14 @@ class FactorizedMatrix:
             raise FactorizationError("A factorized matrix needs at least one factor.")
         csr = []
         for f in factors:
-            m = sps.csr_matrix(f, dtype=dtype)
-            m.eliminate_zeros()
-            m.sort_indices()
+            if sps.issparse(f) and f.format == "csr" and f.dtype == dtype:
+                m = f.copy() if f.data.size and not f.data.all() else f
+            else:
+                m = sps.csr_matrix(f, dtype=dtype)
+            if m.data.size and not m.data.all():
+                m.eliminate_zeros()
+            if not m.has_sorted_indices:
+                m.sort_indices()
             csr.append(m)
         for a, b in itertools.pairwise(csr):
             if a.shape[1] != b.shape[0]:

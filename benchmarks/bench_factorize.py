@@ -1,0 +1,281 @@
+"""Benchmark of faustgen.factorize against pyfaust and the two baselines.
+
+Prints one table: relative error ‖W − Ŵ‖_F/‖W‖_F, achieved RCG and time for every case, with
+magnitude pruning and truncated SVD at the same parameter count, and pyfaust (when it is
+installed) run in the same process on the same matrices with the same nonzero budget.
+
+Run single-threaded for comparable timings, e.g.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \\
+        MKL_NUM_THREADS=1 .venv/bin/python benchmarks/bench_factorize.py
+
+Matrices (all seeded):
+
+* Hadamard 256 (Sylvester), RCG 16 with 8 factors;
+* Gaussian 256 × 256, standard normal entries;
+* "trained-like" D × d: U·diag(s)·Vᵀ with Haar-random orthonormal U (D × r), V (d × r),
+  r = min(D, d), s_i = 1/(1 + i/20), plus i.i.d. Gaussian noise whose standard deviation is
+  1 % of the signal's RMS entry (noise std = 0.01·‖signal‖_F/√(D·d)).
+
+pyfaust parametrizations (its defaults, with constraints chosen so the total nonzero count
+equals ours, ⌊D·d/R⌋, split over the factors in proportion to their sizes, 'sp' constraints):
+
+* palm4msa: 2 factors D × m and m × d, m = min(D, d), default stopping (500 iterations);
+* hierarchical: 3 factors D × m, m × m, m × d, residual constraints 'sp' with the nonzeros
+  of the remaining factors, default stopping (30 + 30 iterations per level), residual on
+  the right, right-to-left updates;
+* Hadamard: pyfaust's own 'hadamard' hierarchical parametrization and its butterfly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from scipy.linalg import hadamard
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from faustgen.factorize import factorize
+
+
+def trained_like(D: int, d: int, seed: int = 0, noise: float = 0.01) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    r = min(D, d)
+    U, _ = np.linalg.qr(rng.standard_normal((D, r)))
+    V, _ = np.linalg.qr(rng.standard_normal((d, r)))
+    s = 1.0 / (1.0 + np.arange(r) / 20.0)
+    S = (U * s) @ V.T
+    rms = np.linalg.norm(S) / np.sqrt(D * d)
+    return S + noise * rms * rng.standard_normal((D, d))
+
+
+def gaussian(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, n))
+
+
+def rel(W: np.ndarray, A: np.ndarray) -> float:
+    return float(np.linalg.norm(W - A) / np.linalg.norm(W))
+
+
+def prune_baseline(W: np.ndarray, budget: int) -> tuple[float, float]:
+    a = np.sort((W * W).ravel())[::-1]
+    return float(np.sqrt(a[budget:].sum() / a.sum())), W.size / budget
+
+
+def svd_baseline(W: np.ndarray, budget: int) -> tuple[float, float]:
+    D, d = W.shape
+    r = budget // (D + d)
+    s = np.linalg.svd(W, compute_uv=False)
+    return float(np.sqrt(np.sum(s[r:] ** 2) / np.sum(s**2))), W.size / max(r * (D + d), 1)
+
+
+@contextlib.contextmanager
+def quiet_stdout():
+    """pyfaust's C++ core prints progress on file descriptor 1: silence it."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+def load_pyfaust():
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pyfaust
+            import pyfaust.fact
+        return pyfaust
+    except ImportError:
+        return None
+
+
+def _split(budget: int, sizes: list[int]) -> list[int]:
+    nn = [budget * s // sum(sizes) for s in sizes]
+    nn[-1] += budget - sum(nn)
+    return nn
+
+
+def pyfaust_palm2(pf, W: np.ndarray, budget: int):
+    from pyfaust.factparams import ConstraintInt, ParamsPalm4MSA, StoppingCriterion
+
+    D, d = W.shape
+    m = min(D, d)
+    n0, n1 = _split(budget, [D * m, m * d])
+    cons = [ConstraintInt("sp", D, m, n0), ConstraintInt("sp", m, d, n1)]
+    return pf.fact.palm4msa(W, ParamsPalm4MSA(cons, StoppingCriterion()))
+
+
+def pyfaust_hier3(pf, W: np.ndarray, budget: int):
+    from pyfaust.factparams import ConstraintInt, ParamsHierarchical, StoppingCriterion
+
+    D, d = W.shape
+    m = min(D, d)
+    shapes = [(D, m), (m, m), (m, d)]
+    nn = _split(budget, [a * b for a, b in shapes])
+    fact = [ConstraintInt("sp", *shapes[0], nn[0]), ConstraintInt("sp", *shapes[1], nn[1])]
+    res = [ConstraintInt("sp", m, d, min(m * d, nn[1] + nn[2])), ConstraintInt("sp", m, d, nn[2])]
+    p = ParamsHierarchical(
+        fact,
+        res,
+        StoppingCriterion(num_its=30),
+        StoppingCriterion(num_its=30),
+        is_update_way_R2L=True,
+        is_fact_side_left=False,
+    )
+    return pf.fact.hierarchical(W, p)
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def run_case(name, W, R, rows, pf, pyfaust_methods, ours_kwargs, log):
+    D, d = W.shape
+    budget = int(D * d // R)
+    log(f"[{name} RCG {R}] faustgen ...")
+    F, t = timed(lambda: factorize(W, rcg=R, seed=0, **ours_kwargs))
+    rows.append(
+        {
+            "case": name,
+            "target_rcg": R,
+            "method": f"faustgen ({F.info['chosen']})",
+            "error": F.relative_error(W),
+            "rcg": F.rcg,
+            "time": t,
+        }
+    )
+    e, r = prune_baseline(W, budget)
+    rows.append(
+        {
+            "case": name,
+            "target_rcg": R,
+            "method": "baseline: prune",
+            "error": e,
+            "rcg": r,
+            "time": None,
+        }
+    )
+    e, r = svd_baseline(W, budget)
+    rows.append(
+        {
+            "case": name,
+            "target_rcg": R,
+            "method": "baseline: truncated SVD",
+            "error": e,
+            "rcg": r,
+            "time": None,
+        }
+    )
+    if pf is None:
+        return
+    for label, fn in pyfaust_methods:
+        log(f"[{name} RCG {R}] pyfaust {label} ...")
+        with quiet_stdout(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Fp, tp = timed(lambda fn=fn: fn(pf, W, budget))
+        rows.append(
+            {
+                "case": name,
+                "target_rcg": R,
+                "method": f"pyfaust {label}",
+                "error": rel(W, Fp.toarray()),
+                "rcg": W.size / Fp.nnz_sum(),
+                "time": tp,
+            }
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a small subset of the cases")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    ap.add_argument("--no-pyfaust", action="store_true", help="skip pyfaust even if installed")
+    ap.add_argument(
+        "--no-pyfaust-palm",
+        action="store_true",
+        help="skip pyfaust palm4msa on the trained-like cases (the slowest runs)",
+    )
+    args = ap.parse_args(argv)
+    pf = None if args.no_pyfaust else load_pyfaust()
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    rows: list[dict] = []
+    H = hadamard(256).astype(float)
+    ham = []
+    if pf is not None:
+        ham = [
+            (
+                "hierarchical (hadamard params)",
+                lambda pf, W, b: pf.fact.hierarchical(W, "hadamard"),
+            ),
+            ("butterfly", lambda pf, W, b: pf.fact.butterfly(W, type="bbtree")),
+        ]
+    run_case("Hadamard 256", H, 16, rows, pf, ham, {"factors": 8}, log)
+    palm = [("palm4msa (2 factors)", pyfaust_palm2)]
+    hier = [("hierarchical (3 factors)", pyfaust_hier3)]
+    trained_pf = hier if args.no_pyfaust_palm else hier + palm
+    if args.quick:
+        cases = [
+            ("Gaussian 256x256", gaussian(256), 4, palm),
+            ("trained-like 256x784", trained_like(256, 784), 4, hier),
+        ]
+    else:
+        cases = [("Gaussian 256x256", gaussian(256), R, palm) for R in (2, 4)]
+        for D, d in ((256, 784), (784, 256)):
+            cases += [
+                (f"trained-like {D}x{d}", trained_like(D, d), R, trained_pf) for R in (2, 4, 8)
+            ]
+        cases.append(("trained-like 1024x1024", trained_like(1024, 1024), 8, hier))
+    for name, W, R, methods in cases:
+        run_case(name, W, R, rows, pf, methods, {}, log)
+
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print_table(rows)
+    return 0
+
+
+def print_table(rows: list[dict]) -> None:
+    head = (
+        f"| {'case':<24} | {'RCG':>4} | {'method':<44} | {'rel. error':>10} | "
+        f"{'achieved RCG':>12} | {'time (s)':>9} | {'pyfaust time / ours':>19} |"
+    )
+    print(head)
+    print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
+    ours_time = {}
+    for r in rows:
+        if r["method"].startswith("faustgen"):
+            ours_time[(r["case"], r["target_rcg"])] = r["time"]
+    for r in rows:
+        t = "" if r["time"] is None else f"{r['time']:.3f}"
+        ratio = ""
+        if r["method"].startswith("pyfaust"):
+            ratio = f"{r['time'] / ours_time[(r['case'], r['target_rcg'])]:.1f}x"
+        print(
+            f"| {r['case']:<24} | {r['target_rcg']:>4g} | {r['method']:<44} | "
+            f"{r['error']:>10.4g} | {r['rcg']:>12.3f} | {t:>9} | {ratio:>19} |"
+        )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
