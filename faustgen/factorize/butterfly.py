@@ -95,7 +95,7 @@ def _top_singular(
     return u.reshape(*lead, -1), sigma.reshape(lead), v.reshape(*lead, -1)
 
 
-def _split(T: np.ndarray, m1: int, m2: int) -> tuple[np.ndarray, np.ndarray]:
+def _split(T: np.ndarray, m1: int, m2: int) -> tuple[np.ndarray, np.ndarray, float]:
     """Split compact blocks ``T`` of shape (c, e, m, m), m = m1·m2, into two compact factors.
 
     ``T[γ, ε]`` is the dense m × m block of rows (γ, ·, ε) and columns (γ, ·, ε) of a matrix
@@ -104,7 +104,7 @@ def _split(T: np.ndarray, m1: int, m2: int) -> tuple[np.ndarray, np.ndarray]:
     T[γ, ε][(·, β), (α, ·)], so its best rank-one approximation (top singular triplet) is the
     exact optimum for that term. The left factor is returned as (c, m2·e, m1, m1) blocks
     (support ``I_c ⊗ 1_{m1} ⊗ I_{m2·e}``) and the right one as (c·m1, e, m2, m2) blocks
-    (support ``I_{c·m1} ⊗ 1_{m2} ⊗ I_e``).
+    (support ``I_{c·m1} ⊗ 1_{m2} ⊗ I_e``), with the squared error of this split.
     """
     c, e = T.shape[:2]
     blocks = T.reshape(c, e, m1, m2, m1, m2).transpose(0, 1, 4, 3, 2, 5)  # γ ε α β α' β''
@@ -114,7 +114,8 @@ def _split(T: np.ndarray, m1: int, m2: int) -> tuple[np.ndarray, np.ndarray]:
     yv = v * root[..., None]  # (γ, ε, α, β, β'')
     left = xu.transpose(0, 3, 1, 4, 2).reshape(c, m2 * e, m1, m1)
     right = yv.transpose(0, 2, 1, 3, 4).reshape(c * m1, e, m2, m2)
-    return left, right
+    residual = max(float(np.sum(T * T)) - float(np.sum(sv * sv)), 0.0)
+    return left, right, residual
 
 
 @functools.lru_cache(maxsize=64)
@@ -153,16 +154,19 @@ def _apply_blocks(T: np.ndarray, X: np.ndarray) -> np.ndarray:
     return np.einsum("gemn,gnej->gmej", T, Xr).reshape(X.shape)
 
 
-def _factorize_range(T: np.ndarray, groups: list[tuple[int, int]], out: list[np.ndarray]) -> None:
+def _factorize_range(
+    T: np.ndarray, groups: list[tuple[int, int]], out: list[np.ndarray], residuals: list[float]
+) -> None:
     if len(groups) == 1:
         out.append(T)
         return
     half = len(groups) // 2
     m1 = 2 ** (groups[half - 1][1] - groups[0][0] + 1)
     m2 = 2 ** (groups[-1][1] - groups[half][0] + 1)
-    left, right = _split(T, m1, m2)
-    _factorize_range(left, groups[:half], out)
-    _factorize_range(right, groups[half:], out)
+    left, right, residual = _split(T, m1, m2)
+    residuals.append(residual)
+    _factorize_range(left, groups[:half], out, residuals)
+    _factorize_range(right, groups[half:], out, residuals)
 
 
 def butterfly(W: np.ndarray, n_factors: int | None = None) -> FactorizedMatrix:
@@ -184,20 +188,22 @@ def butterfly(W: np.ndarray, n_factors: int | None = None) -> FactorizedMatrix:
         )
     groups = butterfly_groups(L, n_factors or L)
     blocks: list[np.ndarray] = []
-    _factorize_range(W.reshape(1, 1, n, n), groups, blocks)
+    residuals: list[float] = []
+    _factorize_range(W.reshape(1, 1, n, n), groups, blocks, residuals)
     # Unit-norm factors and a separate scale, as palm4MSA returns them.
     norms = [float(np.sqrt(np.sum(b * b))) for b in blocks]
     scale = float(np.prod(norms)) if all(v > 0 for v in norms) else 0.0
     if scale > 0:
         blocks = [b / v for b, v in zip(blocks, norms, strict=True)]
-    # The error from the compact blocks: J batched einsums instead of sparse products.
-    approx = blocks[-1].reshape(n, n) if len(blocks) == 1 else None
-    if approx is None:
+    w_norm = float(np.linalg.norm(W)) or 1.0
+    if sum(residuals) <= (1e-14 * w_norm) ** 2:
+        # Every split was exact, so the product is W up to rounding: skip forming it.
+        err = float(np.sqrt(sum(residuals))) / w_norm
+    else:
         approx = np.eye(n)
         for b in reversed(blocks):
             approx = _apply_blocks(b, approx)
-    w_norm = float(np.linalg.norm(W))
-    err = float(np.linalg.norm(W - scale * approx)) / (w_norm or 1.0)
+        err = float(np.linalg.norm(W - scale * approx)) / w_norm
     factors = [_blocks_to_csr(b) for b in blocks]
     info = {
         "method": "butterfly",
