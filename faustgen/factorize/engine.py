@@ -7,9 +7,10 @@ the same error in a fraction of the iterations:
 * inertia (iPALM-style extrapolation of each factor before its gradient step) with an
   adaptive restart: whenever the error goes up the momentum is dropped, and the best iterate
   seen is what is returned, so the result is never worse than plain palm4MSA's first steps;
-* a final least-squares refit on the supports found (exact block minimization: each row of
-  S_0 and each column of S_1 is a small dense least-squares problem), which removes the
-  shrinkage bias of the gradient steps.
+* step sizes above 1/Lipschitz, which the restart makes safe.
+
+(An exact least-squares refit on the final supports was tried and dropped: after the
+inertial sweeps it gained less than 0.1 % relative error for the cost of several sweeps.)
 """
 
 from __future__ import annotations
@@ -21,13 +22,7 @@ import numpy as np
 from .palm4msa import _SpectralNorm
 from .projections import Constraint, normalize_fro
 
-__all__ = [
-    "TwoFactorState",
-    "accelerated_two_factor",
-    "refit_supports",
-    "solve_rows_on_support",
-    "start_state",
-]
+__all__ = ["TwoFactorState", "accelerated_two_factor", "start_state"]
 
 
 class TwoFactorState:
@@ -83,23 +78,27 @@ def accelerated_two_factor(
     prev0, prev1 = S0, S1
     best = (state.err, S0, S1, lam)
     mom = 0.0  # first sweep after a (re)start has no history to extrapolate from
+    cur_step = step
     window: list[float] = []
     for it in range(n_iter):
-        Y0 = S0 + mom * (S0 - prev0) if mom else S0
-        c = (1.0 + 1e-3) * lam * lam * norms.sq("S1", S1.T) / step
-        E = lam * (Y0 @ S1) - W
-        new0 = c0.project(Y0 - (lam / c) * (E @ S1.T)) if c > 0 else c0.project(Y0)
-        Y1 = S1 + mom * (S1 - prev1) if mom else S1
-        c = (1.0 + 1e-3) * lam * lam * norms.sq("S0", new0) / step
-        E = lam * (new0 @ Y1) - W
-        new1 = c1.project(Y1 - (lam / c) * (new0.T @ E)) if c > 0 else c1.project(Y1)
+        # In-place arithmetic throughout: at these sizes the element-wise passes cost about
+        # as much as the matmuls when every one of them allocates.
+        Y0 = _extrapolate(S0, prev0, mom)
+        c = (1.0 + 1e-3) * lam * lam * norms.sq("S1", S1.T, 1e-4, 30) / cur_step
+        new0 = _step(Y0, Y0 @ S1, W, S1.T, lam, c, c0, right=True)
+        Y1 = _extrapolate(S1, prev1, mom)
+        c = (1.0 + 1e-3) * lam * lam * norms.sq("S0", new0, 1e-4, 30) / cur_step
+        new1 = _step(Y1, new0 @ Y1, W, new0.T, lam, c, c1, right=False)
         new_lam, err = _fit_scale(W, new0 @ new1, w_norm)
         state.iterations += 1
         state.errors.append(err)
         if callback is not None:
             callback(it + 1)
         if err > best[0]:
-            # Restart: drop the momentum and go back to the best point.
+            # Restart: drop the momentum and go back to the best point. A failed step without
+            # momentum means the long step overshot: fall back to 1/Lipschitz, which descends.
+            if not mom:
+                cur_step = 1.0
             _, S0, S1, lam = best
             prev0, prev1 = S0, S1
             mom = 0.0
@@ -117,58 +116,37 @@ def accelerated_two_factor(
     return state
 
 
-def solve_rows_on_support(
-    G: np.ndarray, B: np.ndarray, mask: np.ndarray, ridge: float = 1e-12
+def _extrapolate(S: np.ndarray, prev: np.ndarray, mom: float) -> np.ndarray:
+    if not mom:
+        return S
+    Y = np.subtract(S, prev)
+    Y *= mom
+    Y += S
+    return Y
+
+
+def _step(
+    Y: np.ndarray,
+    prod: np.ndarray,
+    W: np.ndarray,
+    other_t: np.ndarray,
+    lam: float,
+    c: float,
+    cons: Constraint,
+    right: bool,
 ) -> np.ndarray:
-    """For each row i: argmin_x xᵀGx/2 − B[i]·x with x supported on ``mask[i]``.
+    """Projected gradient step on one factor; ``prod`` is the current product (consumed).
 
-    That is ``min ‖W_i − x M‖`` with ``G = M Mᵀ`` and ``B = W Mᵀ``. Rows are grouped by
-    support size so padding stays small; each group is one batched Cholesky-free solve.
+    For the left factor the gradient is λ E Rᵀ, for the right one λ Lᵀ E, with E = λ·prod − W.
     """
-    n_rows, k = mask.shape
-    X = np.zeros((n_rows, k))
-    counts = mask.sum(axis=1)
-    order = np.argsort(counts, kind="stable")
-    scale = ridge * max(float(np.trace(G)) / max(k, 1), 1e-300)
-    # Buckets of rows with similar support sizes: padding cost stays within ~25%.
-    start = 0
-    while start < n_rows:
-        m_lo = counts[order[start]]
-        stop = start
-        while stop < n_rows and counts[order[stop]] <= max(m_lo * 1.25, m_lo + 4):
-            stop += 1
-        rows = order[start:stop]
-        m = int(counts[rows].max())
-        start = stop
-        if m == 0:
-            continue
-        idx = np.argsort(~mask[rows], axis=1, kind="stable")[:, :m]
-        valid = np.take_along_axis(mask[rows], idx, axis=1)
-        Gi = G[idx[:, :, None], idx[:, None, :]]
-        vv = valid[:, :, None] & valid[:, None, :]
-        eye = np.eye(m)
-        Gi = np.where(vv, Gi, eye) + scale * eye
-        bi = np.where(valid, np.take_along_axis(B[rows], idx, axis=1), 0.0)
-        x = np.linalg.solve(Gi, bi[..., None])[..., 0]
-        r = np.broadcast_to(rows[:, None], idx.shape)
-        X[r[valid], idx[valid]] = x[valid]
-    return X
-
-
-def refit_supports(W: np.ndarray, state: TwoFactorState, sweeps: int = 2) -> TwoFactorState:
-    """Alternating exact least squares on the current supports (never increases the error)."""
-    w_norm = float(np.linalg.norm(W)) or 1.0
-    m0, m1 = state.S0 != 0, state.S1 != 0
-    S0, S1 = state.S0 * state.lam, state.S1
-    for _ in range(sweeps):
-        S0 = solve_rows_on_support(S1 @ S1.T, W @ S1.T, m0)
-        S1 = solve_rows_on_support(S0.T @ S0, (S0.T @ W).T, m1.T).T
-    n0, n1 = np.linalg.norm(S0), np.linalg.norm(S1)
-    if n0 == 0 or n1 == 0 or not np.isfinite(n0 * n1):
-        return state
-    S0, S1 = S0 / n0, S1 / n1
-    lam, err = _fit_scale(W, S0 @ S1, w_norm)
-    if err < state.err:
-        state.S0, state.S1, state.lam, state.err = S0, S1, lam, err
-        state.errors.append(err)
-    return state
+    if not c > 0:
+        return cons.project(Y)
+    prod *= lam
+    prod -= W
+    G = prod @ other_t if right else other_t @ prod
+    G *= -lam / c
+    G += Y
+    if cons.kind in ("dense", "support") or not cons.normalize:
+        return cons.project(G)
+    G *= cons.support_of(G)
+    return normalize_fro(G)

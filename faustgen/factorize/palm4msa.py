@@ -34,6 +34,7 @@ class _SpectralNorm:
         self._rng = np.random.default_rng(seed)
 
     def sq(self, key: object, A: np.ndarray, tol: float = 1e-6, max_iter: int = 100) -> float:
+        """Squared spectral norm of ``A`` (relative tolerance ``tol`` on the estimate)."""
         n = A.shape[1]
         v = self._vecs.get(key)
         if v is None or v.shape[0] != n:
