@@ -14,7 +14,8 @@ Candidates, cheapest first:
 * two sparse factors ``S_0 (D×k) · S_1 (k×d)`` by accelerated palm4MSA, for a few inner
   dimensions k (k may exceed min(D, d): a wide inner dimension is what lets two sparse
   factors beat pruning at low compression, a narrow one makes them a sparse low-rank model
-  at high compression), chosen by successive halving so iterations go to the promising k;
+  at high compression): a short probe run per k along a ladder of factor densities, then
+  the best k runs to convergence, so iterations go where they matter;
 * with ``factors=J ≥ 3``, hierarchical palm4MSA with an even nonzero split.
 """
 

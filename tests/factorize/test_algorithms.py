@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy.linalg import hadamard
@@ -124,3 +126,27 @@ def test_butterfly_approximates_a_generic_matrix_reasonably() -> None:
 def test_butterfly_rejects_non_power_of_two_or_rectangular(shape) -> None:
     with pytest.raises(FactorizationError, match="power-of-two"):
         butterfly(np.ones(shape))
+
+
+@pytest.mark.parametrize("shape", [(30, 70), (70, 30)])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_hierarchical_on_rectangular_matrices(shape, side) -> None:
+    rng = np.random.default_rng(8)
+    W = rng.standard_normal(shape)
+    m = min(shape)
+    fact = [sp(m * 10), sp(m * 10)]
+    res = [sp(m * max(shape) // 2), sp(m * max(shape) // 4)]
+    F = hierarchical(W, 3, fact, res, side=side, n_iter_local=15, n_iter_global=15)
+    assert F.shape == shape and F.n_factors == 3
+    dims = [f.shape for f in F.factors]
+    assert dims[0][0] == shape[0] and dims[-1][1] == shape[1]
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(dims))
+    # Each factor respects the constraint of its position (peeled factors, then residual).
+    order = F.factors if side == "left" else F.factors[::-1]
+    limits = [c.k for c in fact] + [res[-1].k]
+    assert [f.nnz <= lim for f, lim in zip(order, limits, strict=True)] == [True] * 3
+    assert F.relative_error(W) < 1.0
+    # The last global refit (15 sweeps, exact projections) never increases the error.
+    last = np.array(F.info["errors"][-15:])
+    assert np.all(np.diff(last) <= 1e-12 * last[:-1])
+    assert F.relative_error(W) == pytest.approx(last[-1], rel=1e-9)
