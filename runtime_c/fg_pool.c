@@ -1,0 +1,271 @@
+/* fg_pool.c - max / average / global pooling (C99, no heap, no stdio).
+ *
+ * Windowed pools work row by row: each output row (fixed od, oh) is
+ * initialized, then updated once per valid input row of the window and per
+ * kernel column kx over the range of outputs whose tap lies inside the input
+ * (computed in closed form, so the inner loops have no bounds checks). The
+ * stride-1 updates run in fixed blocks of FG_PB contiguous columns, which
+ * gcc/clang vectorize at -O2 (maxps / addps); the common 2-wide, stride-2
+ * window has its own pairwise path.
+ *
+ * MaxPool: taps outside the input are ignored; a window without any input tap
+ * yields -FLT_MAX (as onnxruntime). NaN inputs are not propagated.
+ * AveragePool: sum of the taps inside the input divided by the number of taps
+ * inside the padded input (count_include_pad = 1) or inside the input (0);
+ * taps past the padded input (ceil_mode windows) never count. Summation order:
+ * window rows in (z, y) order, kernel columns in x order.
+ * Global pools: FG_PB interleaved partial sums / maxima per channel, combined
+ * pairwise in a fixed order.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "fg_runtime.h"
+
+#define FG_PB 16
+#define FG_NEG_FLT_MAX (-3.40282346638528859812e+38f)
+
+static int fg_floordiv(int a, int b)
+{
+    const int q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+/* Outputs o in [*lo, *hi) whose tap o*stride + off lies in [0, n). */
+static void fg_valid_range(int n_out, int stride, int off, int n, int *lo, int *hi)
+{
+    int l = -fg_floordiv(off, stride);
+    int h = fg_floordiv(n - 1 - off, stride) + 1;
+    if (l < 0)
+        l = 0;
+    if (h > n_out)
+        h = n_out;
+    if (h < l)
+        h = l;
+    *lo = l;
+    *hi = h;
+}
+
+/* Number of taps t in [0, k) with a <= start + t*d < b. */
+static int fg_tap_count(int start, int k, int d, int a, int b)
+{
+    int tlo, thi;
+    if (b <= a)
+        return 0;
+    tlo = a - start <= 0 ? 0 : (a - start + d - 1) / d;
+    thi = fg_floordiv(b - 1 - start, d) + 1;
+    if (thi > k)
+        thi = k;
+    return thi > tlo ? thi - tlo : 0;
+}
+
+static float fg_maxf(float a, float b)
+{
+    return b > a ? b : a;
+}
+
+/* o[i] = max(o[i], xs[i*sw]) for i < n */
+static void fg_row_max(float *restrict o, const float *restrict xs, int n, int sw)
+{
+    int i = 0, j;
+    if (sw == 1) {
+        for (; i + FG_PB <= n; i += FG_PB) {
+            for (j = 0; j < FG_PB; ++j)
+                o[i + j] = fg_maxf(o[i + j], xs[i + j]);
+        }
+        for (; i < n; ++i)
+            o[i] = fg_maxf(o[i], xs[i]);
+    } else {
+        for (; i < n; ++i)
+            o[i] = fg_maxf(o[i], xs[(ptrdiff_t)i * sw]);
+    }
+}
+
+/* o[i] += xs[i*sw] for i < n */
+static void fg_row_add(float *restrict o, const float *restrict xs, int n, int sw)
+{
+    int i = 0, j;
+    if (sw == 1) {
+        for (; i + FG_PB <= n; i += FG_PB) {
+            for (j = 0; j < FG_PB; ++j)
+                o[i + j] += xs[i + j];
+        }
+        for (; i < n; ++i)
+            o[i] += xs[i];
+    } else {
+        for (; i < n; ++i)
+            o[i] += xs[(ptrdiff_t)i * sw];
+    }
+}
+
+/* o[i] = op(o[i], op(xs[2i], xs[2i+1])) for i < n: the 2-wide stride-2 window */
+static void fg_row_pair(float *restrict o, const float *restrict xs, int n, int is_max)
+{
+    int i;
+    if (is_max) {
+        for (i = 0; i < n; ++i)
+            o[i] = fg_maxf(o[i], fg_maxf(xs[2 * i], xs[2 * i + 1]));
+    } else {
+        for (i = 0; i < n; ++i)
+            o[i] += xs[2 * i] + xs[2 * i + 1];
+    }
+}
+
+static void fg_pool_generic(const fg_pool_shape *s, const float *x, float *y, int is_max)
+{
+    const size_t HW = (size_t)s->H * (size_t)s->W;
+    const size_t DHW = (size_t)s->D * HW;
+    const size_t OS = (size_t)s->OD * (size_t)s->OH * (size_t)s->OW;
+    /* the 2-wide, stride-2, undilated window: both taps valid on [lo2, hi2) */
+    const int pair = s->kw == 2 && s->sw == 2 && s->dw == 1;
+    int c, od, oh, ow, kz, ky, kx;
+    int lo2 = 0, hi2 = 0;
+    if (pair) {
+        int l1, h1;
+        fg_valid_range(s->OW, 2, -s->pw, s->W, &lo2, &hi2);
+        fg_valid_range(s->OW, 2, 1 - s->pw, s->W, &l1, &h1);
+        lo2 = lo2 > l1 ? lo2 : l1;
+        hi2 = hi2 < h1 ? hi2 : h1;
+        if (hi2 < lo2)
+            hi2 = lo2;
+    }
+    for (c = 0; c < s->C; ++c) {
+        const float *xc = x + (size_t)c * DHW;
+        float *yc = y + (size_t)c * OS;
+        for (od = 0; od < s->OD; ++od) {
+            const int z0 = od * s->sd - s->pd;
+            for (oh = 0; oh < s->OH; ++oh) {
+                const int y0 = oh * s->sh - s->ph;
+                float *restrict o = yc + ((size_t)od * (size_t)s->OH + (size_t)oh) * (size_t)s->OW;
+                const float init = is_max ? FG_NEG_FLT_MAX : 0.0f;
+                for (ow = 0; ow < s->OW; ++ow)
+                    o[ow] = init;
+                for (kz = 0; kz < s->kd; ++kz) {
+                    const int iz = z0 + kz * s->dd;
+                    if (iz < 0 || iz >= s->D)
+                        continue;
+                    for (ky = 0; ky < s->kh; ++ky) {
+                        const int iy = y0 + ky * s->dh;
+                        const float *xr;
+                        if (iy < 0 || iy >= s->H)
+                            continue;
+                        xr = xc + (size_t)iz * HW + (size_t)iy * (size_t)s->W;
+                        if (pair && hi2 > lo2) {
+                            /* columns with both taps inside: pairwise; the
+                             * (at most one-tap) edges: per tap below */
+                            const int off0 = -s->pw;
+                            fg_row_pair(o + lo2, xr + (2 * lo2 + off0), hi2 - lo2, is_max);
+                            for (kx = 0; kx < 2; ++kx) {
+                                const int off = kx - s->pw;
+                                int lo, hi, l, h;
+                                fg_valid_range(s->OW, 2, off, s->W, &lo, &hi);
+                                /* [lo, hi) minus [lo2, hi2) */
+                                l = lo;
+                                h = hi < lo2 ? hi : lo2;
+                                for (ow = l; ow < h; ++ow)
+                                    o[ow] = is_max ? fg_maxf(o[ow], xr[2 * ow + off])
+                                                   : o[ow] + xr[2 * ow + off];
+                                l = lo > hi2 ? lo : hi2;
+                                for (ow = l; ow < hi; ++ow)
+                                    o[ow] = is_max ? fg_maxf(o[ow], xr[2 * ow + off])
+                                                   : o[ow] + xr[2 * ow + off];
+                            }
+                            continue;
+                        }
+                        for (kx = 0; kx < s->kw; ++kx) {
+                            const int off = kx * s->dw - s->pw;
+                            int lo, hi;
+                            fg_valid_range(s->OW, s->sw, off, s->W, &lo, &hi);
+                            if (lo >= hi)
+                                continue;
+                            if (is_max)
+                                fg_row_max(o + lo, xr + ((ptrdiff_t)lo * s->sw + off), hi - lo,
+                                           s->sw);
+                            else
+                                fg_row_add(o + lo, xr + ((ptrdiff_t)lo * s->sw + off), hi - lo,
+                                           s->sw);
+                        }
+                    }
+                }
+                if (!is_max) {
+                    int cdh;
+                    if (s->count_include_pad) {
+                        cdh = fg_tap_count(z0, s->kd, s->dd, -s->pd, s->D + s->pd_end) *
+                              fg_tap_count(y0, s->kh, s->dh, -s->ph, s->H + s->ph_end);
+                    } else {
+                        cdh = fg_tap_count(z0, s->kd, s->dd, 0, s->D) *
+                              fg_tap_count(y0, s->kh, s->dh, 0, s->H);
+                    }
+                    for (ow = 0; ow < s->OW; ++ow) {
+                        const int x0 = ow * s->sw - s->pw;
+                        const int cw = s->count_include_pad
+                                           ? fg_tap_count(x0, s->kw, s->dw, -s->pw,
+                                                          s->W + s->pw_end)
+                                           : fg_tap_count(x0, s->kw, s->dw, 0, s->W);
+                        const int cnt = cdh * cw;
+                        o[ow] = cnt > 0 ? o[ow] / (float)cnt : 0.0f;
+                    }
+                }
+            }
+        }
+    }
+}
+
+void fg_maxpool(const fg_pool_shape *s, const float *x, float *y)
+{
+    fg_pool_generic(s, x, y, 1);
+}
+
+void fg_avgpool(const fg_pool_shape *s, const float *x, float *y)
+{
+    fg_pool_generic(s, x, y, 0);
+}
+
+void fg_global_avgpool(const float *x, float *y, int C, int S)
+{
+    int c, i, j;
+    for (c = 0; c < C; ++c) {
+        const float *restrict xc = x + (size_t)c * (size_t)S;
+        float acc[FG_PB];
+        float t;
+        for (j = 0; j < FG_PB; ++j)
+            acc[j] = 0.0f;
+        for (i = 0; i + FG_PB <= S; i += FG_PB) {
+            for (j = 0; j < FG_PB; ++j)
+                acc[j] += xc[i + j];
+        }
+        for (j = 0; i < S; ++i, ++j)
+            acc[j] += xc[i];
+        for (j = FG_PB / 2; j > 0; j /= 2) {
+            int q;
+            for (q = 0; q < j; ++q)
+                acc[q] += acc[q + j];
+        }
+        t = acc[0];
+        y[c] = S > 0 ? t / (float)S : 0.0f;
+    }
+}
+
+void fg_global_maxpool(const float *x, float *y, int C, int S)
+{
+    int c, i, j;
+    for (c = 0; c < C; ++c) {
+        const float *restrict xc = x + (size_t)c * (size_t)S;
+        float acc[FG_PB];
+        for (j = 0; j < FG_PB; ++j)
+            acc[j] = FG_NEG_FLT_MAX;
+        for (i = 0; i + FG_PB <= S; i += FG_PB) {
+            for (j = 0; j < FG_PB; ++j)
+                acc[j] = fg_maxf(acc[j], xc[i + j]);
+        }
+        for (j = 0; i < S; ++i, ++j)
+            acc[j] = fg_maxf(acc[j], xc[i]);
+        for (j = FG_PB / 2; j > 0; j /= 2) {
+            int q;
+            for (q = 0; q < j; ++q)
+                acc[q] = fg_maxf(acc[q], acc[q + j]);
+        }
+        y[c] = acc[0];
+    }
+}

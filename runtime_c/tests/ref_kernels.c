@@ -1,0 +1,415 @@
+/* ref_kernels.c - naive reference kernels (see ref_kernels.h). */
+#include "ref_kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+float ref_act(float v, int act, float a, float b)
+{
+    switch (act) {
+    case FG_ACT_RELU:
+        return v < 0.0f ? 0.0f : v;
+    case FG_ACT_LEAKY:
+        return v >= 0.0f ? v : a * v;
+    case FG_ACT_CLIP:
+        return v < a ? a : (v > b ? b : v);
+    default:
+        return v;
+    }
+}
+
+void ref_dense(const float *x, float *y, int M, int K, int N, const float *B, const float *bias,
+               int act, float a, float b)
+{
+    int m, n, k;
+    for (m = 0; m < M; ++m) {
+        for (n = 0; n < N; ++n) {
+            float s = 0.0f;
+            for (k = 0; k < K; ++k)
+                s += x[(size_t)m * K + k] * B[(size_t)k * N + n];
+            if (bias)
+                s += bias[n];
+            y[(size_t)m * N + n] = ref_act(s, act, a, b);
+        }
+    }
+}
+
+void ref_gemm(const float *A, const float *B, float *C, int M, int K, int N, const float *bias,
+              int act, float a, float b)
+{
+    int m, n, k;
+    for (m = 0; m < M; ++m) {
+        for (n = 0; n < N; ++n) {
+            float s = 0.0f;
+            for (k = 0; k < K; ++k)
+                s += A[(size_t)m * K + k] * B[(size_t)k * N + n];
+            if (bias)
+                s += bias[m];
+            C[(size_t)m * N + n] = ref_act(s, act, a, b);
+        }
+    }
+}
+
+void ref_matmul(const float *a, const float *b, float *y, int batch, int M, int K, int N,
+                size_t stride_a, size_t stride_b)
+{
+    int i;
+    for (i = 0; i < batch; ++i)
+        ref_gemm(a + i * stride_a, b + i * stride_b, y + (size_t)i * M * N, M, K, N, NULL,
+                 FG_ACT_NONE, 0.0f, 0.0f);
+}
+
+void ref_conv(const fg_conv_shape *s, const float *x, float *y, const float *w, const float *bias,
+              int act, float a, float b)
+{
+    const int Cg = s->C / s->group, Kg = s->K / s->group;
+    int k, od, oh, ow, c, kz, ky, kx;
+    for (k = 0; k < s->K; ++k) {
+        const int g = k / Kg;
+        for (od = 0; od < s->OD; ++od)
+            for (oh = 0; oh < s->OH; ++oh)
+                for (ow = 0; ow < s->OW; ++ow) {
+                    float acc = 0.0f;
+                    for (c = 0; c < Cg; ++c)
+                        for (kz = 0; kz < s->kd; ++kz)
+                            for (ky = 0; ky < s->kh; ++ky)
+                                for (kx = 0; kx < s->kw; ++kx) {
+                                    const int iz = od * s->sd - s->pd + kz * s->dd;
+                                    const int iy = oh * s->sh - s->ph + ky * s->dh;
+                                    const int ix = ow * s->sw - s->pw + kx * s->dw;
+                                    const int ci = g * Cg + c;
+                                    if (iz < 0 || iz >= s->D || iy < 0 || iy >= s->H || ix < 0 ||
+                                        ix >= s->W)
+                                        continue;
+                                    acc += x[(((size_t)ci * s->D + iz) * s->H + iy) * s->W + ix] *
+                                           w[((((size_t)k * Cg + c) * s->kd + kz) * s->kh + ky) *
+                                                 s->kw +
+                                             kx];
+                                }
+                    if (bias)
+                        acc += bias[k];
+                    y[(((size_t)k * s->OD + od) * s->OH + oh) * s->OW + ow] =
+                        ref_act(acc, act, a, b);
+                }
+    }
+}
+
+void ref_im2col(const fg_conv_shape *s, const float *x, float *cols)
+{
+    const int Cg = s->C / s->group;
+    const size_t S = (size_t)s->OD * s->OH * s->OW;
+    int c, kz, ky, kx, od, oh, ow;
+    size_t r = 0;
+    for (c = 0; c < Cg; ++c)
+        for (kz = 0; kz < s->kd; ++kz)
+            for (ky = 0; ky < s->kh; ++ky)
+                for (kx = 0; kx < s->kw; ++kx, ++r)
+                    for (od = 0; od < s->OD; ++od)
+                        for (oh = 0; oh < s->OH; ++oh)
+                            for (ow = 0; ow < s->OW; ++ow) {
+                                const int iz = od * s->sd - s->pd + kz * s->dd;
+                                const int iy = oh * s->sh - s->ph + ky * s->dh;
+                                const int ix = ow * s->sw - s->pw + kx * s->dw;
+                                const size_t col = ((size_t)od * s->OH + oh) * s->OW + ow;
+                                float v = 0.0f;
+                                if (iz >= 0 && iz < s->D && iy >= 0 && iy < s->H && ix >= 0 &&
+                                    ix < s->W)
+                                    v = x[(((size_t)c * s->D + iz) * s->H + iy) * s->W + ix];
+                                cols[r * S + col] = v;
+                            }
+}
+
+static void ref_pool(const fg_pool_shape *s, const float *x, float *y, int is_max)
+{
+    int c, od, oh, ow, kz, ky, kx;
+    for (c = 0; c < s->C; ++c)
+        for (od = 0; od < s->OD; ++od)
+            for (oh = 0; oh < s->OH; ++oh)
+                for (ow = 0; ow < s->OW; ++ow) {
+                    float acc = is_max ? -3.40282346638528859812e+38f : 0.0f;
+                    int cnt_in = 0, cnt_pad = 0;
+                    for (kz = 0; kz < s->kd; ++kz)
+                        for (ky = 0; ky < s->kh; ++ky)
+                            for (kx = 0; kx < s->kw; ++kx) {
+                                const int iz = od * s->sd - s->pd + kz * s->dd;
+                                const int iy = oh * s->sh - s->ph + ky * s->dh;
+                                const int ix = ow * s->sw - s->pw + kx * s->dw;
+                                const int in_pad = iz >= -s->pd && iz < s->D + s->pd_end &&
+                                                   iy >= -s->ph && iy < s->H + s->ph_end &&
+                                                   ix >= -s->pw && ix < s->W + s->pw_end;
+                                const int in_x = iz >= 0 && iz < s->D && iy >= 0 && iy < s->H &&
+                                                 ix >= 0 && ix < s->W;
+                                cnt_pad += in_pad;
+                                if (in_x) {
+                                    const float v =
+                                        x[(((size_t)c * s->D + iz) * s->H + iy) * s->W + ix];
+                                    ++cnt_in;
+                                    if (is_max)
+                                        acc = v > acc ? v : acc;
+                                    else
+                                        acc += v;
+                                }
+                            }
+                    if (!is_max) {
+                        const int cnt = s->count_include_pad ? cnt_pad : cnt_in;
+                        acc = cnt > 0 ? acc / (float)cnt : 0.0f;
+                    }
+                    y[(((size_t)c * s->OD + od) * s->OH + oh) * s->OW + ow] = acc;
+                }
+}
+
+void ref_maxpool(const fg_pool_shape *s, const float *x, float *y)
+{
+    ref_pool(s, x, y, 1);
+}
+
+void ref_avgpool(const fg_pool_shape *s, const float *x, float *y)
+{
+    ref_pool(s, x, y, 0);
+}
+
+void ref_global_avgpool(const float *x, float *y, int C, int S)
+{
+    int c, i;
+    for (c = 0; c < C; ++c) {
+        float s = 0.0f;
+        for (i = 0; i < S; ++i)
+            s += x[(size_t)c * S + i];
+        y[c] = s / (float)S;
+    }
+}
+
+void ref_global_maxpool(const float *x, float *y, int C, int S)
+{
+    int c, i;
+    for (c = 0; c < C; ++c) {
+        float m = x[(size_t)c * S];
+        for (i = 1; i < S; ++i)
+            m = x[(size_t)c * S + i] > m ? x[(size_t)c * S + i] : m;
+        y[c] = m;
+    }
+}
+
+float ref_unary(int op, float v, float p0, float p1)
+{
+    const double d = v;
+    switch (op) {
+    case REF_RELU:
+        return v > 0.0f ? v : 0.0f;
+    case REF_LEAKY:
+        return v >= 0.0f ? v : p0 * v;
+    case REF_CLIP:
+        return v < p0 ? p0 : (v > p1 ? p1 : v);
+    case REF_ELU:
+        return v >= 0.0f ? v : (float)(p0 * (exp(d) - 1.0));
+    case REF_SELU:
+        return v > 0.0f ? p1 * v : (float)(p1 * (p0 * exp(d) - p0));
+    case REF_SIGMOID:
+        return (float)(1.0 / (1.0 + exp(-d)));
+    case REF_HARD_SIGMOID: {
+        const double t = p0 * d + p1;
+        return (float)(t < 0.0 ? 0.0 : (t > 1.0 ? 1.0 : t));
+    }
+    case REF_HARD_SWISH: {
+        const double t = d / 6.0 + 0.5;
+        return (float)(d * (t < 0.0 ? 0.0 : (t > 1.0 ? 1.0 : t)));
+    }
+    case REF_TANH:
+        return (float)tanh(d);
+    case REF_SOFTPLUS:
+        return (float)log(1.0 + exp(d));
+    case REF_EXP:
+        return (float)exp(d);
+    case REF_LOG:
+        return (float)log(d);
+    case REF_SQRT:
+        return (float)sqrt(d);
+    case REF_ABS:
+        return v < 0.0f ? -v : v;
+    case REF_NEG:
+        return -v;
+    case REF_RECIPROCAL:
+        return (float)(1.0 / d);
+    case REF_ERF:
+        return (float)erf(d);
+    case REF_GELU:
+        return (float)(0.5 * d * (1.0 + erf(d / sqrt(2.0))));
+    default:
+        return v;
+    }
+}
+
+void ref_channel_affine(const float *x, float *y, int outer, int C, int inner, const float *scale,
+                        const float *shift)
+{
+    int o, c, i;
+    for (o = 0; o < outer; ++o)
+        for (c = 0; c < C; ++c)
+            for (i = 0; i < inner; ++i) {
+                const size_t t = ((size_t)o * C + c) * inner + i;
+                y[t] = x[t] * scale[c] + shift[c];
+            }
+}
+
+float ref_binary1(int op, float a, float b)
+{
+    switch (op) {
+    case FG_ADD:
+        return a + b;
+    case FG_SUB:
+        return a - b;
+    case FG_MUL:
+        return a * b;
+    case FG_DIV:
+        return a / b;
+    case FG_PRELU:
+        return a >= 0.0f ? a : a * b;
+    case FG_MAX:
+        return a != a ? a : (b != b ? b : (a > b ? a : b));
+    case FG_MIN:
+        return a != a ? a : (b != b ? b : (a < b ? a : b));
+    case FG_POW:
+        return (float)pow((double)a, (double)b);
+    default:
+        return 0.0f;
+    }
+}
+
+/* flat index -> multi-index of `shape` (row major) */
+static void ref_unravel(size_t t, int nd, const int *shape, int *idx)
+{
+    int k;
+    for (k = nd - 1; k >= 0; --k) {
+        idx[k] = (int)(t % (size_t)shape[k]);
+        t /= (size_t)shape[k];
+    }
+}
+
+static size_t ref_numel(int nd, const int *shape)
+{
+    size_t n = 1;
+    int k;
+    for (k = 0; k < nd; ++k)
+        n *= (size_t)shape[k];
+    return n;
+}
+
+void ref_binary(int op, const fg_bcast *s, const float *a, const float *b, float *y)
+{
+    const size_t n = ref_numel(s->ndim, s->shape);
+    size_t t;
+    int idx[FG_MAXDIM], k;
+    for (t = 0; t < n; ++t) {
+        ptrdiff_t oa = 0, ob = 0;
+        ref_unravel(t, s->ndim, s->shape, idx);
+        for (k = 0; k < s->ndim; ++k) {
+            oa += idx[k] * s->sa[k];
+            ob += idx[k] * s->sb[k];
+        }
+        y[t] = ref_binary1(op, a[oa], b[ob]);
+    }
+}
+
+void ref_transpose(const fg_perm *p, const float *x, float *y)
+{
+    const size_t n = ref_numel(p->ndim, p->shape);
+    size_t t;
+    int idx[FG_MAXDIM], k;
+    for (t = 0; t < n; ++t) {
+        ptrdiff_t o = 0;
+        ref_unravel(t, p->ndim, p->shape, idx);
+        for (k = 0; k < p->ndim; ++k)
+            o += idx[k] * p->stride[k];
+        y[t] = x[o];
+    }
+}
+
+void ref_pad(const fg_padspec *p, const float *x, float *y, float value)
+{
+    const size_t n = ref_numel(p->ndim, p->out_shape);
+    size_t t;
+    int idx[FG_MAXDIM], k;
+    for (t = 0; t < n; ++t) {
+        size_t o = 0;
+        int inside = 1;
+        ref_unravel(t, p->ndim, p->out_shape, idx);
+        for (k = 0; k < p->ndim; ++k) {
+            const int i = idx[k] - p->begin[k];
+            if (i < 0 || i >= p->in_shape[k])
+                inside = 0;
+            o = o * (size_t)p->in_shape[k] + (size_t)(inside ? i : 0);
+        }
+        y[t] = inside ? x[o] : value;
+    }
+}
+
+void ref_copy_blocks(const float *src, float *dst, int outer, int block, ptrdiff_t src_stride,
+                     ptrdiff_t dst_stride)
+{
+    int o, j;
+    for (o = 0; o < outer; ++o)
+        for (j = 0; j < block; ++j)
+            dst[o * dst_stride + j] = src[o * src_stride + j];
+}
+
+void ref_softmax(const float *x, float *y, int outer, int n, int inner, int logsm)
+{
+    int o, i, r;
+    for (o = 0; o < outer; ++o)
+        for (i = 0; i < inner; ++i) {
+            const float *xs = x + (size_t)o * n * inner + i;
+            float *ys = y + (size_t)o * n * inner + i;
+            double m = -INFINITY, s = 0.0;
+            for (r = 0; r < n; ++r)
+                m = xs[(size_t)r * inner] > m ? xs[(size_t)r * inner] : m;
+            for (r = 0; r < n; ++r)
+                s += exp(xs[(size_t)r * inner] - m);
+            for (r = 0; r < n; ++r)
+                ys[(size_t)r * inner] = logsm ? (float)(xs[(size_t)r * inner] - m - log(s))
+                                              : (float)(exp(xs[(size_t)r * inner] - m) / s);
+        }
+}
+
+void ref_reduce(int op, const float *x, float *y, int outer, int n, int inner)
+{
+    int o, i, r;
+    for (o = 0; o < outer; ++o)
+        for (i = 0; i < inner; ++i) {
+            const float *xs = x + (size_t)o * n * inner + i;
+            double acc = op == FG_REDUCE_MAX ? -INFINITY : (op == FG_REDUCE_MIN ? INFINITY : 0.0);
+            for (r = 0; r < n; ++r) {
+                const double v = xs[(size_t)r * inner];
+                if (op == FG_REDUCE_MAX)
+                    acc = v > acc ? v : acc;
+                else if (op == FG_REDUCE_MIN)
+                    acc = v < acc ? v : acc;
+                else
+                    acc += v;
+            }
+            if (op == FG_REDUCE_MEAN)
+                acc /= n;
+            y[(size_t)o * inner + i] = (float)acc;
+        }
+}
+
+void ref_lrn(const float *x, float *y, int outer, int C, int inner, int size, float alpha,
+             float beta, float bias)
+{
+    int o, c, i, cc;
+    const int before = (size - 1) / 2, after = size / 2;
+    for (o = 0; o < outer; ++o)
+        for (c = 0; c < C; ++c)
+            for (i = 0; i < inner; ++i) {
+                double sq = 0.0;
+                for (cc = c - before; cc <= c + after; ++cc) {
+                    double v;
+                    if (cc < 0 || cc >= C)
+                        continue;
+                    v = x[((size_t)o * C + cc) * inner + i];
+                    sq += v * v;
+                }
+                y[((size_t)o * C + c) * inner + i] =
+                    (float)(x[((size_t)o * C + c) * inner + i] /
+                            pow(bias + alpha / size * sq, beta));
+            }
+}

@@ -1,0 +1,905 @@
+/* test_kernels.c - self-test: every optimized fg_* kernel against the naive
+ * reference (ref_kernels.c) on many random shapes, including tails (N not a
+ * multiple of 16, M not a multiple of 4), odd strides / dilations / pads,
+ * groups, depthwise multipliers, ceil-mode pooling windows past the padded
+ * input, count_include_pad both ways, broadcasting, transposes and negative
+ * pads. Output buffers carry guard zones that must stay untouched.
+ *
+ * Build and run (see Makefile):
+ *   gcc -O2 -std=c99 -I.. ../fg_*.c ref_kernels.c test_kernels.c -lm -o test_kernels
+ *   ./test_kernels [iterations-scale]
+ * Prints "N passed, M failed" and exits non-zero on failure.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../fg_runtime.h"
+#include "ref_kernels.h"
+
+static int g_pass, g_fail;
+static unsigned g_rng = 0x9e3779b9u;
+
+static unsigned rnd_u32(void)
+{
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 17;
+    g_rng ^= g_rng << 5;
+    return g_rng;
+}
+
+/* uniform integer in [lo, hi] */
+static int rnd_int(int lo, int hi)
+{
+    return lo + (int)(rnd_u32() % (unsigned)(hi - lo + 1));
+}
+
+/* uniform float in [-1, 1) */
+static float rnd_f(void)
+{
+    return (float)(rnd_u32() >> 8) * (2.0f / 16777216.0f) - 1.0f;
+}
+
+static void fill_rand(float *p, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; ++i)
+        p[i] = rnd_f();
+}
+
+#define GUARD 19
+static const float GUARD_VAL = 12345.678f;
+
+/* malloc n floats plus GUARD guard floats on each side; returns the inside */
+static float *alloc_g(size_t n)
+{
+    float *p = (float *)malloc((n + 2 * GUARD) * sizeof(float));
+    size_t i;
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(2);
+    }
+    for (i = 0; i < n + 2 * GUARD; ++i)
+        p[i] = GUARD_VAL;
+    return p + GUARD;
+}
+
+static void free_g(float *p)
+{
+    if (p)
+        free(p - GUARD);
+}
+
+static int guards_ok(const float *p, size_t n)
+{
+    size_t i;
+    for (i = 1; i <= GUARD; ++i)
+        if (p[-(ptrdiff_t)i] != GUARD_VAL || p[n + i - 1] != GUARD_VAL)
+            return 0;
+    return 1;
+}
+
+/* |got - want| <= rtol |want| + atol, NaN matches NaN, inf matches inf */
+static int compare(const char *what, const float *got, const float *want, size_t n, float rtol,
+                   float atol, const char *ctx)
+{
+    size_t i;
+    for (i = 0; i < n; ++i) {
+        const float g = got[i], w = want[i];
+        if (g != g || w != w) {
+            if (g != g && w != w)
+                continue;
+        } else if (isinf(w) || isinf(g)) {
+            if (g == w)
+                continue;
+        } else if (fabsf(g - w) <= rtol * fabsf(w) + atol) {
+            continue;
+        }
+        printf("FAIL %s [%s]: index %zu got %.9g want %.9g\n", what, ctx, i, (double)g,
+               (double)w);
+        return 0;
+    }
+    return 1;
+}
+
+static void record(int ok)
+{
+    if (ok)
+        ++g_pass;
+    else
+        ++g_fail;
+}
+
+/* tolerance for a dot product of length L with |terms| <= 1 */
+static float atol_dot(int L)
+{
+    return 1e-6f * (float)(L + 1);
+}
+
+/* ---- packing helpers (same layouts as faustgen/codegen/pack.py) --------- */
+
+static float *pack_panels(const float *B, int K, int N)
+{
+    const int np = (N + FG_PANEL - 1) / FG_PANEL;
+    float *Bp = alloc_g((size_t)np * K * FG_PANEL + 1);
+    int p, k, j;
+    for (p = 0; p < np; ++p)
+        for (k = 0; k < K; ++k)
+            for (j = 0; j < FG_PANEL; ++j) {
+                const int n = p * FG_PANEL + j;
+                Bp[((size_t)p * K + k) * FG_PANEL + j] = n < N ? B[(size_t)k * N + n] : 0.0f;
+            }
+    return Bp;
+}
+
+static void pack_mblocks_into(const float *A, int M, int K, float *Ap)
+{
+    const int nb = (M + FG_MBLOCK - 1) / FG_MBLOCK;
+    int b, k, i;
+    for (b = 0; b < nb; ++b)
+        for (k = 0; k < K; ++k)
+            for (i = 0; i < FG_MBLOCK; ++i) {
+                const int m = b * FG_MBLOCK + i;
+                Ap[((size_t)b * K + k) * FG_MBLOCK + i] = m < M ? A[(size_t)m * K + k] : 0.0f;
+            }
+}
+
+static int rnd_act(float *a, float *b)
+{
+    const int act = rnd_int(0, 3);
+    *a = 0.0f;
+    *b = 0.0f;
+    if (act == FG_ACT_LEAKY)
+        *a = 0.1f;
+    if (act == FG_ACT_CLIP) {
+        *a = -0.5f;
+        *b = 0.7f;
+    }
+    return act;
+}
+
+/* ---- dense / gemm / matmul ---------------------------------------------- */
+
+static void test_dense(int iters)
+{
+    int it;
+    for (it = 0; it < iters; ++it) {
+        const int M = it < 8 ? 1 : rnd_int(1, 11);
+        const int K = it == 0 ? 0 : rnd_int(1, it % 5 == 0 ? 800 : 150);
+        const int N = rnd_int(1, it % 7 == 0 ? 310 : 70);
+        const int use_bias = rnd_int(0, 3) != 0;
+        float a, b;
+        const int act = rnd_act(&a, &b);
+        float *x = alloc_g((size_t)M * K + 1), *B = alloc_g((size_t)K * N + 1);
+        float *bias = alloc_g((size_t)N), *y = alloc_g((size_t)M * N), *yr = alloc_g((size_t)M * N);
+        float *Bp;
+        char ctx[128];
+        fill_rand(x, (size_t)M * K);
+        fill_rand(B, (size_t)K * N);
+        fill_rand(bias, (size_t)N);
+        Bp = pack_panels(B, K, N);
+        fg_dense(x, y, M, K, N, Bp, use_bias ? bias : NULL, act, a, b);
+        ref_dense(x, yr, M, K, N, B, use_bias ? bias : NULL, act, a, b);
+        snprintf(ctx, sizeof ctx, "M=%d K=%d N=%d bias=%d act=%d", M, K, N, use_bias, act);
+        record(compare("fg_dense", y, yr, (size_t)M * N, 1e-5f, atol_dot(K), ctx) &&
+               guards_ok(y, (size_t)M * N));
+        free_g(x);
+        free_g(B);
+        free_g(bias);
+        free_g(y);
+        free_g(yr);
+        free_g(Bp);
+    }
+}
+
+static void test_gemm_a(int iters)
+{
+    int it;
+    for (it = 0; it < iters; ++it) {
+        const int M = rnd_int(1, 13);
+        const int K = it == 0 ? 0 : rnd_int(1, it % 4 == 0 ? 300 : 60);
+        const int N = it % 3 == 0 ? rnd_int(1, 15) : rnd_int(1, 140);
+        const int use_bias = rnd_int(0, 1);
+        const int nb = (M + FG_MBLOCK - 1) / FG_MBLOCK;
+        float a, b;
+        const int act = rnd_act(&a, &b);
+        float *A = alloc_g((size_t)M * K + 1), *Ap = alloc_g((size_t)nb * FG_MBLOCK * K + 1);
+        float *B = alloc_g((size_t)K * N + 1), *bias = alloc_g((size_t)M);
+        float *C = alloc_g((size_t)M * N), *Cr = alloc_g((size_t)M * N);
+        char ctx[128];
+        fill_rand(A, (size_t)M * K);
+        fill_rand(B, (size_t)K * N);
+        fill_rand(bias, (size_t)M);
+        pack_mblocks_into(A, M, K, Ap);
+        fg_gemm_a(Ap, B, C, M, K, N, use_bias ? bias : NULL, act, a, b);
+        ref_gemm(A, B, Cr, M, K, N, use_bias ? bias : NULL, act, a, b);
+        snprintf(ctx, sizeof ctx, "M=%d K=%d N=%d bias=%d act=%d", M, K, N, use_bias, act);
+        record(compare("fg_gemm_a", C, Cr, (size_t)M * N, 1e-5f, atol_dot(K), ctx) &&
+               guards_ok(C, (size_t)M * N));
+        free_g(A);
+        free_g(Ap);
+        free_g(B);
+        free_g(bias);
+        free_g(C);
+        free_g(Cr);
+    }
+}
+
+static void test_matmul(int iters)
+{
+    int it;
+    for (it = 0; it < iters; ++it) {
+        const int batch = rnd_int(1, 3), M = rnd_int(1, 9), K = rnd_int(1, 70);
+        const int N = rnd_int(1, 40);
+        const int bcast_a = rnd_int(0, 3) == 0, bcast_b = rnd_int(0, 3) == 0;
+        const size_t sa = bcast_a ? 0 : (size_t)M * K + (size_t)rnd_int(0, 3);
+        const size_t sb = bcast_b ? 0 : (size_t)K * N + (size_t)rnd_int(0, 3);
+        const size_t na = sa * (size_t)(batch - 1) + (size_t)M * K;
+        const size_t nbb = sb * (size_t)(batch - 1) + (size_t)K * N;
+        const size_t ny = (size_t)batch * M * N;
+        float *A = alloc_g(na), *B = alloc_g(nbb), *Y = alloc_g(ny), *Yr = alloc_g(ny);
+        char ctx[128];
+        fill_rand(A, na);
+        fill_rand(B, nbb);
+        fg_matmul(A, B, Y, batch, M, K, N, sa, sb);
+        ref_matmul(A, B, Yr, batch, M, K, N, sa, sb);
+        snprintf(ctx, sizeof ctx, "batch=%d M=%d K=%d N=%d sa=%zu sb=%zu", batch, M, K, N, sa,
+                 sb);
+        record(compare("fg_matmul", Y, Yr, ny, 1e-5f, atol_dot(K), ctx) && guards_ok(Y, ny));
+        free_g(A);
+        free_g(B);
+        free_g(Y);
+        free_g(Yr);
+    }
+}
+
+/* ---- convolution ---------------------------------------------------------- */
+
+/* output size with leading pad p, trailing pad pe */
+static int conv_out(int n, int k, int s, int d, int p, int pe)
+{
+    const int span = d * (k - 1) + 1;
+    if (n + p + pe < span)
+        return 0;
+    return (n + p + pe - span) / s + 1;
+}
+
+static int rnd_conv_shape(fg_conv_shape *s, int nd, int depthwise)
+{
+    int g, mult;
+    memset(s, 0, sizeof *s);
+    s->D = s->H = 1;
+    s->kd = s->kh = 1;
+    s->sd = s->sh = s->dd = s->dh = 1;
+    if (depthwise) {
+        s->C = rnd_int(1, 6);
+        mult = rnd_int(1, 3);
+        s->group = s->C;
+        s->K = s->C * mult;
+    } else {
+        g = rnd_int(0, 3) == 0 ? rnd_int(2, 3) : 1;
+        s->group = g;
+        s->C = g * rnd_int(1, 4);
+        s->K = g * rnd_int(1, 9);
+    }
+    s->W = rnd_int(1, nd == 1 ? 40 : 17);
+    s->kw = rnd_int(1, 5);
+    s->sw = rnd_int(1, 3);
+    s->dw = rnd_int(1, 3);
+    s->pw = rnd_int(0, s->kw - 1);
+    s->OW = conv_out(s->W, s->kw, s->sw, s->dw, s->pw, rnd_int(0, s->kw - 1));
+    if (nd >= 2) {
+        s->H = rnd_int(1, 13);
+        s->kh = rnd_int(1, 4);
+        s->sh = rnd_int(1, 2);
+        s->dh = rnd_int(1, 2);
+        s->ph = rnd_int(0, s->kh - 1);
+    }
+    s->OH = conv_out(s->H, s->kh, s->sh, s->dh, s->ph, nd >= 2 ? rnd_int(0, s->kh - 1) : 0);
+    if (nd >= 3) {
+        s->D = rnd_int(1, 6);
+        s->kd = rnd_int(1, 3);
+        s->sd = rnd_int(1, 2);
+        s->dd = rnd_int(1, 2);
+        s->pd = rnd_int(0, s->kd - 1);
+    }
+    s->OD = conv_out(s->D, s->kd, s->sd, s->dd, s->pd, nd >= 3 ? rnd_int(0, s->kd - 1) : 0);
+    return s->OD > 0 && s->OH > 0 && s->OW > 0;
+}
+
+static void make_pointwise(fg_conv_shape *s)
+{
+    s->kd = s->kh = s->kw = 1;
+    s->sd = s->sh = s->sw = 1;
+    s->pd = s->ph = s->pw = 0;
+    s->OD = s->D;
+    s->OH = s->H;
+    s->OW = s->W;
+}
+
+static void shape_ctx(char *ctx, size_t n, const fg_conv_shape *s)
+{
+    snprintf(ctx, n,
+             "C=%d K=%d g=%d in=%dx%dx%d out=%dx%dx%d k=%dx%dx%d s=%d,%d,%d d=%d,%d,%d "
+             "p=%d,%d,%d",
+             s->C, s->K, s->group, s->D, s->H, s->W, s->OD, s->OH, s->OW, s->kd, s->kh, s->kw,
+             s->sd, s->sh, s->sw, s->dd, s->dh, s->dw, s->pd, s->ph, s->pw);
+}
+
+static void test_conv(int iters)
+{
+    int it;
+    for (it = 0; it < iters; ++it) {
+        fg_conv_shape s;
+        const int nd = 1 + it % 3;
+        size_t nx, ny, nw, nwp, nscr, S;
+        int Cg, Kg, R, Kgp, g, use_bias;
+        float a, b;
+        int act;
+        float *x, *w, *wp, *bias, *y, *yr, *scr;
+        char ctx[256];
+        if (!rnd_conv_shape(&s, nd, 0))
+            continue;
+        if (it % 5 == 0)
+            make_pointwise(&s);
+        act = rnd_act(&a, &b);
+        use_bias = rnd_int(0, 1);
+        Cg = s.C / s.group;
+        Kg = s.K / s.group;
+        R = Cg * s.kd * s.kh * s.kw;
+        Kgp = (Kg + FG_MBLOCK - 1) / FG_MBLOCK * FG_MBLOCK;
+        S = (size_t)s.OD * s.OH * s.OW;
+        nx = (size_t)s.C * s.D * s.H * s.W;
+        ny = (size_t)s.K * S;
+        nw = (size_t)s.K * R;
+        nwp = (size_t)s.group * Kgp * R;
+        nscr = fg_conv_scratch(&s);
+        x = alloc_g(nx);
+        w = alloc_g(nw);
+        wp = alloc_g(nwp);
+        bias = alloc_g((size_t)s.K);
+        y = alloc_g(ny);
+        yr = alloc_g(ny);
+        scr = alloc_g(nscr + 1);
+        fill_rand(x, nx);
+        fill_rand(w, nw);
+        fill_rand(bias, (size_t)s.K);
+        for (g = 0; g < s.group; ++g)
+            pack_mblocks_into(w + (size_t)g * Kg * R, Kg, R, wp + (size_t)g * Kgp * R);
+        fg_conv(&s, x, y, wp, use_bias ? bias : NULL, act, a, b, nscr ? scr : NULL);
+        ref_conv(&s, x, yr, w, use_bias ? bias : NULL, act, a, b);
+        shape_ctx(ctx, sizeof ctx, &s);
+        record(compare("fg_conv", y, yr, ny, 1e-5f, atol_dot(R), ctx) && guards_ok(y, ny) &&
+               guards_ok(scr, nscr + 1));
+        /* im2col of group 0 */
+        if (nscr) {
+            float *cr = alloc_g(nscr);
+            ref_im2col(&s, x, cr);
+            fg_im2col(&s, x, scr);
+            record(compare("fg_im2col", scr, cr, nscr, 0.0f, 0.0f, ctx) &&
+                   guards_ok(scr, nscr + 1));
+            free_g(cr);
+        } else {
+            int pw = s.kd == 1 && s.kh == 1 && s.kw == 1 && s.sd == 1 && s.sh == 1 &&
+                     s.sw == 1 && s.pd == 0 && s.ph == 0 && s.pw == 0 && s.OD == s.D &&
+                     s.OH == s.H && s.OW == s.W;
+            if (!pw)
+                printf("FAIL fg_conv_scratch returned 0 for a non-pointwise conv [%s]\n", ctx);
+            record(pw);
+        }
+        free_g(x);
+        free_g(w);
+        free_g(wp);
+        free_g(bias);
+        free_g(y);
+        free_g(yr);
+        free_g(scr);
+    }
+}
+
+static void test_depthwise(int iters)
+{
+    int it;
+    for (it = 0; it < iters; ++it) {
+        fg_conv_shape s;
+        const int nd = 1 + it % 3;
+        size_t nx, ny, nw;
+        int use_bias, act;
+        float a, b;
+        float *x, *w, *bias, *y, *yr;
+        char ctx[256];
+        if (!rnd_conv_shape(&s, nd, 1))
+            continue;
+        if (it % 4 == 0 && nd >= 2) { /* wide rows: exercise the vector blocks */
+            s.W = rnd_int(30, 70);
+            s.OW = conv_out(s.W, s.kw, s.sw, s.dw, s.pw, rnd_int(0, s.kw - 1));
+        }
+        act = rnd_act(&a, &b);
+        use_bias = rnd_int(0, 1);
+        nx = (size_t)s.C * s.D * s.H * s.W;
+        ny = (size_t)s.K * s.OD * s.OH * s.OW;
+        nw = (size_t)s.K * s.kd * s.kh * s.kw;
+        x = alloc_g(nx);
+        w = alloc_g(nw);
+        bias = alloc_g((size_t)s.K);
+        y = alloc_g(ny);
+        yr = alloc_g(ny);
+        fill_rand(x, nx);
+        fill_rand(w, nw);
+        fill_rand(bias, (size_t)s.K);
+        fg_conv_depthwise(&s, x, y, w, use_bias ? bias : NULL, act, a, b);
+        ref_conv(&s, x, yr, w, use_bias ? bias : NULL, act, a, b);
+        shape_ctx(ctx, sizeof ctx, &s);
+        record(compare("fg_conv_depthwise", y, yr, ny, 1e-5f, atol_dot(s.kd * s.kh * s.kw), ctx) &&
+               guards_ok(y, ny));
+        free_g(x);
+        free_g(w);
+        free_g(bias);
+        free_g(y);
+        free_g(yr);
+    }
+}
+
+/* ---- pooling -------------------------------------------------------------- */
+
+/* ONNX pooling output size (floor or ceil mode; a ceil-mode window must start
+ * inside the input or the leading pad) */
+static int pool_out(int n, int k, int s, int d, int p, int pe, int ceil_mode)
+{
+    const int span = d * (k - 1) + 1;
+    int o;
+    if (n + p + pe < span)
+        return 0;
+    o = (n + p + pe - span) / s + 1;
+    if (ceil_mode && (n + p + pe - span) % s != 0) {
+        ++o;
+        if ((o - 1) * s >= n + p)
+            --o;
+    }
+    return o;
+}
+
+static void rnd_pool_dim(int *n, int *k, int *st, int *d, int *p, int *pe, int *o, int big)
+{
+    const int ceil_mode = rnd_int(0, 1);
+    *n = rnd_int(1, big ? 40 : 11);
+    *k = rnd_int(1, 4);
+    *st = rnd_int(1, 3);
+    *d = rnd_int(0, 3) == 0 ? 2 : 1;
+    *p = rnd_int(0, *k - 1);
+    *pe = rnd_int(0, *k - 1);
+    *o = pool_out(*n, *k, *st, *d, *p, *pe, ceil_mode);
+}
+
+static void test_pool(int iters)
+{
+    int it;
+    for (it = 0; it < iters; ++it) {
+        fg_pool_shape s;
+        const int nd = 1 + it % 3;
+        size_t nx, ny;
+        float *x, *y, *yr;
+        char ctx[256];
+        memset(&s, 0, sizeof s);
+        s.C = rnd_int(1, 4);
+        s.D = s.H = s.kd = s.kh = s.sd = s.sh = s.dd = s.dh = s.OD = s.OH = 1;
+        rnd_pool_dim(&s.W, &s.kw, &s.sw, &s.dw, &s.pw, &s.pw_end, &s.OW, nd == 1 || it % 4 == 0);
+        if (it % 6 == 0) { /* the common 2x2 stride-2 window */
+            s.kw = 2;
+            s.sw = 2;
+            s.dw = 1;
+            s.pw = rnd_int(0, 1);
+            s.pw_end = rnd_int(0, 1);
+            s.OW = pool_out(s.W, 2, 2, 1, s.pw, s.pw_end, rnd_int(0, 1));
+        }
+        if (nd >= 2)
+            rnd_pool_dim(&s.H, &s.kh, &s.sh, &s.dh, &s.ph, &s.ph_end, &s.OH, 0);
+        if (nd >= 3)
+            rnd_pool_dim(&s.D, &s.kd, &s.sd, &s.dd, &s.pd, &s.pd_end, &s.OD, 0);
+        if (s.OD <= 0 || s.OH <= 0 || s.OW <= 0)
+            continue;
+        s.count_include_pad = rnd_int(0, 1);
+        nx = (size_t)s.C * s.D * s.H * s.W;
+        ny = (size_t)s.C * s.OD * s.OH * s.OW;
+        x = alloc_g(nx);
+        y = alloc_g(ny);
+        yr = alloc_g(ny);
+        fill_rand(x, nx);
+        snprintf(ctx, sizeof ctx,
+                 "C=%d in=%dx%dx%d out=%dx%dx%d k=%dx%dx%d s=%d,%d,%d d=%d,%d,%d p=%d,%d,%d "
+                 "pe=%d,%d,%d cip=%d",
+                 s.C, s.D, s.H, s.W, s.OD, s.OH, s.OW, s.kd, s.kh, s.kw, s.sd, s.sh, s.sw, s.dd,
+                 s.dh, s.dw, s.pd, s.ph, s.pw, s.pd_end, s.ph_end, s.pw_end, s.count_include_pad);
+        fg_maxpool(&s, x, y);
+        ref_maxpool(&s, x, yr);
+        record(compare("fg_maxpool", y, yr, ny, 0.0f, 0.0f, ctx) && guards_ok(y, ny));
+        fg_avgpool(&s, x, y);
+        ref_avgpool(&s, x, yr);
+        record(compare("fg_avgpool", y, yr, ny, 1e-5f, 1e-6f * (float)(s.kd * s.kh * s.kw), ctx) &&
+               guards_ok(y, ny));
+        free_g(x);
+        free_g(y);
+        free_g(yr);
+    }
+}
+
+static void test_global_pool(int iters)
+{
+    int it;
+    for (it = 0; it < iters; ++it) {
+        const int C = rnd_int(1, 7), S = rnd_int(1, it % 2 ? 300 : 20);
+        float *x = alloc_g((size_t)C * S), *y = alloc_g((size_t)C), *yr = alloc_g((size_t)C);
+        char ctx[64];
+        fill_rand(x, (size_t)C * S);
+        snprintf(ctx, sizeof ctx, "C=%d S=%d", C, S);
+        fg_global_avgpool(x, y, C, S);
+        ref_global_avgpool(x, yr, C, S);
+        record(compare("fg_global_avgpool", y, yr, (size_t)C, 1e-5f, atol_dot(S) / (float)S, ctx) &&
+               guards_ok(y, (size_t)C));
+        fg_global_maxpool(x, y, C, S);
+        ref_global_maxpool(x, yr, C, S);
+        record(compare("fg_global_maxpool", y, yr, (size_t)C, 0.0f, 0.0f, ctx) &&
+               guards_ok(y, (size_t)C));
+        free_g(x);
+        free_g(y);
+        free_g(yr);
+    }
+}
+
+/* ---- elementwise ---------------------------------------------------------- */
+
+static void run_unary(int op, const float *x, float *y, size_t n, float p0, float p1)
+{
+    switch (op) {
+    case REF_RELU: fg_relu(x, y, n); break;
+    case REF_LEAKY: fg_leaky_relu(x, y, n, p0); break;
+    case REF_CLIP: fg_clip(x, y, n, p0, p1); break;
+    case REF_ELU: fg_elu(x, y, n, p0); break;
+    case REF_SELU: fg_selu(x, y, n, p0, p1); break;
+    case REF_SIGMOID: fg_sigmoid(x, y, n); break;
+    case REF_HARD_SIGMOID: fg_hard_sigmoid(x, y, n, p0, p1); break;
+    case REF_HARD_SWISH: fg_hard_swish(x, y, n); break;
+    case REF_TANH: fg_tanh(x, y, n); break;
+    case REF_SOFTPLUS: fg_softplus(x, y, n); break;
+    case REF_EXP: fg_exp(x, y, n); break;
+    case REF_LOG: fg_log(x, y, n); break;
+    case REF_SQRT: fg_sqrt(x, y, n); break;
+    case REF_ABS: fg_abs(x, y, n); break;
+    case REF_NEG: fg_neg(x, y, n); break;
+    case REF_RECIPROCAL: fg_reciprocal(x, y, n); break;
+    case REF_ERF: fg_erf(x, y, n); break;
+    case REF_GELU: fg_gelu(x, y, n); break;
+    case REF_COPY: fg_copy(x, y, n); break;
+    default: break;
+    }
+}
+
+static void test_unary(int iters)
+{
+    static const char *names[REF_NUM_UNARY] = {
+        "relu", "leaky_relu", "clip", "elu", "selu", "sigmoid", "hard_sigmoid", "hard_swish",
+        "tanh", "softplus", "exp", "log", "sqrt", "abs", "neg", "reciprocal", "erf", "gelu",
+        "copy"};
+    int it, op;
+    for (op = 0; op < REF_NUM_UNARY; ++op) {
+        for (it = 0; it < iters; ++it) {
+            const size_t n = (size_t)rnd_int(0, it % 2 ? 300 : 40);
+            const int inplace = it % 3 == 0;
+            const float scale = op == REF_EXP || op == REF_SOFTPLUS ? 20.0f : 6.0f;
+            float p0 = 0.3f, p1 = 1.7f;
+            float *x = alloc_g(n + 1), *y = alloc_g(n + 1), *yr = alloc_g(n + 1);
+            size_t i;
+            char ctx[64];
+            if (op == REF_CLIP) {
+                p0 = -0.6f;
+                p1 = 2.5f;
+            }
+            if (op == REF_HARD_SIGMOID) {
+                p0 = 0.2f;
+                p1 = 0.5f;
+            }
+            if (op == REF_SELU) {
+                p0 = 1.6732632f;
+                p1 = 1.0507009f;
+            }
+            for (i = 0; i < n; ++i) {
+                x[i] = rnd_f() * scale;
+                if (op == REF_LOG || op == REF_SQRT)
+                    x[i] = fabsf(x[i]) + 1e-3f;
+                if (op == REF_RECIPROCAL && fabsf(x[i]) < 1e-2f)
+                    x[i] = 0.5f;
+                yr[i] = ref_unary(op, x[i], p0, p1);
+            }
+            if (inplace) {
+                memcpy(y, x, n * sizeof(float));
+                run_unary(op, y, y, n, p0, p1);
+            } else {
+                run_unary(op, x, y, n, p0, p1);
+            }
+            snprintf(ctx, sizeof ctx, "n=%zu inplace=%d", n, inplace);
+            record(compare(names[op], y, yr, n, 4e-6f, 1e-6f, ctx) && guards_ok(y, n + 1));
+            free_g(x);
+            free_g(y);
+            free_g(yr);
+        }
+    }
+    /* fill and channel affine */
+    for (it = 0; it < iters; ++it) {
+        const int outer = rnd_int(1, 3), C = rnd_int(1, 5), inner = rnd_int(1, 70);
+        const size_t n = (size_t)outer * C * inner;
+        float *x = alloc_g(n), *y = alloc_g(n), *yr = alloc_g(n), *sc = alloc_g((size_t)C),
+              *sh = alloc_g((size_t)C);
+        size_t i;
+        char ctx[64];
+        fill_rand(x, n);
+        fill_rand(sc, (size_t)C);
+        fill_rand(sh, (size_t)C);
+        snprintf(ctx, sizeof ctx, "outer=%d C=%d inner=%d", outer, C, inner);
+        ref_channel_affine(x, yr, outer, C, inner, sc, sh);
+        if (it % 2) {
+            memcpy(y, x, n * sizeof(float));
+            fg_channel_affine(y, y, outer, C, inner, sc, sh);
+        } else {
+            fg_channel_affine(x, y, outer, C, inner, sc, sh);
+        }
+        record(compare("fg_channel_affine", y, yr, n, 1e-6f, 1e-7f, ctx) && guards_ok(y, n));
+        fg_fill(y, n, 3.25f);
+        for (i = 0; i < n; ++i)
+            yr[i] = 3.25f;
+        record(compare("fg_fill", y, yr, n, 0.0f, 0.0f, ctx) && guards_ok(y, n));
+        free_g(x);
+        free_g(y);
+        free_g(yr);
+        free_g(sc);
+        free_g(sh);
+    }
+}
+
+/* ---- broadcasting binary ops ------------------------------------------- */
+
+static void test_binary(int iters)
+{
+    static const char *names[8] = {"add", "sub", "mul", "div", "prelu", "max", "min", "pow"};
+    int it;
+    for (it = 0; it < iters; ++it) {
+        fg_bcast s;
+        int ashape[FG_MAXDIM], bshape[FG_MAXDIM];
+        const int op = it % 8;
+        const int nd = rnd_int(it % 11 == 0 ? 0 : 1, 4);
+        size_t na = 1, nb = 1, ny = 1;
+        ptrdiff_t st;
+        int k, inplace;
+        float *a, *b, *y, *yr;
+        char ctx[160];
+        memset(&s, 0, sizeof s);
+        s.ndim = nd;
+        for (k = 0; k < nd; ++k) {
+            s.shape[k] = rnd_int(1, k == nd - 1 ? 40 : 5);
+            ashape[k] = rnd_int(0, 3) == 0 ? 1 : s.shape[k];
+            bshape[k] = rnd_int(0, 2) == 0 ? 1 : s.shape[k];
+        }
+        /* contiguous strides of each operand, 0 on broadcast axes */
+        for (st = 1, k = nd - 1; k >= 0; --k) {
+            s.sa[k] = ashape[k] == 1 && s.shape[k] > 1 ? 0 : st;
+            st *= ashape[k];
+        }
+        na = (size_t)st;
+        for (st = 1, k = nd - 1; k >= 0; --k) {
+            s.sb[k] = bshape[k] == 1 && s.shape[k] > 1 ? 0 : st;
+            st *= bshape[k];
+        }
+        nb = (size_t)st;
+        for (k = 0; k < nd; ++k)
+            ny *= (size_t)s.shape[k];
+        a = alloc_g(ny > na ? ny : na);
+        b = alloc_g(ny > nb ? ny : nb);
+        y = alloc_g(ny);
+        yr = alloc_g(ny);
+        fill_rand(a, na);
+        fill_rand(b, nb);
+        if (op == FG_POW) {
+            size_t i;
+            for (i = 0; i < na; ++i)
+                a[i] = fabsf(a[i]) + 0.1f;
+        }
+        if (op == FG_DIV) {
+            size_t i;
+            for (i = 0; i < nb; ++i)
+                b[i] = b[i] < 0.0f ? b[i] - 0.1f : b[i] + 0.1f;
+        }
+        ref_binary(op, &s, a, b, yr);
+        inplace = 0;
+        if (it % 3 == 0 && na == ny) { /* y == a, a not broadcast */
+            fg_binary(op, &s, a, b, a);
+            memcpy(y, a, ny * sizeof(float));
+            inplace = 1;
+        } else if (it % 3 == 1 && nb == ny) {
+            fg_binary(op, &s, a, b, b);
+            memcpy(y, b, ny * sizeof(float));
+            inplace = 2;
+        } else {
+            fg_binary(op, &s, a, b, y);
+        }
+        snprintf(ctx, sizeof ctx, "nd=%d shape=%d,%d,%d,%d sa_last=%td sb_last=%td inplace=%d",
+                 nd, s.shape[0], s.shape[1], s.shape[2], s.shape[3], nd ? s.sa[nd - 1] : 0,
+                 nd ? s.sb[nd - 1] : 0, inplace);
+        record(compare(names[op], y, yr, ny, 2e-6f, 1e-7f, ctx) && guards_ok(y, ny));
+        free_g(a);
+        free_g(b);
+        free_g(y);
+        free_g(yr);
+    }
+}
+
+/* ---- data movement ----------------------------------------------------- */
+
+static void test_transpose(int iters)
+{
+    int it;
+    for (it = 0; it < iters; ++it) {
+        fg_perm p;
+        int xshape[FG_MAXDIM], perm[FG_MAXDIM];
+        ptrdiff_t xst[FG_MAXDIM];
+        const int nd = rnd_int(1, 5);
+        int k, j;
+        size_t n = 1;
+        float *x, *y, *yr;
+        char ctx[96];
+        memset(&p, 0, sizeof p);
+        for (k = 0; k < nd; ++k) {
+            xshape[k] = rnd_int(1, nd <= 2 ? 40 : 7);
+            n *= (size_t)xshape[k];
+            perm[k] = k;
+        }
+        for (k = nd - 1; k > 0; --k) { /* random permutation */
+            const int r = rnd_int(0, k), t = perm[k];
+            perm[k] = perm[r];
+            perm[r] = t;
+        }
+        xst[nd - 1] = 1;
+        for (k = nd - 2; k >= 0; --k)
+            xst[k] = xst[k + 1] * xshape[k + 1];
+        p.ndim = nd;
+        for (j = 0; j < nd; ++j) {
+            p.shape[j] = xshape[perm[j]];
+            p.stride[j] = xst[perm[j]];
+        }
+        x = alloc_g(n);
+        y = alloc_g(n);
+        yr = alloc_g(n);
+        fill_rand(x, n);
+        fg_transpose(&p, x, y);
+        ref_transpose(&p, x, yr);
+        snprintf(ctx, sizeof ctx, "nd=%d perm=%d%d%d%d%d", nd, perm[0], nd > 1 ? perm[1] : 0,
+                 nd > 2 ? perm[2] : 0, nd > 3 ? perm[3] : 0, nd > 4 ? perm[4] : 0);
+        record(compare("fg_transpose", y, yr, n, 0.0f, 0.0f, ctx) && guards_ok(y, n));
+        free_g(x);
+        free_g(y);
+        free_g(yr);
+    }
+}
+
+static void test_pad(int iters)
+{
+    int it;
+    for (it = 0; it < iters; ++it) {
+        fg_padspec p;
+        const int nd = rnd_int(1, 4);
+        size_t nx = 1, ny = 1;
+        int k, ok = 1;
+        float *x, *y, *yr;
+        char ctx[96];
+        memset(&p, 0, sizeof p);
+        p.ndim = nd;
+        for (k = 0; k < nd; ++k) {
+            const int n = rnd_int(1, k == nd - 1 ? 30 : 5);
+            const int b = rnd_int(-2, 3), e = rnd_int(-2, 3);
+            p.in_shape[k] = n;
+            p.begin[k] = b;
+            p.out_shape[k] = n + b + e;
+            if (p.out_shape[k] <= 0)
+                ok = 0;
+            nx *= (size_t)n;
+            ny *= (size_t)(p.out_shape[k] > 0 ? p.out_shape[k] : 1);
+        }
+        if (!ok)
+            continue;
+        x = alloc_g(nx);
+        y = alloc_g(ny);
+        yr = alloc_g(ny);
+        fill_rand(x, nx);
+        fg_pad(&p, x, y, -7.5f);
+        ref_pad(&p, x, yr, -7.5f);
+        snprintf(ctx, sizeof ctx, "nd=%d in_last=%d begin_last=%d out_last=%d", nd,
+                 p.in_shape[nd - 1], p.begin[nd - 1], p.out_shape[nd - 1]);
+        record(compare("fg_pad", y, yr, ny, 0.0f, 0.0f, ctx) && guards_ok(y, ny));
+        free_g(x);
+        free_g(y);
+        free_g(yr);
+    }
+    for (it = 0; it < iters; ++it) {
+        const int outer = rnd_int(1, 6), block = rnd_int(1, 40);
+        const ptrdiff_t ss = block + rnd_int(0, 9), ds = block + rnd_int(0, 9);
+        const size_t ns = (size_t)(outer * ss), nd2 = (size_t)(outer * ds);
+        float *src = alloc_g(ns), *dst = alloc_g(nd2), *dr = alloc_g(nd2);
+        char ctx[64];
+        fill_rand(src, ns);
+        fill_rand(dst, nd2);
+        memcpy(dr, dst, nd2 * sizeof(float));
+        fg_copy_blocks(src, dst, outer, block, ss, ds);
+        ref_copy_blocks(src, dr, outer, block, ss, ds);
+        snprintf(ctx, sizeof ctx, "outer=%d block=%d", outer, block);
+        record(compare("fg_copy_blocks", dst, dr, nd2, 0.0f, 0.0f, ctx) && guards_ok(dst, nd2));
+        free_g(src);
+        free_g(dst);
+        free_g(dr);
+    }
+}
+
+/* ---- reductions ---------------------------------------------------------- */
+
+static void test_reductions(int iters)
+{
+    int it;
+    for (it = 0; it < iters; ++it) {
+        const int outer = rnd_int(1, 4), n = rnd_int(1, it % 2 ? 100 : 12);
+        const int inner = it % 3 == 0 ? 1 : rnd_int(1, 40);
+        const size_t nx = (size_t)outer * n * inner, nr = (size_t)outer * inner;
+        float *x = alloc_g(nx), *y = alloc_g(nx), *yr = alloc_g(nx);
+        int op, logsm;
+        char ctx[96];
+        size_t i;
+        for (i = 0; i < nx; ++i)
+            x[i] = rnd_f() * 8.0f;
+        snprintf(ctx, sizeof ctx, "outer=%d n=%d inner=%d", outer, n, inner);
+        for (logsm = 0; logsm < 2; ++logsm) {
+            if (logsm)
+                fg_log_softmax(x, y, outer, n, inner);
+            else
+                fg_softmax(x, y, outer, n, inner);
+            ref_softmax(x, yr, outer, n, inner, logsm);
+            record(compare(logsm ? "fg_log_softmax" : "fg_softmax", y, yr, nx, 1e-5f, 1e-6f,
+                           ctx) &&
+                   guards_ok(y, nx));
+        }
+        for (op = 0; op < 4; ++op) {
+            static const char *names[4] = {"reduce_sum", "reduce_mean", "reduce_max",
+                                           "reduce_min"};
+            fg_reduce(op, x, y, outer, n, inner);
+            ref_reduce(op, x, yr, outer, n, inner);
+            record(compare(names[op], y, yr, nr, 1e-5f, 8.0f * atol_dot(n), ctx) &&
+                   guards_ok(y, nx));
+        }
+        {
+            const int C = n < 12 ? n : 12, size = rnd_int(1, 6);
+            const size_t nl = (size_t)outer * C * inner;
+            fg_lrn(x, y, outer, C, inner, size, 1e-3f, 0.75f, 2.0f);
+            ref_lrn(x, yr, outer, C, inner, size, 1e-3f, 0.75f, 2.0f);
+            record(compare("fg_lrn", y, yr, nl, 1e-5f, 1e-6f, ctx));
+        }
+        free_g(x);
+        free_g(y);
+        free_g(yr);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const int scale = argc > 1 ? atoi(argv[1]) : 1;
+    const int n = 60 * (scale > 0 ? scale : 1);
+    test_dense(n * 2);
+    test_gemm_a(n * 2);
+    test_matmul(n);
+    test_conv(n * 3);
+    test_depthwise(n * 2);
+    test_pool(n * 4);
+    test_global_pool(n);
+    test_unary(n / 3 + 1);
+    test_binary(n * 3);
+    test_transpose(n * 2);
+    test_pad(n);
+    test_reductions(n);
+    printf("%d passed, %d failed\n", g_pass, g_fail);
+    return g_fail ? 1 : 0;
+}
