@@ -1,0 +1,131 @@
+"""Weight packing for the C runtime kernels (layouts defined in runtime_c/fg_runtime.h).
+
+* ``pack_panels(B)``: a constant K x N right-hand matrix for ``fg_dense``, in panels of
+  ``FG_PANEL`` columns: ``Bp[(p*K + k)*FG_PANEL + j] = B[k, p*FG_PANEL + j]`` (zero past N).
+* ``pack_mblocks(A)``: a constant M x K left-hand matrix for ``fg_gemm_a``, in blocks of
+  ``FG_MBLOCK`` rows: ``Ap[(b*K + k)*FG_MBLOCK + i] = A[b*FG_MBLOCK + i, k]`` (zero past M).
+* ``pack_conv_weight(W, group)``: an ONNX Conv weight, group after group, each group's
+  (K/group) x (C/group * kernel) filter matrix packed as ``pack_mblocks``.
+* ``conv_scratch_floats(...)``: the scratch ``fg_conv`` needs, mirroring ``fg_conv_scratch``.
+
+All packed arrays are 1-D, C-contiguous float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+# Must match runtime_c/fg_runtime.h (checked by tests/unit/test_pack.py).
+FG_PANEL = 16
+FG_MBLOCK = 4
+
+
+def _as_f32_2d(a: npt.ArrayLike, name: str) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D matrix, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise ValueError(f"{name} must be a real numeric matrix, got dtype {arr.dtype}")
+    return arr.astype(np.float32, copy=False)
+
+
+def pack_panels(B: npt.ArrayLike) -> np.ndarray:
+    """Pack a K x N matrix into ceil(N / FG_PANEL) panels of K x FG_PANEL (for fg_dense).
+
+    Returns a float32 array of length ceil(N / FG_PANEL) * K * FG_PANEL.
+    """
+    b = _as_f32_2d(B, "B")
+    k, n = b.shape
+    npanel = -(-n // FG_PANEL)
+    padded = np.zeros((k, npanel * FG_PANEL), dtype=np.float32)
+    padded[:, :n] = b
+    # (K, P, FG_PANEL) -> (P, K, FG_PANEL)
+    out = padded.reshape(k, npanel, FG_PANEL).transpose(1, 0, 2)
+    return np.ascontiguousarray(out).reshape(-1)
+
+
+def pack_mblocks(A: npt.ArrayLike) -> np.ndarray:
+    """Pack an M x K matrix into ceil(M / FG_MBLOCK) blocks of K x FG_MBLOCK (for fg_gemm_a).
+
+    Returns a float32 array of length ceil(M / FG_MBLOCK) * K * FG_MBLOCK.
+    """
+    a = _as_f32_2d(A, "A")
+    m, k = a.shape
+    nblock = -(-m // FG_MBLOCK)
+    padded = np.zeros((nblock * FG_MBLOCK, k), dtype=np.float32)
+    padded[:m] = a
+    # (B, FG_MBLOCK, K) -> (B, K, FG_MBLOCK)
+    out = padded.reshape(nblock, FG_MBLOCK, k).transpose(0, 2, 1)
+    return np.ascontiguousarray(out).reshape(-1)
+
+
+def pack_conv_weight(W: npt.ArrayLike, group: int) -> np.ndarray:
+    """Pack an ONNX Conv weight (K x C/group x [kd x] [kh x] kw) for fg_conv.
+
+    3-D (1-D conv), 4-D (2-D conv) and 5-D (3-D conv) weights are accepted; the
+    filter-matrix columns are ordered (c, z, y, x) as in the ONNX layout. Each
+    group's block is ceil((K/group) / FG_MBLOCK) * FG_MBLOCK * (C/group * kernel)
+    floats; the result is the concatenation of the groups' blocks.
+    """
+    w = np.asarray(W)
+    if w.ndim not in (3, 4, 5):
+        raise ValueError(f"conv weight must be 3-D, 4-D or 5-D, got shape {w.shape}")
+    if not isinstance(group, (int, np.integer)) or isinstance(group, bool) or group < 1:
+        raise ValueError(f"group must be a positive integer, got {group!r}")
+    k = w.shape[0]
+    if k % group:
+        raise ValueError(f"output channels {k} are not divisible by group={group}")
+    kg = k // group
+    rows = w.reshape(k, -1)  # (K, C/group * kernel), columns in (c, z, y, x) order
+    blocks = [pack_mblocks(rows[g * kg : (g + 1) * kg]) for g in range(group)]
+    if not blocks:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(blocks)
+
+
+def conv_scratch_floats(
+    *,
+    C: int,
+    W: int,
+    OW: int,
+    kw: int,
+    D: int = 1,
+    H: int = 1,
+    OD: int = 1,
+    OH: int = 1,
+    kd: int = 1,
+    kh: int = 1,
+    sd: int = 1,
+    sh: int = 1,
+    sw: int = 1,
+    pd: int = 0,
+    ph: int = 0,
+    pw: int = 0,
+    group: int = 1,
+    K: int | None = None,
+    dd: int = 1,
+    dh: int = 1,
+    dw: int = 1,
+) -> int:
+    """Floats of scratch fg_conv needs for this fg_conv_shape (exact mirror of fg_conv_scratch).
+
+    Keyword arguments are the fg_conv_shape fields, so ``conv_scratch_floats(**fields)``
+    works with the dict used to emit the struct; K and the dilations do not change the size.
+    Returns (C/group)*kd*kh*kw * OD*OH*OW, or 0 for a pointwise convolution (1x1x1 kernel,
+    unit strides, no pads, output size == input size), which reads its input directly.
+    """
+    del K, dd, dh, dw  # accepted for convenience; they do not affect the scratch size
+    if group < 1 or C % group:
+        raise ValueError(f"C={C} is not divisible by group={group}")
+    pointwise = (
+        kd == kh == kw == 1
+        and sd == sh == sw == 1
+        and pd == ph == pw == 0
+        and (OD, OH, OW) == (D, H, W)
+    )
+    if pointwise:
+        return 0
+    return (C // group) * kd * kh * kw * math.prod((OD, OH, OW))
