@@ -294,9 +294,11 @@ def factorize(
     ``rcg=R``: the most accurate factorization found with RCG ≥ R (at most ⌊D·d/R⌋
     nonzeros). ``max_error=E``: the highest-RCG factorization found with relative error ≤ E.
     Both may be given. ``factors`` fixes the number of factors, ``method`` restricts the
-    algorithm, ``seed`` makes the (already deterministic) initialisation reproducible across
-    seeds, ``progress(done, total, message)`` reports progress and ``effort`` scales the
-    iteration counts. Raises :class:`FactorizationError` for bad input or unreachable targets.
+    algorithm, ``seed`` seeds the only random parts (the extra rows of a wide inner dimension
+    and the power-iteration start vectors; a given seed reproduces the result bit for bit),
+    ``progress(done, total, message)`` reports progress and ``effort`` scales the iteration
+    counts (less effort: faster, less accurate). Raises :class:`FactorizationError` for bad
+    input or unreachable targets.
     """
     t0 = time.perf_counter()
     W = _as_matrix(W)
