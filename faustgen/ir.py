@@ -69,8 +69,12 @@ class Graph:
         """A copy whose node list, node objects and tensor table can be edited freely."""
         return dataclasses.replace(
             self,
-            nodes=[dataclasses.replace(n, inputs=list(n.inputs), outputs=list(n.outputs),
-                                       attrs=dict(n.attrs)) for n in self.nodes],
+            nodes=[
+                dataclasses.replace(
+                    n, inputs=list(n.inputs), outputs=list(n.outputs), attrs=dict(n.attrs)
+                )
+                for n in self.nodes
+            ],
             tensors=dict(self.tensors),
             inputs=list(self.inputs),
             outputs=list(self.outputs),

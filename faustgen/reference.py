@@ -23,23 +23,42 @@ def ort_session(model_path: str | os.PathLike, threads: int = 1):
         raise FaustgenError(f"{model_path}: onnxruntime cannot load the model: {first}") from None
 
 
-def ort_predict(session, x: np.ndarray, per_call_shape: tuple[int, ...],
-                batch_symbolic: bool) -> np.ndarray:
-    """Outputs for x, calling onnxruntime once per sample when the model's batch is fixed at 1."""
+def ort_predict(
+    session, x: np.ndarray, per_call_shape: tuple[int, ...], batch_symbolic: bool
+) -> np.ndarray | list[np.ndarray]:
+    """Outputs for x (a list when the model has several), with faustgen's batch semantics:
+    onnxruntime is called once per sample when the model's batch is fixed at 1."""
     name = session.get_inputs()[0].name
     if batch_symbolic or tuple(x.shape) == tuple(per_call_shape):
-        return session.run(None, {name: x})[0]
-    outs = [session.run(None, {name: x[i : i + 1]})[0] for i in range(x.shape[0])]
-    per = [o[0] if o.shape and o.shape[0] == 1 else o for o in outs]
-    return np.stack(per)
+        outs = session.run(None, {name: x})
+    else:
+        calls = [session.run(None, {name: x[i : i + 1]}) for i in range(x.shape[0])]
+        outs = [
+            np.stack([c[k][0] if c[k].shape and c[k].shape[0] == 1 else c[k] for c in calls])
+            for k in range(len(calls[0]))
+        ]
+    return outs[0] if len(outs) == 1 else outs
 
 
-def compare(y: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    """Error of y against ref: max absolute, and max absolute relative to the largest |ref|."""
+def compare(y, ref) -> dict[str, float]:
+    """Error of y against ref: max absolute, and max absolute relative to the largest |ref|.
+    Lists of outputs are compared as one (each shape must match)."""
+    if isinstance(y, list) or isinstance(ref, list):
+        ys, refs = list(y), list(ref)
+        if len(ys) != len(refs):
+            raise FaustgenError(f"{len(ys)} outputs, the reference has {len(refs)}")
+        for a, b in zip(ys, refs, strict=True):
+            if a.shape != b.shape:
+                raise FaustgenError(f"output shape {a.shape} differs from the reference {b.shape}")
+        y = np.concatenate([a.reshape(-1) for a in ys])
+        ref = np.concatenate([b.reshape(-1) for b in refs])
     if y.shape != ref.shape:
         raise FaustgenError(f"output shape {y.shape} differs from the reference {ref.shape}")
     diff = np.abs(y.astype(np.float64) - ref.astype(np.float64))
     scale = float(np.max(np.abs(ref))) if ref.size else 0.0
     max_abs = float(diff.max()) if diff.size else 0.0
-    return {"max_abs": max_abs, "max_rel": max_abs / scale if scale > 0 else max_abs,
-            "ref_scale": scale}
+    return {
+        "max_abs": max_abs,
+        "max_rel": max_abs / scale if scale > 0 else max_abs,
+        "ref_scale": scale,
+    }

@@ -6,6 +6,7 @@ once, so the demo and the tests exercise exactly the same networks.
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -28,15 +29,16 @@ def mlp(sizes=(784, 300, 100, 10), seed: int = 0):
     nn = torch.nn
     torch.manual_seed(seed)
     layers: list = [nn.Flatten()]
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers).eval()
 
 
-def lenet5(in_channels: int = 1, image: int = 28, classes: int = 10, batchnorm: bool = True,
-           seed: int = 0):
+def lenet5(
+    in_channels: int = 1, image: int = 28, classes: int = 10, batchnorm: bool = True, seed: int = 0
+):
     """LeNet-5 style CNN: conv5x5(6) - pool - conv5x5(16) - pool - 120 - 84 - classes."""
     torch = _torch()
     nn = torch.nn
@@ -53,8 +55,10 @@ def lenet5(in_channels: int = 1, image: int = 28, classes: int = 10, batchnorm: 
         *block(in_channels, 6, 2),
         *block(6, 16, 0),
         nn.Flatten(),
-        nn.Linear(16 * feat * feat, 120), nn.ReLU(),
-        nn.Linear(120, 84), nn.ReLU(),
+        nn.Linear(16 * feat * feat, 120),
+        nn.ReLU(),
+        nn.Linear(120, 84),
+        nn.ReLU(),
         nn.Linear(84, classes),
     )
     return net.eval()
@@ -73,8 +77,16 @@ def randomize_batchnorm(model, seed: int = 0) -> None:
             m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
 
 
-def export(model, example: np.ndarray, path: str | os.PathLike, *, dynamo: bool = False,
-           dynamic_batch: bool = True, opset: int | None = None, **kwargs) -> Path:
+def export(
+    model,
+    example: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    dynamo: bool = False,
+    dynamic_batch: bool = True,
+    opset: int | None = None,
+    **kwargs,
+) -> Path:
     """torch.onnx.export with a named input 'x' / output 'y' and, optionally, a symbolic batch."""
     torch = _torch()
     path = Path(path)
@@ -85,7 +97,7 @@ def export(model, example: np.ndarray, path: str | os.PathLike, *, dynamo: bool 
         args["opset_version"] = opset
     if dynamic_batch:
         if dynamo:
-            args["dynamic_shapes"] = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}}
+            args["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=4096)},)
         else:
             args["dynamic_axes"] = {"x": {0: "batch"}, "y": {0: "batch"}}
     with torch.no_grad():

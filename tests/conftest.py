@@ -18,8 +18,15 @@ from faustgen.build import BuildOptions, CompiledModel, build_bundle
 from faustgen.codegen.render import RUNTIME_SOURCES
 from faustgen.resources import data_dir
 
-STRICT = ["-std=c99", "-Wall", "-Wextra", "-Wcast-qual", "-Wdouble-promotion",
-          "-Wfloat-conversion", "-Werror"]
+STRICT = [
+    "-std=c99",
+    "-Wall",
+    "-Wextra",
+    "-Wcast-qual",
+    "-Wdouble-promotion",
+    "-Wfloat-conversion",
+    "-Werror",
+]
 
 
 @pytest.fixture(scope="session")
@@ -29,23 +36,35 @@ def runtime_objects(tmp_path_factory) -> list[Path]:
     objs = []
     for name in RUNTIME_SOURCES:
         obj = d / name.replace(".c", ".o")
-        subprocess.run(["gcc", *STRICT, "-O1", "-fPIC", "-I", str(src), "-c", str(src / name),
-                        "-o", str(obj)], check=True)
+        subprocess.run(
+            ["gcc", *STRICT, "-O1", "-fPIC", "-I", str(src), "-c", str(src / name), "-o", str(obj)],
+            check=True,
+        )
         objs.append(obj)
     return objs
 
 
 @pytest.fixture
 def quick_build(tmp_path, runtime_objects):
-    """build(model_path, **BuildOptions fields) -> CompiledModel, linked against the prebuilt runtime."""
+    """build(model_path, **BuildOptions fields) -> CompiledModel linked to the prebuilt runtime."""
     counter = iter(range(10**6))
 
     def build(model_path, **kw) -> CompiledModel:
         out = tmp_path / f"build{next(counter)}"
         opts = BuildOptions(compile=False, **kw)
         build_bundle(model_path, out, opts)
-        cmd = ["gcc", *STRICT, "-O1", "-fPIC", "-shared", "-o", str(out / f"lib{opts.prefix}.so"),
-               str(out / f"{opts.prefix}.c"), *map(str, runtime_objects), "-lm"]
+        cmd = [
+            "gcc",
+            *STRICT,
+            "-O1",
+            "-fPIC",
+            "-shared",
+            "-o",
+            str(out / f"lib{opts.prefix}.so"),
+            str(out / f"{opts.prefix}.c"),
+            *map(str, runtime_objects),
+            "-lm",
+        ]
         subprocess.run(cmd, check=True, cwd=out)
         return CompiledModel(out)
 

@@ -53,12 +53,15 @@ class BuildResult:
     messages: list[str] = field(default_factory=list)
 
 
-def build_bundle(model_path: str | os.PathLike, out_dir: str | os.PathLike,
-                 options: BuildOptions | None = None) -> BuildResult:
+def build_bundle(
+    model_path: str | os.PathLike, out_dir: str | os.PathLike, options: BuildOptions | None = None
+) -> BuildResult:
     opts = options or BuildOptions()
     if not _PREFIX_RE.fullmatch(opts.prefix):
-        raise FaustgenError(f"--name '{opts.prefix}' is not a valid C identifier prefix "
-                            "(a letter, then up to 31 letters, digits or underscores)")
+        raise FaustgenError(
+            f"--name '{opts.prefix}' is not a valid C identifier prefix "
+            "(a letter, then up to 31 letters, digits or underscores)"
+        )
     target = load_target(opts.target)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -66,8 +69,14 @@ def build_bundle(model_path: str | os.PathLike, out_dir: str | os.PathLike,
     graph = optimize(import_onnx(model_path, opts.input_shape))
     program = lower_graph(graph, opts.prefix)
     plan = plan_memory(program)
-    rendered = render(program, plan, command=opts.command, target=target.name,
-                      cc=target.cc or "cc", cflags=" ".join(target.cflags))
+    rendered = render(
+        program,
+        plan,
+        command=opts.command,
+        target=target.name,
+        cc=target.cc or "cc",
+        cflags=" ".join(target.cflags),
+    )
 
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -87,14 +96,17 @@ def build_bundle(model_path: str | os.PathLike, out_dir: str | os.PathLike,
     return BuildResult(out, report, graph, messages)
 
 
-def _compile(tmp: Path, opts: BuildOptions, target: Target,
-             messages: list[str]) -> dict[str, int] | None:
+def _compile(
+    tmp: Path, opts: BuildOptions, target: Target, messages: list[str]
+) -> dict[str, int] | None:
     sources = [f"{opts.prefix}.c", *RUNTIME_SOURCES]
     if not target.cc:
         return None
     if not target.can_compile():
-        messages.append(f"{target.cc} not found: wrote the source bundle only "
-                        f"(install it with: {target.install_hint}; then run make in the bundle)")
+        messages.append(
+            f"{target.cc} not found: wrote the source bundle only "
+            f"(install it with: {target.install_hint}; then run make in the bundle)"
+        )
         return None
     exe = compile_executable(tmp, ["main.c", *sources], opts.prefix, target, opts.extra_cflags)
     if target.native:
@@ -115,20 +127,27 @@ def _replace_dir(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)
 
 
-def _report(graph: Graph, opts: BuildOptions, target: Target, weight_bytes: int,
-            arena_bytes: int, sizes: dict[str, int] | None) -> dict[str, Any]:
+def _report(
+    graph: Graph,
+    opts: BuildOptions,
+    target: Target,
+    weight_bytes: int,
+    arena_bytes: int,
+    sizes: dict[str, int] | None,
+) -> dict[str, Any]:
     (inp,) = graph.inputs
-    (out,) = graph.outputs
     layers = []
     for node in graph.nodes:
         params = sum(graph.tensors[i].size for i in node.inputs if i and graph.is_const(i))
-        layers.append({
-            "name": node.name,
-            "op": node.op,
-            "fused": list(node.attrs.get("fused", [])),
-            "output_shape": list(graph.tensors[node.outputs[0]].shape),
-            "parameters": params,
-        })
+        layers.append(
+            {
+                "name": node.name,
+                "op": node.op,
+                "fused": list(node.attrs.get("fused", [])),
+                "output_shape": list(graph.tensors[node.outputs[0]].shape),
+                "parameters": params,
+            }
+        )
     return {
         "faustgen_version": __version__,
         "command": opts.command,
@@ -139,7 +158,7 @@ def _report(graph: Graph, opts: BuildOptions, target: Target, weight_bytes: int,
             "prefix": opts.prefix,
             "target": target.name,
             "input_shape": list(graph.tensors[inp].shape),
-            "output_shape": list(graph.tensors[out].shape),
+            "output_shapes": [list(graph.tensors[o].shape) for o in graph.outputs],
             "batch_symbolic": graph.batch_symbolic,
         },
         "totals": {

@@ -31,7 +31,7 @@ class CompiledModel:
             m = self.report["model"]
             self.prefix: str = m["prefix"]
             self.input_shape = tuple(m["input_shape"])
-            self.output_shape = tuple(m["output_shape"])
+            self.output_shapes = [tuple(o) for o in m["output_shapes"]]
             self.batch_symbolic = bool(m["batch_symbolic"])
             self.target = load_target(m["target"])
         except (ValueError, KeyError, TypeError):
@@ -39,22 +39,39 @@ class CompiledModel:
         self._lib = None
         self._ffi = None
 
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.output_shapes[0]
+
+    @property
+    def output_size(self) -> int:
+        """Floats of one call's output record (all outputs back to back)."""
+        return sum(int(np.prod(s, dtype=np.int64)) for s in self.output_shapes)
+
     # ------------------------------------------------------------ batching
-    def batch_layout(self, shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
-        """(number of model calls, output shape) for an input of `shape`, or a clear error."""
+    def batch_layout(self, shape: tuple[int, ...]) -> tuple[int, list[tuple[int, ...]]]:
+        """(number of model calls, shape of each output) for an input of `shape`."""
         fixed, rest = self.input_shape, self.input_shape[1:]
         if tuple(shape) == fixed:
-            return 1, self.output_shape
-        if (self.batch_symbolic or fixed[0] == 1) and len(shape) == len(fixed) and \
-                tuple(shape[1:]) == rest and shape[0] >= 1:
-            out = self.output_shape
-            per = out[1:] if out and out[0] == 1 else out
-            return int(shape[0]), (int(shape[0]), *per)
-        expected = f"(B, {', '.join(map(str, rest))})" if (self.batch_symbolic or fixed[0] == 1) \
+            return 1, list(self.output_shapes)
+        if (
+            (self.batch_symbolic or fixed[0] == 1)
+            and len(shape) == len(fixed)
+            and tuple(shape[1:]) == rest
+            and shape[0] >= 1
+        ):
+            b = int(shape[0])
+            return b, [
+                (b, *(out[1:] if out and out[0] == 1 else out)) for out in self.output_shapes
+            ]
+        expected = (
+            f"(B, {', '.join(map(str, rest))})"
+            if (self.batch_symbolic or fixed[0] == 1)
             else str(fixed)
+        )
         raise FaustgenError(f"input has shape {tuple(shape)}; the model expects {expected}")
 
-    def check_input(self, x: np.ndarray) -> tuple[int, tuple[int, ...]]:
+    def check_input(self, x: np.ndarray) -> tuple[int, list[tuple[int, ...]]]:
         if not isinstance(x, np.ndarray):
             raise FaustgenError(f"input must be a numpy array, not {type(x).__name__}")
         if x.dtype != np.float32:
@@ -62,12 +79,21 @@ class CompiledModel:
         return self.batch_layout(x.shape)
 
     # ------------------------------------------------------------ running
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        batch, out_shape = self.check_input(x)
+    def predict(self, x: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        """Outputs for x: an array, or a list of arrays for a model with several outputs."""
+        batch, out_shapes = self.check_input(x)
         x = np.ascontiguousarray(x)
         if self.target.native:
-            return self._predict_cffi(x, batch, out_shape)
-        return self._predict_harness(x, batch, out_shape)
+            flat = self._predict_cffi(x, batch)
+        else:
+            flat = self._predict_harness(x, batch)
+        records = flat.reshape(batch, self.output_size)
+        outs, pos = [], 0
+        for shape in out_shapes:
+            n = int(np.prod(shape, dtype=np.int64)) // batch
+            outs.append(np.ascontiguousarray(records[:, pos : pos + n]).reshape(shape))
+            pos += n
+        return outs[0] if len(outs) == 1 else outs
 
     __call__ = predict
 
@@ -91,35 +117,42 @@ class CompiledModel:
             self._ffi = ffi
         return self._lib, self._ffi
 
-    def _predict_cffi(self, x, batch, out_shape) -> np.ndarray:
+    def _predict_cffi(self, x, batch) -> np.ndarray:
         lib, ffi = self._load()
-        y = np.empty(out_shape, np.float32)
+        y = np.empty(batch * self.output_size, np.float32)
         fn = getattr(lib, f"{self.prefix}_infer")
         rc = fn(ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", y), batch)
         if rc != 0:
             raise FaustgenError(f"{self.prefix}_infer returned {rc}")
         return y
 
-    def _predict_harness(self, x, batch, out_shape) -> np.ndarray:
+    def _predict_harness(self, x, batch) -> np.ndarray:
         exe = self.out_dir / self.prefix
         if not exe.is_file():
-            raise FaustgenError(f"{self.out_dir}: no compiled harness '{self.prefix}' "
-                                f"(install the toolchain: {self.target.install_hint})")
+            raise FaustgenError(
+                f"{self.out_dir}: no compiled harness '{self.prefix}' "
+                f"(install the toolchain: {self.target.install_hint})"
+            )
         if not self.target.can_run():
-            raise FaustgenError(f"cannot run target '{self.target.name}' here "
-                                f"(install: {self.target.install_hint})")
+            raise FaustgenError(
+                f"cannot run target '{self.target.name}' here (install: {self.target.install_hint})"
+            )
         with tempfile.TemporaryDirectory(prefix="faustgen-run-") as tmp:
             fin, fout = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
             x.tofile(fin)
             cmd = [*self.target.run_prefix(), str(exe), str(fin), str(fout)]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
             if proc.returncode != 0:
-                raise FaustgenError(f"running {exe.name} under {' '.join(cmd[:1]) or 'the host'} "
-                                    f"failed: {proc.stderr.strip()[:200]}")
+                raise FaustgenError(
+                    f"running {exe.name} under {' '.join(cmd[:1]) or 'the host'} "
+                    f"failed: {proc.stderr.strip()[:200]}"
+                )
             y = np.fromfile(fout, np.float32)
-        if y.size != int(np.prod(out_shape)):
-            raise FaustgenError(f"{exe.name} wrote {y.size} floats, expected {np.prod(out_shape)}")
-        return y.reshape(out_shape)
+        if y.size != batch * self.output_size:
+            raise FaustgenError(
+                f"{exe.name} wrote {y.size} floats, expected {batch * self.output_size}"
+            )
+        return y
 
     def run_timed(self, x: np.ndarray, repeat: int) -> float:
         """Median microseconds of one predict() of x, timed inside the C harness."""

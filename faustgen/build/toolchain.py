@@ -86,17 +86,32 @@ def run_compiler(cmd: list[str], cwd: Path, what: str) -> None:
         raise FaustgenError(f"compiling {what} failed: {detail}")
 
 
-def compile_shared(out_dir: Path, sources: list[str], library: str, target: Target,
-                   extra_flags: tuple[str, ...] = ()) -> Path:
+def compile_shared(
+    out_dir: Path,
+    sources: list[str],
+    library: str,
+    target: Target,
+    extra_flags: tuple[str, ...] = (),
+) -> Path:
     """Build a shared library from sources in out_dir (host targets: loaded with cffi)."""
-    cmd = [target.cc, *target.cflags, *extra_flags, "-fPIC", "-shared", "-o", library,
-           *sources, *target.ldlibs]
+    cmd = [
+        target.cc,
+        *target.cflags,
+        *extra_flags,
+        "-fPIC",
+        "-shared",
+        "-o",
+        library,
+        *sources,
+        *target.ldlibs,
+    ]
     run_compiler(cmd, out_dir, library)
     return out_dir / library
 
 
-def compile_executable(out_dir: Path, sources: list[str], exe: str, target: Target,
-                       extra_flags: tuple[str, ...] = ()) -> Path:
+def compile_executable(
+    out_dir: Path, sources: list[str], exe: str, target: Target, extra_flags: tuple[str, ...] = ()
+) -> Path:
     cmd = [target.cc, *target.cflags, *extra_flags, "-o", exe, *sources, *target.ldlibs]
     run_compiler(cmd, out_dir, exe)
     return out_dir / exe

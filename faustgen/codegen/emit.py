@@ -71,14 +71,19 @@ class Program:
     inplace: list[tuple[int, str, str]] = field(default_factory=list)  # (call, out, in)
     scratch: dict[int, int] = field(default_factory=dict)  # scratch id -> call index
     node_notes: dict[str, str] = field(default_factory=dict)  # node name -> comment text
-    # True when the last call copies into the caller's output buffer (the output is
-    # a constant, or a view of the input or of part of a buffer); otherwise the
-    # output tensor's own storage is the caller's buffer.
-    output_copy: bool = False
+    # Graph outputs are laid out back to back in the caller's output buffer. An output
+    # whose root buffer a call writes is computed in place there (root -> offset);
+    # the others (constants, views of the input, ...) are copied at the end.
+    direct_outputs: dict[str, int] = field(default_factory=dict)
 
 
-_CTYPES = {"float": np.float32, "int32_t": np.int32, "uint16_t": np.uint16, "uint8_t": np.uint8,
-           "int": np.int32}
+_CTYPES = {
+    "float": np.float32,
+    "int32_t": np.int32,
+    "uint16_t": np.uint16,
+    "uint8_t": np.uint8,
+    "int": np.int32,
+}
 
 
 class Emitter:
@@ -158,15 +163,16 @@ class Emitter:
         """The last call may write output `out` over input `inp` if the input dies there."""
         name = self.node.inputs[inp]
         if not self.graph.is_const(name):
-            self.program.inplace.append(
-                (len(self.program.calls) - 1, self.node.outputs[out], name)
-            )
+            self.program.inplace.append((len(self.program.calls) - 1, self.node.outputs[out], name))
 
     # ------------------------------------------------------------ constants
-    def weight(self, values: np.ndarray, hint: str, ctype: str = "float",
-               comment: str | None = None) -> str:
+    def weight(
+        self, values: np.ndarray, hint: str, ctype: str = "float", comment: str | None = None
+    ) -> str:
         """Register a static const array (deduplicated by content); returns its identifier."""
-        arr = np.ascontiguousarray(np.asarray(values).astype(_CTYPES[ctype], copy=False).reshape(-1))
+        arr = np.ascontiguousarray(
+            np.asarray(values).astype(_CTYPES[ctype], copy=False).reshape(-1)
+        )
         if ctype == "float" and not np.all(np.isfinite(arr)):
             self.fail(f"constant '{hint}' holds NaN or Inf values")
         key = (ctype, hashlib.sha256(arr.tobytes()).hexdigest())
@@ -207,22 +213,45 @@ def lower_graph(graph: Graph, prefix: str) -> Program:
     return em.program
 
 
+def output_offsets(graph: Graph) -> list[int]:
+    """Offset in floats of each graph output within one sample's output record."""
+    offsets, pos = [], 0
+    for name in graph.outputs:
+        offsets.append(pos)
+        pos += graph.tensors[name].size
+    return offsets
+
+
 def _finish_output(em: Emitter) -> None:
     g, program = em.graph, em.program
-    (out,) = g.outputs
-    root, offset = out, 0
-    while root in program.aliases:
-        root, off = program.aliases[root]
-        offset += off
-    written = any(isinstance(a, Buf) and a.write and _root_of(program, a.tensor) == root
-                  for c in program.calls for a in c.args)
-    if written and offset == 0 and g.tensors[root].size == g.tensors[out].size:
-        return
-    program.output_copy = True
-    size = g.tensors[out].size
-    src = em.const_tensor(out) if g.is_const(out) else Buf(out)
-    program.node_notes["(output)"] = "the output is a copy of the input, a constant or a view"
-    program.calls.append(Call("fg_copy", [src, "out", size], "(output)"))
+    written = {
+        _root_of(program, a.tensor)
+        for c in program.calls
+        for a in c.args
+        if isinstance(a, Buf) and a.write
+    }
+    copies = []
+    for name, offset in zip(g.outputs, output_offsets(g), strict=True):
+        root, view_offset = name, 0
+        while root in program.aliases:
+            root, off = program.aliases[root]
+            view_offset += off
+        direct = (
+            root in written
+            and view_offset == 0
+            and root not in program.direct_outputs
+            and g.tensors[root].size == g.tensors[name].size
+        )
+        if direct:
+            program.direct_outputs[root] = offset
+        else:
+            copies.append((name, offset))
+    for name, offset in copies:
+        size = g.tensors[name].size
+        src = em.const_tensor(name) if g.is_const(name) else Buf(name)
+        dst = f"out + {offset}" if offset else "out"
+        program.node_notes["(output)"] = "outputs that are constants or views: copied"
+        program.calls.append(Call("fg_copy", [src, dst, size], "(output)"))
 
 
 def _root_of(program: Program, name: str) -> str:

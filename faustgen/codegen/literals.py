@@ -15,9 +15,45 @@ from collections.abc import Iterable
 import numpy as np
 
 _C_KEYWORDS = frozenset(
-    "auto break case char const continue default do double else enum extern float for goto if "
-    "inline int long register restrict return short signed sizeof static struct switch typedef "
-    "union unsigned void volatile while _Bool _Complex _Imaginary".split()
+    [
+        "auto",
+        "break",
+        "case",
+        "char",
+        "const",
+        "continue",
+        "default",
+        "do",
+        "double",
+        "else",
+        "enum",
+        "extern",
+        "float",
+        "for",
+        "goto",
+        "if",
+        "inline",
+        "int",
+        "long",
+        "register",
+        "restrict",
+        "return",
+        "short",
+        "signed",
+        "sizeof",
+        "static",
+        "struct",
+        "switch",
+        "typedef",
+        "union",
+        "unsigned",
+        "void",
+        "volatile",
+        "while",
+        "_Bool",
+        "_Complex",
+        "_Imaginary",
+    ]
 )
 
 
@@ -59,8 +95,9 @@ def c_int(x: int | np.integer) -> str:
 
 def c_float_array(values: Iterable[float], per_line: int = 8, indent: str = "    ") -> str:
     """Comma-separated float literals, `per_line` to a line, for an array initializer."""
-    return _wrap([c_float(v) for v in np.asarray(values, dtype=np.float32).reshape(-1)],
-                 per_line, indent)
+    return _wrap(
+        [c_float(v) for v in np.asarray(values, dtype=np.float32).reshape(-1)], per_line, indent
+    )
 
 
 def c_int_array(values: Iterable[int], per_line: int = 16, indent: str = "    ") -> str:

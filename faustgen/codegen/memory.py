@@ -46,7 +46,6 @@ def _round(n: int) -> int:
 def plan_memory(program: Program) -> MemoryPlan:
     g = program.graph
     (graph_in,) = g.inputs
-    (graph_out,) = g.outputs
     n_calls = len(program.calls)
 
     # Lifetimes of root buffers over call indices.
@@ -61,23 +60,24 @@ def plan_memory(program: Program) -> MemoryPlan:
                 else:
                     last_read[root] = i
 
-    out_root, _ = _root(program, graph_out)
     plan = MemoryPlan()
-    direct = not program.output_copy
+    direct = program.direct_outputs  # root -> offset in the caller's output record
     # Buffer groups: a root buffer plus roots merged into it by in-place writes.
     group_of = {r: r for r in first_write}
-    span = {r: [first_write[r], max(last_read.get(r, first_write[r]), first_write[r])]
-            for r in first_write}
-    if direct:
-        span.pop(out_root)
-        group_of.pop(out_root)
+    span = {
+        r: [first_write[r], max(last_read.get(r, first_write[r]), first_write[r])]
+        for r in first_write
+    }
+    for root in direct:
+        span.pop(root)
+        group_of.pop(root)
     for call_idx, out, inp in program.inplace:
         o, o_off = _root(program, out)
         i, i_off = _root(program, inp)
         if o_off or i_off or o not in group_of or i not in group_of or o == i:
             continue
         gi = group_of[i]
-        if span[gi][1] != call_idx or (direct and gi == out_root):
+        if span[gi][1] != call_idx or gi in direct:
             continue
         if g.tensors[o].size != g.tensors[i].size:
             continue
@@ -105,8 +105,8 @@ def plan_memory(program: Program) -> MemoryPlan:
     for sid in program.scratch:
         plan.scratch[sid] = offsets.get(f"#scratch{sid}", 0)
     plan.storage[graph_in] = Storage("input")
-    if direct:
-        plan.storage[out_root] = Storage("output")
+    for root, offset in direct.items():
+        plan.storage[root] = Storage("output", offset)
     for name, t in g.tensors.items():
         if t.is_const:
             continue

@@ -11,7 +11,7 @@ import jinja2
 import numpy as np
 
 from faustgen import __version__
-from faustgen.codegen.emit import Buf, Program, Scratch
+from faustgen.codegen.emit import Buf, Program, Scratch, output_offsets
 from faustgen.codegen.literals import (
     c_comment,
     c_float,
@@ -95,12 +95,22 @@ def _body(program: Program, plan: MemoryPlan) -> list[str]:
     return lines
 
 
-def render(program: Program, plan: MemoryPlan, *, command: str, target: str, cc: str,
-           cflags: str) -> Rendered:
+def render(
+    program: Program, plan: MemoryPlan, *, command: str, target: str, cc: str, cflags: str
+) -> Rendered:
     g = program.graph
     prefix = program.prefix
     (inp,) = g.inputs
-    (out,) = g.outputs
+    outputs = [
+        {
+            "index": i,
+            "name": c_comment(name, 60),
+            "shape": _shape_text(g.tensors[name].shape),
+            "size": g.tensors[name].size,
+            "offset": off,
+        }
+        for i, (name, off) in enumerate(zip(g.outputs, output_offsets(g), strict=True))
+    ]
     weights_file = f"{prefix}_weights.c"
     weight_bytes = sum(a.values.nbytes for a in program.arrays)
     arena_bytes = plan.arena_floats * 4
@@ -114,10 +124,10 @@ def render(program: Program, plan: MemoryPlan, *, command: str, target: str, cc:
         "PREFIX": prefix.upper(),
         "guard": f"{prefix.upper()}_H",
         "input_shape": _shape_text(g.tensors[inp].shape),
-        "output_shape": _shape_text(g.tensors[out].shape),
+        "outputs": outputs,
         "batch_symbolic": g.batch_symbolic,
         "input_size": g.tensors[inp].size,
-        "output_size": g.tensors[out].size,
+        "output_size": sum(o["size"] for o in outputs),
         "arena_floats": plan.arena_floats,
         "arena_bytes": arena_bytes,
         "weight_bytes": weight_bytes,
@@ -135,7 +145,8 @@ def render(program: Program, plan: MemoryPlan, *, command: str, target: str, cc:
             "ident": a.ident,
             "length": max(len(a.values), 1),
             "body": (c_float_array(a.values) if a.ctype == "float" else c_int_array(a.values))
-            if len(a.values) else "    0",
+            if len(a.values)
+            else "    0",
         }
         for a in program.arrays
     ]
@@ -144,7 +155,7 @@ def render(program: Program, plan: MemoryPlan, *, command: str, target: str, cc:
             "comment": s.comment,
             "ctype": s.ctype,
             "ident": s.ident,
-            "fields": [{"name": k, "value": _field(v)} for k, v in s.fields],
+            "body": _struct_body([f".{k} = {_field(v)}" for k, v in s.fields]),
         }
         for s in program.structs
     ]
@@ -152,12 +163,23 @@ def render(program: Program, plan: MemoryPlan, *, command: str, target: str, cc:
     files = {
         f"{prefix}.h": env.get_template("model.h.j2").render(ctx),
         f"{prefix}.c": env.get_template("model.c.j2").render(ctx, body=_body(program, plan)),
-        weights_file: env.get_template("weights.c.j2").render(ctx, arrays=arrays,
-                                                              structs=structs),
+        weights_file: env.get_template("weights.c.j2").render(ctx, arrays=arrays, structs=structs),
         "main.c": env.get_template("main.c.j2").render(ctx),
         "Makefile": env.get_template("Makefile.j2").render(ctx),
     }
     return Rendered(files, weight_bytes, arena_bytes)
+
+
+def _struct_body(items: list[str], width: int = 92) -> str:
+    lines, line = [], "   "
+    for item in items:
+        if len(line) + len(item) + 2 > width and line.strip():
+            lines.append(line)
+            line = "   "
+        line += f" {item},"
+    if line.strip():
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def _field(v: Any) -> str:

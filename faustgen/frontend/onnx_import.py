@@ -63,8 +63,9 @@ def import_onnx(path: str | os.PathLike, input_shape: Sequence[int] | None = Non
     return import_model(load_model(path), input_shape=input_shape, source=str(path))
 
 
-def import_model(model: onnx.ModelProto, input_shape: Sequence[int] | None = None,
-                 source: str = "<model>") -> Graph:
+def import_model(
+    model: onnx.ModelProto, input_shape: Sequence[int] | None = None, source: str = "<model>"
+) -> Graph:
     model = _normalize_opset(model, source)
     try:
         onnx.checker.check_model(model)
@@ -118,13 +119,25 @@ def _attr_value(attr: onnx.AttributeProto, where: str) -> Any:
     return v
 
 
-_NP_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64",
-              9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
+_NP_DTYPES = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    12: "uint32",
+    13: "uint64",
+}
 
 
 class _Importer:
-    def __init__(self, model: onnx.ModelProto, source: str,
-                 input_shape: Sequence[int] | None, batch: int):
+    def __init__(
+        self, model: onnx.ModelProto, source: str, input_shape: Sequence[int] | None, batch: int
+    ):
         self.model = model
         self.g = model.graph
         self.source = source
@@ -169,8 +182,9 @@ class _Importer:
                 self.fail(f"initializer '{init.name}' cannot be read ({e})")
             if value.dtype.kind == "f":
                 user = consumers.get(init.name)
-                bad = np.isnan(value).any() or (user is not None and user.op_type in _WEIGHT_OPS
-                                                and np.isinf(value).any())
+                bad = np.isnan(value).any() or (
+                    user is not None and user.op_type in _WEIGHT_OPS and np.isinf(value).any()
+                )
                 if bad:
                     self.fail(f"initializer '{init.name}' holds NaN or Inf values")
                 if value.dtype != np.float32:
@@ -192,27 +206,36 @@ class _Importer:
         dims: list[int | str] = []
         if tt.HasField("shape"):
             for d in tt.shape.dim:
-                dims.append(d.dim_value if d.HasField("dim_value") and d.dim_value > 0
-                            else (d.dim_param or "?"))
+                dims.append(
+                    d.dim_value
+                    if d.HasField("dim_value") and d.dim_value > 0
+                    else (d.dim_param or "?")
+                )
         elif self.input_shape is None:
             self.fail(f"input '{vi.name}' has no shape; pass --input-shape")
         symbolic_batch = bool(dims) and isinstance(dims[0], str)
         if self.input_shape is not None:
             if dims and len(dims) != len(self.input_shape):
-                self.fail(f"--input-shape {self.input_shape} has rank {len(self.input_shape)}, "
-                          f"input '{vi.name}' has rank {len(dims)}")
+                self.fail(
+                    f"--input-shape {self.input_shape} has rank {len(self.input_shape)}, "
+                    f"input '{vi.name}' has rank {len(dims)}"
+                )
             for d, given in zip(dims, self.input_shape, strict=False):
                 if isinstance(d, int) and d != given:
-                    self.fail(f"--input-shape {self.input_shape} contradicts the fixed shape "
-                              f"{tuple(dims)} of input '{vi.name}'")
+                    self.fail(
+                        f"--input-shape {self.input_shape} contradicts the fixed shape "
+                        f"{tuple(dims)} of input '{vi.name}'"
+                    )
             shape = list(self.input_shape)
             if symbolic_batch:
                 shape[0] = self.batch
         else:
             for axis, d in enumerate(dims):
                 if isinstance(d, str) and axis > 0:
-                    self.fail(f"input '{vi.name}' has an unresolved dimension '{d}' at axis "
-                              f"{axis}; pass --input-shape")
+                    self.fail(
+                        f"input '{vi.name}' has an unresolved dimension '{d}' at axis "
+                        f"{axis}; pass --input-shape"
+                    )
             shape = [self.batch if isinstance(d, str) else d for d in dims]
         if any(d <= 0 for d in shape):
             self.fail(f"input '{vi.name}' has an empty shape {tuple(shape)}")
@@ -221,16 +244,20 @@ class _Importer:
         self.graph.tensors[vi.name] = Tensor(vi.name, tuple(shape), "float32")
 
     def _outputs(self) -> None:
-        outs = list(self.g.output)
-        if len(outs) != 1:
-            self.fail(f"the model must have exactly one output; it has {len(outs)}")
-        name = outs[0].name
-        if name not in self.graph.tensors:
-            self.fail(f"output '{name}' is produced by no node")
-        t = self.graph.tensors[name]
-        if t.dtype != "float32":
-            self.fail(f"output '{name}' has dtype {t.dtype}; only float32 outputs are supported")
-        self.graph.outputs = [name]
+        names = [o.name for o in self.g.output]
+        if not names:
+            self.fail("the model has no output")
+        for name in names:
+            if name not in self.graph.tensors:
+                self.fail(f"output '{name}' is produced by no node")
+            t = self.graph.tensors[name]
+            if t.dtype != "float32":
+                self.fail(
+                    f"output '{name}' has dtype {t.dtype}; only float32 outputs are supported"
+                )
+            if t.size == 0:
+                self.fail(f"output '{name}' is empty (shape {t.shape})")
+        self.graph.outputs = names
 
     # ---------------------------------------------------------------- nodes
     def _toposorted(self) -> list[onnx.NodeProto]:
@@ -246,8 +273,10 @@ class _Importer:
         for idx, n in enumerate(nodes):
             for i in n.input:
                 if i not in available and i not in producer:
-                    self.fail(f"node '{n.name or idx}' ({n.op_type}) reads '{i}', which no node, "
-                              f"initializer or input provides")
+                    self.fail(
+                        f"node '{n.name or idx}' ({n.op_type}) reads '{i}', which no node, "
+                        f"initializer or input provides"
+                    )
         # Kahn's algorithm, keeping the file's order among ready nodes (deterministic).
         deps = [{producer[i] for i in n.input if i in producer} for n in nodes]
         users: dict[int, list[int]] = {}
@@ -272,20 +301,32 @@ class _Importer:
         return [nodes[i] for i in order]
 
     def _node(self, index: int, proto: onnx.NodeProto) -> None:
-        name = unique_name((n.name for n in self.graph.nodes), proto.name or
-                           f"{proto.op_type}_{index}")
+        name = unique_name(
+            (n.name for n in self.graph.nodes), proto.name or f"{proto.op_type}_{index}"
+        )
         where = f"{proto.op_type} node '{name}'"
         if proto.domain not in ("", "ai.onnx"):
-            raise FaustgenError(f"{self.source}: unsupported op '{proto.domain}.{proto.op_type}' "
-                                f"(node '{name}'); faustgen supports the ai.onnx ops: "
-                                + ", ".join(supported_onnx_ops()))
+            raise FaustgenError(
+                f"{self.source}: unsupported op '{proto.domain}.{proto.op_type}' "
+                f"(node '{name}'); faustgen supports the ai.onnx ops: "
+                + ", ".join(supported_onnx_ops())
+            )
         op = REGISTRY.get(proto.op_type)
         if op is None or not op.onnx:
-            raise FaustgenError(f"{self.source}: unsupported op '{proto.op_type}' (node '{name}'); "
-                                "supported: " + ", ".join(supported_onnx_ops()))
+            raise FaustgenError(
+                f"{self.source}: unsupported op '{proto.op_type}' (node '{name}'); "
+                "supported: " + ", ".join(supported_onnx_ops())
+            )
         attrs = {a.name: _attr_value(a, where) for a in proto.attribute}
-        ctx = ParseContext(proto.op_type, name, list(proto.input), list(proto.output), attrs,
-                           self.opset, self.graph)
+        ctx = ParseContext(
+            proto.op_type,
+            name,
+            list(proto.input),
+            list(proto.output),
+            attrs,
+            self.opset,
+            self.graph,
+        )
         try:
             node = op.parse(ctx)
             self._evaluate(op, node)

@@ -12,10 +12,8 @@ Internal ops produced by passes (Dense, ...) are registered the same way, with
 
 from __future__ import annotations
 
-from faustgen.ops.base import REGISTRY, Op, ParseContext, register_op, supported_onnx_ops
-
 # Importing the families registers their ops.
-from faustgen.ops import (  # noqa: E402,F401  (import for registration side effects)
+from faustgen.ops import (  # noqa: F401  (import for registration side effects)
     activation,
     binary,
     conv,
@@ -27,5 +25,6 @@ from faustgen.ops import (  # noqa: E402,F401  (import for registration side eff
     softmax,
     tensor,
 )
+from faustgen.ops.base import REGISTRY, Op, ParseContext, register_op, supported_onnx_ops
 
 __all__ = ["REGISTRY", "Op", "ParseContext", "register_op", "supported_onnx_ops"]

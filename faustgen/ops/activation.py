@@ -34,19 +34,31 @@ SELU_GAMMA = 1.05070102214813232421875
 
 UNARY: dict[str, Unary] = {
     "Relu": Unary({}, _f32(lambda x: np.maximum(x, 0)), "fg_relu"),
-    "LeakyRelu": Unary({"alpha": 0.01}, _f32(lambda x, alpha: np.where(x >= 0, x, alpha * x)),
-                       "fg_leaky_relu", ("alpha",)),
-    "Elu": Unary({"alpha": 1.0},
-                 _f32(lambda x, alpha: np.where(x > 0, x, alpha * (np.exp(x) - 1))),
-                 "fg_elu", ("alpha",)),
-    "Selu": Unary({"alpha": SELU_ALPHA, "gamma": SELU_GAMMA},
-                  _f32(lambda x, alpha, gamma: gamma * np.where(x > 0, x,
-                                                                alpha * (np.exp(x) - 1))),
-                  "fg_selu", ("alpha", "gamma")),
+    "LeakyRelu": Unary(
+        {"alpha": 0.01},
+        _f32(lambda x, alpha: np.where(x >= 0, x, alpha * x)),
+        "fg_leaky_relu",
+        ("alpha",),
+    ),
+    "Elu": Unary(
+        {"alpha": 1.0},
+        _f32(lambda x, alpha: np.where(x > 0, x, alpha * (np.exp(x) - 1))),
+        "fg_elu",
+        ("alpha",),
+    ),
+    "Selu": Unary(
+        {"alpha": SELU_ALPHA, "gamma": SELU_GAMMA},
+        _f32(lambda x, alpha, gamma: gamma * np.where(x > 0, x, alpha * (np.exp(x) - 1))),
+        "fg_selu",
+        ("alpha", "gamma"),
+    ),
     "Sigmoid": Unary({}, _f32(lambda x: 1 / (1 + np.exp(-x))), "fg_sigmoid"),
-    "HardSigmoid": Unary({"alpha": 0.2, "beta": 0.5},
-                         _f32(lambda x, alpha, beta: np.clip(alpha * x + beta, 0, 1)),
-                         "fg_hard_sigmoid", ("alpha", "beta")),
+    "HardSigmoid": Unary(
+        {"alpha": 0.2, "beta": 0.5},
+        _f32(lambda x, alpha, beta: np.clip(alpha * x + beta, 0, 1)),
+        "fg_hard_sigmoid",
+        ("alpha", "beta"),
+    ),
     "HardSwish": Unary({}, _f32(lambda x: x * np.clip(x / 6 + 0.5, 0, 1)), "fg_hard_swish"),
     "Tanh": Unary({}, _f32(np.tanh), "fg_tanh"),
     "Softplus": Unary({}, _f32(lambda x: np.log1p(np.exp(x))), "fg_softplus"),
@@ -136,6 +148,12 @@ class Clip(Op):
         return [np.minimum(np.maximum(x, np.float32(lo)), np.float32(hi)).astype(x.dtype)]
 
     def lower(self, node, em):
-        em.call("fg_clip", em.x(0), em.y(), prod(em.shape_in(0)), em.f(node.attrs["min"]),
-                em.f(node.attrs["max"]))
+        em.call(
+            "fg_clip",
+            em.x(0),
+            em.y(),
+            prod(em.shape_in(0)),
+            em.f(node.attrs["min"]),
+            em.f(node.attrs["max"]),
+        )
         em.allow_inplace()

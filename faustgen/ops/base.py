@@ -73,10 +73,16 @@ class ParseContext:
     def fail(self, message: str) -> None:
         raise FaustgenError(f"{self.op_type} node '{self.name}': {message}")
 
-    def node(self, attrs: dict[str, Any], inputs: list[str] | None = None,
-             op: str | None = None) -> Node:
-        return Node(op or self.op_type, self.name, list(self.inputs if inputs is None else inputs),
-                    list(self.outputs), attrs)
+    def node(
+        self, attrs: dict[str, Any], inputs: list[str] | None = None, op: str | None = None
+    ) -> Node:
+        return Node(
+            op or self.op_type,
+            self.name,
+            list(self.inputs if inputs is None else inputs),
+            list(self.outputs),
+            attrs,
+        )
 
 
 class Op:
@@ -129,8 +135,7 @@ def broadcast_shapes(node: Node, *shapes: Sequence[int]) -> Shape:
     try:
         return tuple(int(d) for d in np.broadcast_shapes(*[tuple(s) for s in shapes]))
     except ValueError:
-        fail(node, "shapes " + " and ".join(str(tuple(s)) for s in shapes)
-             + " do not broadcast")
+        fail(node, "shapes " + " and ".join(str(tuple(s)) for s in shapes) + " do not broadcast")
         raise  # unreachable, for type checkers
 
 
@@ -145,4 +150,7 @@ def prod(values: Sequence[int]) -> int:
 def float_dtype_only(node: Node, ins: list[Tensor]) -> None:
     for t in ins:
         if t.dtype != "float32":
-            fail(node, f"input '{t.name}' has dtype {t.dtype}; only float32 activations are supported")
+            fail(
+                node,
+                f"input '{t.name}' has dtype {t.dtype}; only float32 activations are supported",
+            )

@@ -14,9 +14,18 @@ from faustgen.ir import Node
 from faustgen.ops.base import Op, ParseContext, broadcast_shapes, fail, register_op
 from faustgen.ops.tensor import collapse, contiguous_strides
 
-_KERNEL_OP = {"Add": "FG_ADD", "Sub": "FG_SUB", "Mul": "FG_MUL", "Div": "FG_DIV",
-              "Pow": "FG_POW", "Max": "FG_MAX", "Min": "FG_MIN", "PRelu": "FG_PRELU",
-              "Sum": "FG_ADD", "Mean": "FG_ADD"}
+_KERNEL_OP = {
+    "Add": "FG_ADD",
+    "Sub": "FG_SUB",
+    "Mul": "FG_MUL",
+    "Div": "FG_DIV",
+    "Pow": "FG_POW",
+    "Max": "FG_MAX",
+    "Min": "FG_MIN",
+    "PRelu": "FG_PRELU",
+    "Sum": "FG_ADD",
+    "Mean": "FG_ADD",
+}
 
 
 def _numpy(op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -56,8 +65,10 @@ def _legacy_view(ctx: ParseContext, b_index: int, channel_axis: bool = False):
     axis = axis + len(a_shape) if axis < 0 else axis
     view = (1,) * axis + tuple(b_shape) + (1,) * (len(a_shape) - axis - len(b_shape))
     if len(view) != len(a_shape):
-        ctx.fail(f"legacy broadcast of shape {tuple(b_shape)} at axis {axis} does not fit "
-                 f"shape {tuple(a_shape)}")
+        ctx.fail(
+            f"legacy broadcast of shape {tuple(b_shape)} at axis {axis} does not fit "
+            f"shape {tuple(a_shape)}"
+        )
     return view
 
 
@@ -88,8 +99,14 @@ class Binary(Op):
         return [np.asarray(_numpy(node.op, ins[0], b)).astype(ins[0].dtype, copy=False)]
 
     def lower(self, node, em):
-        emit_binary(em, _KERNEL_OP[node.op], 0, em.shape_in(0), 1,
-                    node.attrs.get("b_view") or em.shape_in(1))
+        emit_binary(
+            em,
+            _KERNEL_OP[node.op],
+            0,
+            em.shape_in(0),
+            1,
+            node.attrs.get("b_view") or em.shape_in(1),
+        )
 
 
 @register_op("Sum", "Mean", "Max", "Min")

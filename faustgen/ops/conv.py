@@ -37,8 +37,16 @@ class Conv(Op):
         return [(out, "float32")]
 
     def compute(self, node, ins):
-        return [conv_reference(ins[0], ins[1], ins[2] if len(ins) > 2 else None,
-                               node.attrs["window"], node.attrs["group"], node.attrs.get("act"))]
+        return [
+            conv_reference(
+                ins[0],
+                ins[1],
+                ins[2] if len(ins) > 2 else None,
+                node.attrs["window"],
+                node.attrs["group"],
+                node.attrs.get("act"),
+            )
+        ]
 
     def lower(self, node, em):
         w = em.const_in(1)
@@ -58,28 +66,89 @@ class Conv(Op):
         else:
             from faustgen.codegen.pack import pack_conv_weight
 
-            wp = em.weight(pack_conv_weight(w, group), node.inputs[1],
-                           comment=f"{node.inputs[1]}: {'x'.join(map(str, w.shape))}, "
-                                   f"group={group}, packed in blocks of 4 filters")
+            wp = em.weight(
+                pack_conv_weight(w, group),
+                node.inputs[1],
+                comment=f"{node.inputs[1]}: {'x'.join(map(str, w.shape))}, "
+                f"group={group}, packed in blocks of 4 filters",
+            )
             floats = conv_scratch_floats(c // group, win)
         for i in range(n):
             if depthwise:
-                em.call("fg_conv_depthwise", s, em.x(0, i * in_size), em.y(0, i * out_size), wd,
-                        bias, act, em.f(a), em.f(b))
+                em.call(
+                    "fg_conv_depthwise",
+                    s,
+                    em.x(0, i * in_size),
+                    em.y(0, i * out_size),
+                    wd,
+                    bias,
+                    act,
+                    em.f(a),
+                    em.f(b),
+                )
             else:
                 scratch = em.scratch(floats) if floats else "NULL"
-                em.call("fg_conv", s, em.x(0, i * in_size), em.y(0, i * out_size), wp, bias, act,
-                        em.f(a), em.f(b), scratch)
+                em.call(
+                    "fg_conv",
+                    s,
+                    em.x(0, i * in_size),
+                    em.y(0, i * out_size),
+                    wp,
+                    bias,
+                    act,
+                    em.f(a),
+                    em.f(b),
+                    scratch,
+                )
 
 
-_CONV_FIELDS = ("C", "D", "H", "W", "K", "OD", "OH", "OW", "kd", "kh", "kw", "sd", "sh", "sw",
-                "dd", "dh", "dw", "pd", "ph", "pw", "group")
+_CONV_FIELDS = (
+    "C",
+    "D",
+    "H",
+    "W",
+    "K",
+    "OD",
+    "OH",
+    "OW",
+    "kd",
+    "kh",
+    "kw",
+    "sd",
+    "sh",
+    "sw",
+    "dd",
+    "dh",
+    "dw",
+    "pd",
+    "ph",
+    "pw",
+    "group",
+)
 
 
 def _spatial_in(win: Window) -> dict[str, int]:
     f = win.fields()
-    return {k: f[k] for k in ("D", "H", "W", "kd", "kh", "kw", "sd", "sh", "sw", "dd", "dh", "dw",
-                              "pd", "ph", "pw")}
+    return {
+        k: f[k]
+        for k in (
+            "D",
+            "H",
+            "W",
+            "kd",
+            "kh",
+            "kw",
+            "sd",
+            "sh",
+            "sw",
+            "dd",
+            "dh",
+            "dw",
+            "pd",
+            "ph",
+            "pw",
+        )
+    }
 
 
 def _spatial_out(win: Window) -> dict[str, int]:
@@ -87,14 +156,15 @@ def _spatial_out(win: Window) -> dict[str, int]:
     return {k: f[k] for k in ("OD", "OH", "OW")}
 
 
-def conv_reference(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, win: Window,
-                   group: int, act=None) -> np.ndarray:
+def conv_reference(
+    x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, win: Window, group: int, act=None
+) -> np.ndarray:
     """Numpy convolution (float64 accumulation), N x C x spatial -> N x K x spatial."""
     n, c = x.shape[:2]
     k = w.shape[0]
     x5 = x.reshape(n, c, *win.in_size).astype(np.float64)
     w5 = w.reshape(k, w.shape[1], *win.kernel).astype(np.float64)
-    pads = [(0, 0), (0, 0)] + list(zip(win.pads_begin, win.pads_end, strict=True))
+    pads = [(0, 0), (0, 0), *list(zip(win.pads_begin, win.pads_end, strict=True))]
     xp = np.pad(x5, pads)
     od, oh, ow = win.out_size
     y = np.zeros((n, k, od, oh, ow))
@@ -108,8 +178,10 @@ def conv_reference(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, win: W
                         e * dw : e * dw + (ow - 1) * sw + 1 : sw]  # fmt: skip
                 for g in range(group):
                     y[:, g * kg : (g + 1) * kg] += np.einsum(
-                        "kc,ncdhw->nkdhw", w5[g * kg : (g + 1) * kg, :, a, b, e],
-                        xs[:, g * cg : (g + 1) * cg])
+                        "kc,ncdhw->nkdhw",
+                        w5[g * kg : (g + 1) * kg, :, a, b, e],
+                        xs[:, g * cg : (g + 1) * cg],
+                    )
     if bias is not None:
         y += bias.reshape(1, k, 1, 1, 1)
     out_shape = (n, k, *win.out_size[3 - win.rank :])
@@ -122,9 +194,12 @@ def filter_matrix(w: np.ndarray, group: int, g: int) -> np.ndarray:
     return w[g * kg : (g + 1) * kg].reshape(kg, -1).T
 
 
-
 def conv_scratch_floats(c_per_group: int, win: Window) -> int:
     """Mirror of fg_conv_scratch: the im2col matrix of one group, none for pointwise convs."""
-    pointwise = (win.kernel == (1, 1, 1) and win.strides == (1, 1, 1)
-                 and win.pads_begin == (0, 0, 0) and win.pads_end == (0, 0, 0))
+    pointwise = (
+        win.kernel == (1, 1, 1)
+        and win.strides == (1, 1, 1)
+        and win.pads_begin == (0, 0, 0)
+        and win.pads_end == (0, 0, 0)
+    )
     return 0 if pointwise else c_per_group * prod(win.kernel) * prod(win.out_size)

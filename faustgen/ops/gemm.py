@@ -33,8 +33,11 @@ class Gemm(Op):
         m, k = a_shape[::-1] if at["transA"] else a_shape
         k2, n = b_shape[::-1] if at["transB"] else b_shape
         if k != k2:
-            fail(node, f"inner dimensions differ: A is {tuple(a_shape)} "
-                 f"(transA={at['transA']}), B is {tuple(b_shape)} (transB={at['transB']})")
+            fail(
+                node,
+                f"inner dimensions differ: A is {tuple(a_shape)} "
+                f"(transA={at['transA']}), B is {tuple(b_shape)} (transB={at['transB']})",
+            )
         return m, k, n
 
     def infer(self, node, ins):
@@ -92,27 +95,56 @@ class MatMul(Op):
 
     def lower(self, node, em):
         a, b = em.shape_in(0), em.shape_in(1)
-        if len(a) < 2 or len(b) < 2:
-            em.fail("1-D operands are only supported with a constant weight")
-        m, k, n = a[-2], a[-1], b[-1]
-        out_batch = em.shape_out()[:-2]
-        nb = prod(out_batch)
-        a_batch, b_batch = prod(a[:-2]), prod(b[:-2])
-        if em.const_in(0) is not None and len(a) == 2:
+        a2 = (1, *a) if len(a) == 1 else tuple(a)
+        b2 = (*b, 1) if len(b) == 1 else tuple(b)
+        m, k, n = a2[-2], a2[-1], b2[-1]
+        batch = tuple(np.broadcast_shapes(a2[:-2], b2[:-2]))
+        if em.const_in(0) is not None and len(a) == 2 and len(b) >= 2:
             from faustgen.codegen.pack import pack_mblocks
 
             ap = em.weight(pack_mblocks(em.const_in(0)), node.inputs[0] + "_packed")
-            for i in range(nb):
-                em.call("fg_gemm_a", ap, em.x(1, i * k * n), em.y(0, i * m * n), m, k, n,
-                        "NULL", "FG_ACT_NONE", "0.0f", "0.0f")
+            for i in range(prod(batch)):
+                em.call(
+                    "fg_gemm_a",
+                    ap,
+                    em.x(1, i * k * n),
+                    em.y(0, i * m * n),
+                    m,
+                    k,
+                    n,
+                    "NULL",
+                    "FG_ACT_NONE",
+                    "0.0f",
+                    "0.0f",
+                )
             return
-        for batch, size in ((a_batch, a), (b_batch, b)):
-            if batch not in (1, nb) or (batch == nb and tuple(size[:-2]) != tuple(out_batch)
-                                        and batch != 1):
-                em.fail(f"broadcasting batch dimensions {tuple(a)} @ {tuple(b)} is not supported")
-        sa = m * k if a_batch == nb and nb > 1 else 0
-        sb = k * n if b_batch == nb and nb > 1 else 0
-        em.call("fg_matmul", em.x(0), em.x(1), em.y(), nb, m, k, n, sa, sb)
+        nb = prod(batch)
+        a_batch, b_batch = prod(a2[:-2]), prod(b2[:-2])
+        uniform = all(
+            x in (1, nb) and (x == 1 or s[:-2] == batch) for x, s in ((a_batch, a2), (b_batch, b2))
+        )
+        if uniform:
+            sa = m * k if a_batch == nb and nb > 1 else 0
+            sb = k * n if b_batch == nb and nb > 1 else 0
+            em.call("fg_matmul", em.x(0), em.x(1), em.y(), nb, m, k, n, sa, sb)
+            return
+        if nb > 256:
+            em.fail(f"broadcasting {nb} batch matrices of {tuple(a)} @ {tuple(b)} is not supported")
+        ia = np.broadcast_to(np.arange(a_batch).reshape(a2[:-2] or (1,)), batch).reshape(-1)
+        ib = np.broadcast_to(np.arange(b_batch).reshape(b2[:-2] or (1,)), batch).reshape(-1)
+        for i in range(nb):
+            em.call(
+                "fg_matmul",
+                em.x(0, int(ia[i]) * m * k),
+                em.x(1, int(ib[i]) * k * n),
+                em.y(0, i * m * n),
+                1,
+                m,
+                k,
+                n,
+                0,
+                0,
+            )
 
 
 @register_op("Dense", onnx=False)
@@ -137,9 +169,11 @@ class Dense(Op):
         w = em.const_in(1)
         k, n = w.shape
         rows = prod(em.shape_in(0)) // k
-        wp = em.weight(pack_panels(w), node.inputs[1],
-                       comment=f"{node.inputs[1]}: {k}x{n} as {-(-n // 16)} panels of 16 columns")
+        wp = em.weight(
+            pack_panels(w),
+            node.inputs[1],
+            comment=f"{node.inputs[1]}: {k}x{n} as {-(-n // 16)} panels of 16 columns",
+        )
         bias = em.x(2) if node.input(2) else "NULL"
         act, a, b = node.attrs.get("act") or ("FG_ACT_NONE", 0.0, 0.0)
         em.call("fg_dense", em.x(0), em.y(), rows, k, n, wp, bias, act, em.f(a), em.f(b))
-

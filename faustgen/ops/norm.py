@@ -26,9 +26,11 @@ class BatchNorm(Op):
         if len([o for o in ctx.outputs if o]) > 1:
             ctx.fail("running mean/variance outputs are not supported (training mode)")
         x = ctx.shape(0)
-        gamma, beta, mean, var = (ctx.const_input(i, w).astype(np.float64)
-                                  for i, w in enumerate(("x", "scale", "B", "mean", "var"))
-                                  if i > 0)
+        gamma, beta, mean, var = (
+            ctx.const_input(i, w).astype(np.float64)
+            for i, w in enumerate(("x", "scale", "B", "mean", "var"))
+            if i > 0
+        )
         eps = float(ctx.attr("epsilon", 1e-5))
         channels = x[1] if len(x) > 1 else 1
         if ctx.opset < 7 and ctx.attr("spatial", 1) == 0:
@@ -38,21 +40,34 @@ class BatchNorm(Op):
                 ctx.fail(f"statistics of size {v.size} do not match {channels} channels")
         scale = gamma.reshape(-1) / np.sqrt(var.reshape(-1) + eps)
         shift = beta.reshape(-1) - mean.reshape(-1) * scale
-        return ctx.node({"scale": scale.astype(np.float32), "shift": shift.astype(np.float32)},
-                        inputs=[ctx.input(0)])
+        return ctx.node(
+            {"scale": scale.astype(np.float32), "shift": shift.astype(np.float32)},
+            inputs=[ctx.input(0)],
+        )
 
     def compute(self, node, ins):
         x = ins[0]
         shape = (1, -1) + (1,) * (x.ndim - 2)
-        return [(x * node.attrs["scale"].reshape(shape)
-                 + node.attrs["shift"].reshape(shape)).astype(np.float32)]
+        return [
+            (x * node.attrs["scale"].reshape(shape) + node.attrs["shift"].reshape(shape)).astype(
+                np.float32
+            )
+        ]
 
     def lower(self, node, em):
         s = em.shape_in(0)
         scale = em.weight(node.attrs["scale"], node.name + "_scale")
         shift = em.weight(node.attrs["shift"], node.name + "_shift")
-        em.call("fg_channel_affine", em.x(0), em.y(), s[0], s[1] if len(s) > 1 else 1,
-                prod(s[2:]), scale, shift)
+        em.call(
+            "fg_channel_affine",
+            em.x(0),
+            em.y(),
+            s[0],
+            s[1] if len(s) > 1 else 1,
+            prod(s[2:]),
+            scale,
+            shift,
+        )
         em.allow_inplace()
 
 
@@ -64,8 +79,14 @@ class LRN(Op):
             ctx.fail("the size attribute must be a positive integer")
         if len(ctx.shape(0)) < 2:
             ctx.fail("input needs a channel axis")
-        return ctx.node({"size": int(size), "alpha": float(ctx.attr("alpha", 1e-4)),
-                         "beta": float(ctx.attr("beta", 0.75)), "bias": float(ctx.attr("bias", 1.0))})
+        return ctx.node(
+            {
+                "size": int(size),
+                "alpha": float(ctx.attr("alpha", 1e-4)),
+                "beta": float(ctx.attr("beta", 0.75)),
+                "bias": float(ctx.attr("bias", 1.0)),
+            }
+        )
 
     def compute(self, node, ins):
         x = ins[0].astype(np.float64)
@@ -81,5 +102,15 @@ class LRN(Op):
     def lower(self, node, em):
         s = em.shape_in(0)
         a = node.attrs
-        em.call("fg_lrn", em.x(0), em.y(), s[0], s[1], prod(s[2:]), a["size"], em.f(a["alpha"]),
-                em.f(a["beta"]), em.f(a["bias"]))
+        em.call(
+            "fg_lrn",
+            em.x(0),
+            em.y(),
+            s[0],
+            s[1],
+            prod(s[2:]),
+            a["size"],
+            em.f(a["alpha"]),
+            em.f(a["beta"]),
+            em.f(a["bias"]),
+        )

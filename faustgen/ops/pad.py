@@ -35,8 +35,10 @@ class Pad(Op):
         out = tuple(d + b + e for d, b, e in zip(shape, begin, end, strict=True))
         if any(d < 0 for d in out):
             ctx.fail(f"pads {pads} crop more than the input shape {tuple(shape)}")
-        return ctx.node({"begin": tuple(begin), "end": tuple(end), "value": value,
-                         "shape": out}, inputs=[ctx.input(0)])
+        return ctx.node(
+            {"begin": tuple(begin), "end": tuple(end), "value": value, "shape": out},
+            inputs=[ctx.input(0)],
+        )
 
     def infer(self, node, ins):
         return [(node.attrs["shape"], ins[0].dtype)]
@@ -44,8 +46,10 @@ class Pad(Op):
     def compute(self, node, ins):
         x = ins[0]
         a = node.attrs
-        crop = tuple(slice(max(0, -b), d - max(0, -e))
-                     for b, e, d in zip(a["begin"], a["end"], x.shape, strict=True))
+        crop = tuple(
+            slice(max(0, -b), d - max(0, -e))
+            for b, e, d in zip(a["begin"], a["end"], x.shape, strict=True)
+        )
         widths = [(max(0, b), max(0, e)) for b, e in zip(a["begin"], a["end"], strict=True)]
         return [np.pad(x[crop], widths, constant_values=a["value"]).astype(x.dtype)]
 
@@ -63,6 +67,12 @@ class Pad(Op):
             begin, end = begin[1:], end[1:]
         if len(shape_in) > 8:
             em.fail(f"padding a rank-{len(shape_in)} tensor is not supported (at most 8 axes)")
-        p = em.struct("fg_padspec", "pad", ndim=len(shape_in), in_shape=shape_in,
-                      out_shape=shape_out, begin=begin)
+        p = em.struct(
+            "fg_padspec",
+            "pad",
+            ndim=len(shape_in),
+            in_shape=shape_in,
+            out_shape=shape_out,
+            begin=begin,
+        )
         em.call("fg_pad", p, em.x(0), em.y(), em.f(a["value"]))

@@ -10,8 +10,27 @@ import numpy as np
 from faustgen.ops.base import Op, prod, register_op
 from faustgen.ops.spatial import Window, parse_window, window_taps
 
-_POOL_FIELDS = ("C", "D", "H", "W", "OD", "OH", "OW", "kd", "kh", "kw", "sd", "sh", "sw",
-                "dd", "dh", "dw", "pd", "ph", "pw")
+_POOL_FIELDS = (
+    "C",
+    "D",
+    "H",
+    "W",
+    "OD",
+    "OH",
+    "OW",
+    "kd",
+    "kh",
+    "kw",
+    "sd",
+    "sh",
+    "sw",
+    "dd",
+    "dh",
+    "dw",
+    "pd",
+    "ph",
+    "pw",
+)
 
 
 @register_op("MaxPool", "AveragePool")
@@ -20,27 +39,38 @@ class Pool(Op):
         if len([o for o in ctx.outputs if o]) > 1:
             ctx.fail("the Indices output is not supported")
         ceil_mode = bool(ctx.attr("ceil_mode", 0))
-        win = parse_window(ctx, None, ceil_mode=ceil_mode,
-                           allow_dilations=ctx.op_type == "MaxPool" or ctx.opset >= 19)
+        win = parse_window(
+            ctx,
+            None,
+            ceil_mode=ceil_mode,
+            allow_dilations=ctx.op_type == "MaxPool" or ctx.opset >= 19,
+        )
         include = int(ctx.attr("count_include_pad", 0)) if ctx.op_type == "AveragePool" else 0
-        return ctx.node({"window": win, "count_include_pad": include},
-                        inputs=[ctx.input(0)], )
+        return ctx.node(
+            {"window": win, "count_include_pad": include},
+            inputs=[ctx.input(0)],
+        )
 
     def infer(self, node, ins):
         win: Window = node.attrs["window"]
         return [((*ins[0].shape[:2], *win.out_size[3 - win.rank :]), "float32")]
 
     def compute(self, node, ins):
-        return [pool_reference(ins[0], node.op, node.attrs["window"],
-                               node.attrs["count_include_pad"])]
+        return [
+            pool_reference(ins[0], node.op, node.attrs["window"], node.attrs["count_include_pad"])
+        ]
 
     def lower(self, node, em):
         win: Window = node.attrs["window"]
         x_shape = em.shape_in(0)
         fields = {"C": prod(x_shape[:2]), **win.fields()}
         fields = {f: fields[f] for f in _POOL_FIELDS}
-        fields.update(pd_end=win.pads_end[0], ph_end=win.pads_end[1], pw_end=win.pads_end[2],
-                      count_include_pad=node.attrs["count_include_pad"])
+        fields.update(
+            pd_end=win.pads_end[0],
+            ph_end=win.pads_end[1],
+            pw_end=win.pads_end[2],
+            count_include_pad=node.attrs["count_include_pad"],
+        )
         s = em.struct("fg_pool_shape", "pool", **fields)
         kernel = "fg_maxpool" if node.op == "MaxPool" else "fg_avgpool"
         em.call(kernel, s, em.x(0), em.y())

@@ -6,9 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 from faustgen.ops.base import Op, ints, norm_axis, prod, register_op
+from faustgen.ops.tensor import contiguous_strides, emit_strided_copy
 
-_KERNEL = {"ReduceSum": "FG_REDUCE_SUM", "ReduceMean": "FG_REDUCE_MEAN",
-           "ReduceMax": "FG_REDUCE_MAX", "ReduceMin": "FG_REDUCE_MIN"}
+_KERNEL = {
+    "ReduceSum": "FG_REDUCE_SUM",
+    "ReduceMean": "FG_REDUCE_MEAN",
+    "ReduceMax": "FG_REDUCE_MAX",
+    "ReduceMin": "FG_REDUCE_MIN",
+}
 _NUMPY = {"ReduceSum": np.sum, "ReduceMean": np.mean, "ReduceMax": np.max, "ReduceMin": np.min}
 # Opset from which `axes` is an input rather than an attribute.
 _AXES_INPUT_FROM = {"ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 18, "ReduceMin": 18}
@@ -25,12 +30,12 @@ class Reduce(Op):
         axes = [] if axes is None else ints(axes)
         if not axes:
             if ctx.attr("noop_with_empty_axes", 0):
-                return ctx.node({"axes": (), "keepdims": 1}, inputs=[ctx.input(0)],
-                                op="Identity")
+                return ctx.node({"axes": (), "keepdims": 1}, inputs=[ctx.input(0)], op="Identity")
             axes = list(range(rank))
         axes = tuple(sorted({norm_axis(a, rank, ctx) for a in axes}))
-        return ctx.node({"axes": axes, "keepdims": int(ctx.attr("keepdims", 1))},
-                        inputs=[ctx.input(0)])
+        return ctx.node(
+            {"axes": axes, "keepdims": int(ctx.attr("keepdims", 1))}, inputs=[ctx.input(0)]
+        )
 
     def infer(self, node, ins):
         s, axes = ins[0].shape, node.attrs["axes"]
@@ -42,8 +47,11 @@ class Reduce(Op):
 
     def compute(self, node, ins):
         x = ins[0]
-        y = _NUMPY[node.op](x.astype(np.float64) if x.dtype == np.float32 else x,
-                            axis=node.attrs["axes"], keepdims=bool(node.attrs["keepdims"]))
+        y = _NUMPY[node.op](
+            x.astype(np.float64) if x.dtype == np.float32 else x,
+            axis=node.attrs["axes"],
+            keepdims=bool(node.attrs["keepdims"]),
+        )
         return [np.asarray(y).astype(x.dtype)]
 
     def batch_axes_ok(self, node, ins):
@@ -51,14 +59,34 @@ class Reduce(Op):
 
     def lower(self, node, em):
         s, axes = em.shape_in(0), node.attrs["axes"]
-        # Axes of size 1 do not matter for contiguity.
-        real = [a for a in axes if s[a] != 1]
-        if real and real != list(range(real[0], real[-1] + 1)):
-            if any(s[a] != 1 for a in range(real[0], real[-1] + 1) if a not in real):
-                em.fail(f"reducing non-adjacent axes {axes} is not supported")
+        real = [a for a in axes if s[a] != 1]  # size-1 axes do not matter for contiguity
         if not real:
             em.call("fg_copy", em.x(0), em.y(), prod(s))
             return
         lo, hi = real[0], real[-1]
-        em.call("fg_reduce", _KERNEL[node.op], em.x(0), em.y(), prod(s[:lo]),
-                prod(s[lo : hi + 1]), prod(s[hi + 1 :]))
+        if all(a in real or s[a] == 1 for a in range(lo, hi + 1)):
+            em.call(
+                "fg_reduce",
+                _KERNEL[node.op],
+                em.x(0),
+                em.y(),
+                prod(s[:lo]),
+                prod(s[lo : hi + 1]),
+                prod(s[hi + 1 :]),
+            )
+            return
+        # Scattered axes: move the reduced axes last, then reduce the trailing block.
+        kept = [a for a in range(len(s)) if a not in real]
+        order = kept + real
+        st = contiguous_strides(s)
+        tmp = em.scratch(prod(s))
+        emit_strided_copy(em, [s[a] for a in order], [st[a] for a in order], dest=tmp)
+        em.call(
+            "fg_reduce",
+            _KERNEL[node.op],
+            tmp,
+            em.y(),
+            prod([s[a] for a in kept]),
+            prod([s[a] for a in real]),
+            1,
+        )

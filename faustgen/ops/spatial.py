@@ -40,8 +40,13 @@ def _pad3(values: list[int], fill: int) -> tuple[int, int, int]:
     return tuple([fill] * (3 - len(values)) + list(values))  # type: ignore[return-value]
 
 
-def parse_window(ctx: ParseContext, kernel: list[int] | None, *, ceil_mode: bool = False,
-                 allow_dilations: bool = True) -> Window:
+def parse_window(
+    ctx: ParseContext,
+    kernel: list[int] | None,
+    *,
+    ceil_mode: bool = False,
+    allow_dilations: bool = True,
+) -> Window:
     """Resolve kernel/strides/dilations/pads/auto_pad of a windowed op on input 0."""
     x = ctx.shape(0)
     if len(x) < 3:
@@ -67,12 +72,11 @@ def parse_window(ctx: ParseContext, kernel: list[int] | None, *, ceil_mode: bool
     extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilations, strict=True)]
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         out = [-(-i // s) for i, s in zip(spatial, strides, strict=True)]
-        total = [max(0, (o - 1) * s + e - i)
-                 for o, s, e, i in zip(out, strides, extent, spatial, strict=True)]
-        if auto_pad == "SAME_UPPER":
-            begin = [t // 2 for t in total]
-        else:
-            begin = [t - t // 2 for t in total]
+        total = [
+            max(0, (o - 1) * s + e - i)
+            for o, s, e, i in zip(out, strides, extent, spatial, strict=True)
+        ]
+        begin = [t // 2 for t in total] if auto_pad == "SAME_UPPER" else [t - t // 2 for t in total]
         end = [t - b for t, b in zip(total, begin, strict=True)]
     elif auto_pad in ("NOTSET", "VALID", ""):
         pads = ints(ctx.attr("pads", [0] * 2 * r)) if auto_pad != "VALID" else [0] * 2 * r
@@ -92,8 +96,16 @@ def parse_window(ctx: ParseContext, kernel: list[int] | None, *, ceil_mode: bool
             out.append(o)
     else:
         ctx.fail(f"auto_pad '{auto_pad}' is not supported")
-    return Window(r, _pad3(kernel, 1), _pad3(strides, 1), _pad3(dilations, 1),
-                  _pad3(begin, 0), _pad3(end, 0), _pad3(spatial, 1), _pad3(out, 1))
+    return Window(
+        r,
+        _pad3(kernel, 1),
+        _pad3(strides, 1),
+        _pad3(dilations, 1),
+        _pad3(begin, 0),
+        _pad3(end, 0),
+        _pad3(spatial, 1),
+        _pad3(out, 1),
+    )
 
 
 def window_taps(w: Window, axis: int, o: int, padded_only: bool) -> list[int]:

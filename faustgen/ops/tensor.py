@@ -103,8 +103,19 @@ class Range(Op):
         return [np.arange(start, limit, delta).astype(ins[0].dtype)]
 
 
-_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64",
-                9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
+_ONNX_DTYPES = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    12: "uint32",
+    13: "uint64",
+}
 
 
 @register_op("Cast")
@@ -148,6 +159,13 @@ class Dropout(_View):
     """Inference: identity. The optional mask output is all ones."""
 
     def parse(self, ctx):
+        training = ctx.graph.const(ctx.input(2)) if ctx.opset >= 12 else None
+        ratio = ctx.graph.const(ctx.input(1)) if ctx.opset >= 12 else ctx.attr("ratio", 0.5)
+        random = ratio is None or float(np.asarray(ratio).reshape(-1)[0]) != 0.0
+        if training is not None and bool(np.asarray(training).reshape(-1)[0]) and random:
+            ctx.fail("training_mode=true (random dropout) is not supported")
+        if ctx.input(2) and training is None:
+            ctx.fail("training_mode must be a constant")
         return ctx.node({}, inputs=[ctx.input(0)])
 
     def infer(self, node, ins):
@@ -226,10 +244,7 @@ class Flatten(_View):
 class Squeeze(_View):
     def parse(self, ctx):
         shape = ctx.shape(0)
-        if ctx.opset < 13:
-            axes = ctx.attr("axes")
-        else:
-            axes = ctx.const_input(1, "axes", required=False)
+        axes = ctx.attr("axes") if ctx.opset < 13 else ctx.const_input(1, "axes", required=False)
         if axes is None:
             axes = [i for i, d in enumerate(shape) if d == 1]
         axes = sorted({norm_axis(a, len(shape), ctx) for a in ints(axes)})
@@ -279,8 +294,9 @@ def collapse(shape: list[int], *strides: list[int]) -> tuple[list[int], list[lis
     out_shape = [shape[-1]]
     out_strides = [[s[-1]] for s in strides]
     for i in range(len(shape) - 2, -1, -1):
-        if all(s[i] == s_out[0] * out_shape[0] for s, s_out in zip(strides, out_strides,
-                                                                  strict=True)):
+        if all(
+            s[i] == s_out[0] * out_shape[0] for s, s_out in zip(strides, out_strides, strict=True)
+        ):
             out_shape[0] *= shape[i]
         else:
             out_shape.insert(0, shape[i])
@@ -296,17 +312,20 @@ def contiguous_strides(shape) -> list[int]:
     return strides
 
 
-def emit_strided_copy(em, out_shape, src_strides, src_offset: int = 0, inp: int = 0,
-                      out: int = 0) -> None:
-    """y (contiguous, out_shape) = x viewed with `src_strides` from `src_offset`."""
+def emit_strided_copy(
+    em, out_shape, src_strides, src_offset: int = 0, inp: int = 0, dest=None
+) -> None:
+    """dest (contiguous, out_shape; default output 0) = input `inp` viewed with `src_strides`
+    from `src_offset`."""
+    dest = em.y() if dest is None else dest
     shape, (strides,) = collapse(list(out_shape), list(src_strides))
     if len(shape) > 8:
         em.fail(f"tensor of rank {len(shape)} after axis merging; at most 8 are supported")
     if len(shape) == 1 and strides[0] == 1:
-        em.call("fg_copy", em.x(inp, src_offset), em.y(out), shape[0])
+        em.call("fg_copy", em.x(inp, src_offset), dest, shape[0])
         return
     p = em.struct("fg_perm", "perm", ndim=len(shape), shape=shape, stride=strides)
-    em.call("fg_transpose", p, em.x(inp, src_offset), em.y(out))
+    em.call("fg_transpose", p, em.x(inp, src_offset), dest)
 
 
 @register_op("Transpose")
@@ -378,23 +397,29 @@ class Slice(Op):
                 ctx.fail("slice step 0")
             idx = range(shape[a])[slice(s, e, k)]
             begin[a], step[a], count[a] = (idx.start if len(idx) else 0), k, len(idx)
-        return ctx.node({"begin": tuple(begin), "step": tuple(step), "shape": tuple(count)},
-                        inputs=[ctx.input(0)])
+        return ctx.node(
+            {"begin": tuple(begin), "step": tuple(step), "shape": tuple(count)},
+            inputs=[ctx.input(0)],
+        )
 
     def infer(self, node, ins):
         return [(node.attrs["shape"], ins[0].dtype)]
 
     def _index(self, node):
         a = node.attrs
-        return tuple(slice(b, b + k * n, k) if n else slice(0, 0)
-                     for b, k, n in zip(a["begin"], a["step"], a["shape"], strict=True))
+        return tuple(
+            slice(b, b + k * n, k) if n else slice(0, 0)
+            for b, k, n in zip(a["begin"], a["step"], a["shape"], strict=True)
+        )
 
     def compute(self, node, ins):
         a = node.attrs
         out = np.empty(a["shape"], ins[0].dtype)
         if out.size:
-            idx = tuple(np.arange(n) * k + b for b, k, n in zip(a["begin"], a["step"], a["shape"],
-                                                                 strict=True))
+            idx = tuple(
+                np.arange(n) * k + b
+                for b, k, n in zip(a["begin"], a["step"], a["shape"], strict=True)
+            )
             out = ins[0][np.ix_(*idx)]
         return [out]
 
@@ -405,8 +430,9 @@ class Slice(Op):
         a = node.attrs
         st = contiguous_strides(em.shape_in(0))
         offset = sum(b * s for b, s in zip(a["begin"], st, strict=True))
-        emit_strided_copy(em, a["shape"], [k * s for k, s in zip(a["step"], st, strict=True)],
-                          src_offset=offset)
+        emit_strided_copy(
+            em, a["shape"], [k * s for k, s in zip(a["step"], st, strict=True)], src_offset=offset
+        )
 
 
 @register_op("Gather")
@@ -438,8 +464,15 @@ class Gather(Op):
         if len(idx) > 64:
             em.fail("Gather of more than 64 slices of an activation is not supported")
         for j, i in enumerate(idx):
-            em.call("fg_copy_blocks", em.x(0, int(i) * inner), em.y(0, j * inner), outer, inner,
-                    n * inner, len(idx) * inner)
+            em.call(
+                "fg_copy_blocks",
+                em.x(0, int(i) * inner),
+                em.y(0, j * inner),
+                outer,
+                inner,
+                n * inner,
+                len(idx) * inner,
+            )
 
 
 @register_op("Concat")
@@ -459,8 +492,10 @@ class Concat(Op):
             if len(t.shape) != len(base) or any(
                 a != b for i, (a, b) in enumerate(zip(t.shape, base, strict=True)) if i != axis
             ):
-                fail(node, f"cannot concatenate shapes {tuple(ins[0].shape)} and {t.shape} "
-                     f"on axis {axis}")
+                fail(
+                    node,
+                    f"cannot concatenate shapes {tuple(ins[0].shape)} and {t.shape} on axis {axis}",
+                )
         base[axis] = sum(t.shape[axis] for t in ins)
         return [(tuple(base), ins[0].dtype)]
 
@@ -478,8 +513,15 @@ class Concat(Op):
         for i in range(len(node.inputs)):
             n = em.shape_in(i)[axis]
             if n:
-                em.call("fg_copy_blocks", em.x(i), em.y(0, pos * inner), outer, n * inner,
-                        n * inner, total * inner)
+                em.call(
+                    "fg_copy_blocks",
+                    em.x(i),
+                    em.y(0, pos * inner),
+                    outer,
+                    n * inner,
+                    n * inner,
+                    total * inner,
+                )
             pos += n
 
 
@@ -521,7 +563,13 @@ class Split(Op):
         pos = 0
         for k, n in enumerate(node.attrs["split"]):
             if n and node.outputs[k]:
-                em.call("fg_copy_blocks", em.x(0, pos * inner), em.y(k), outer, n * inner,
-                        total * inner, n * inner)
+                em.call(
+                    "fg_copy_blocks",
+                    em.x(0, pos * inner),
+                    em.y(k),
+                    outer,
+                    n * inner,
+                    total * inner,
+                    n * inner,
+                )
             pos += n
-

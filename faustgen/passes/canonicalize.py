@@ -39,8 +39,7 @@ def canonicalize_linear(graph: Graph) -> Graph:
     return g
 
 
-def _dense(g: Graph, node: Node, x: str, w: np.ndarray, bias: str, y: str,
-           out_shape=None) -> Node:
+def _dense(g: Graph, node: Node, x: str, w: np.ndarray, bias: str, y: str, out_shape=None) -> Node:
     attrs = {"act": None, "fused": [], "onnx_op": node.op}
     if out_shape is not None:
         attrs["out_shape"] = tuple(out_shape)
@@ -88,7 +87,9 @@ def _gemm(g: Graph, node: Node) -> list[Node]:
             g.tensors.pop(mm)
     if add_c:
         if c_val is not None:
-            c_in = g.add_const(f"{node.name}_C", (np.float32(at["beta"]) * c_val).astype(np.float32))
+            c_in = g.add_const(
+                f"{node.name}_C", (np.float32(at["beta"]) * c_val).astype(np.float32)
+            )
         else:
             c_in = c
             if at["beta"] != 1.0:

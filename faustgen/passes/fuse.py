@@ -29,8 +29,11 @@ def _absorb(g: Graph, producer: Node, follower: Node, label: str) -> None:
 
 
 def _channel_count(g: Graph, node: Node) -> int:
-    return g.tensors[node.outputs[0]].shape[1] if node.op == "Conv" else g.const(
-        node.inputs[1]).shape[1]
+    return (
+        g.tensors[node.outputs[0]].shape[1]
+        if node.op == "Conv"
+        else g.const(node.inputs[1]).shape[1]
+    )
 
 
 def _set_weights(g: Graph, node: Node, w: np.ndarray, bias: np.ndarray) -> None:
@@ -109,7 +112,7 @@ def fuse_bias(graph: Graph) -> Graph:
 
 
 def fuse_activation(graph: Graph) -> Graph:
-    """Conv/Dense -> Relu / LeakyRelu / Clip  ==>  Conv/Dense with the activation in its epilogue."""
+    """Conv/Dense -> Relu / LeakyRelu / Clip  ==>  Conv/Dense applying it in its epilogue."""
     g = graph.copy()
     for node in list(g.nodes):
         if node.op not in _LINEAR or node.attrs.get("act") or node not in g.nodes:

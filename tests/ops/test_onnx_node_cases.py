@@ -32,6 +32,25 @@ UNSUPPORTED = {
     "test_maxpool_with_argmax_2d_precomputed_strides": "MaxPool Indices output",
     "test_identity_sequence": "sequence types",
     "test_identity_opt": "optional types",
+    "test_training_dropout": "Dropout in training mode (random)",
+    "test_training_dropout_default": "Dropout in training mode (random)",
+    "test_reshape_allowzero_reordered": "zero-size tensors",
+    "test_reduce_max_empty_set": "zero-size tensors",
+    "test_reduce_min_empty_set": "zero-size tensors",
+    "test_reduce_sum_empty_set": "zero-size tensors",
+    "test_reduce_sum_empty_set_non_reduced_axis_zero": "zero-size tensors",
+    "test_reduce_l1_empty_set_expanded": "zero-size tensors",
+    "test_reduce_log_sum_empty_set_expanded": "zero-size tensors",
+    "test_reduce_sum_square_empty_set_expanded": "zero-size tensors",
+    "test_slice_start_out_of_bounds": "zero-size tensors",
+    "test_split_zero_size_splits_opset13": "zero-size tensors",
+    "test_split_zero_size_splits_opset18": "zero-size tensors",
+}
+
+
+# case name -> relative precision of its hand-written expected values
+LOW_PRECISION_EXPECTED = {
+    "test_averagepool_2d_ceil_last_window_starts_on_pad": 5e-4,  # 4 decimals
 }
 
 
@@ -85,23 +104,43 @@ def test_onnx_node_case(name, tmp_path, quick_build):
         with pytest.raises(FaustgenError):
             quick_build(path)
         return
-    if len(expected) != 1:
-        pytest.fail(f"{name}: {len(expected)} outputs; list it in UNSUPPORTED with a reason")
     compiled = quick_build(path)
     y = compiled.predict(x)
+    if len(expected) > 1:  # several outputs: compare them as one record
+        y = np.concatenate([v.reshape(-1) for v in y])
+        expected = [np.concatenate([v.reshape(-1) for v in expected])]
     ref = expected[0]
     assert y.shape == ref.shape
+    # The ONNX backend runner's own check, with the case's tolerances...
+    np.testing.assert_allclose(y, ref, rtol=case.rtol, atol=case.atol)
+    # ...and ours: float32 rounding relative to the output's scale, unless the case's
+    # expected values were written with fewer digits than that.
     scale = max(float(np.max(np.abs(ref))), 1e-30) if ref.size else 1.0
     err = float(np.max(np.abs(y.astype(np.float64) - ref))) if ref.size else 0.0
-    assert err <= 1e-5 * scale + 1e-7, f"max abs error {err:.3g} (scale {scale:.3g})"
+    bound = LOW_PRECISION_EXPECTED.get(name, 1e-5)
+    assert err <= bound * scale + 1e-7, f"max abs error {err:.3g} (scale {scale:.3g})"
 
 
 def test_case_selection_is_broad():
     """The harness must actually cover the CNN/MLP operator families."""
     names = case_names()
-    for family in ("test_conv", "test_maxpool", "test_averagepool", "test_gemm", "test_matmul",
-                   "test_softmax", "test_logsoftmax", "test_batchnorm", "test_add", "test_concat",
-                   "test_transpose", "test_reshape", "test_relu", "test_lrn", "test_globalaverage"):
+    for family in (
+        "test_conv",
+        "test_maxpool",
+        "test_averagepool",
+        "test_gemm",
+        "test_matmul",
+        "test_softmax",
+        "test_logsoftmax",
+        "test_batchnorm",
+        "test_add",
+        "test_concat",
+        "test_transpose",
+        "test_reshape",
+        "test_relu",
+        "test_lrn",
+        "test_globalaverage",
+    ):
         assert any(n.startswith(family) for n in names), family
     assert len(names) > 150
 

@@ -86,8 +86,21 @@ def test_hostile_comment_compiles_as_a_comment(tmp_path):
     payload = 'x */ int evil(void) { return 1; } /* \n#include "/etc/passwd" ??/'
     src = tmp_path / "c.c"
     src.write_text(f"/* {c_comment(payload)} */\nint ok(void) {{ return 0; }}\n")
-    out = subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-c", str(src), "-o",
-                          str(tmp_path / "c.o")], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            "gcc",
+            "-std=c99",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-c",
+            str(src),
+            "-o",
+            str(tmp_path / "c.o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     nm = subprocess.run(["nm", str(tmp_path / "c.o")], capture_output=True, text=True).stdout
     assert "evil" not in nm and "ok" in nm

@@ -1,0 +1,56 @@
+"""Latency measurement, side by side in one run (the machine is shared and noisy).
+
+Every contender runs the same input through the same kind of loop; rounds
+interleave the contenders so background load hits them alike, and the median
+per contender is reported along with ratios to onnxruntime.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+def median_us(fn: Callable[[], object], repeat: int, warmup: int = 20) -> float:
+    for _ in range(warmup):
+        fn()
+    times = np.empty(repeat)
+    for i in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times[i] = time.perf_counter() - t0
+    return float(np.median(times) * 1e6)
+
+
+def interleaved(
+    contenders: dict[str, Callable[[], object]], repeat: int = 200, rounds: int = 5
+) -> dict[str, float]:
+    """Median microseconds per call of each contender, over interleaved rounds."""
+    per: dict[str, list[float]] = {k: [] for k in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            per[name].append(median_us(fn, repeat))
+    return {k: float(np.median(v)) for k, v in per.items()}
+
+
+def ort_runner(model_path, x: np.ndarray, per_call_shape, batch_symbolic: bool):
+    """A zero-argument callable running onnxruntime (1 thread) on x."""
+    from faustgen.reference import ort_predict, ort_session
+
+    sess = ort_session(model_path, threads=1)
+    return lambda: ort_predict(sess, x, per_call_shape, batch_symbolic)
+
+
+def torch_runner(model, x: np.ndarray):
+    import torch
+
+    torch.set_num_threads(1)
+    t = torch.from_numpy(np.ascontiguousarray(x))
+
+    def run():
+        with torch.no_grad():
+            return model(t)
+
+    return run
