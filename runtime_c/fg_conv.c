@@ -64,49 +64,138 @@ static void fg_valid_range(int n_out, int stride, int off, int n, int *lo, int *
     *hi = h;
 }
 
+/* Short row copies / fills (im2col rows are often 5..30 floats): inline
+ * fixed-size blocks instead of loops that gcc would turn into libc calls. */
+static void fg_copy8(float *restrict o, const float *restrict xs)
+{
+    /* straight-line (SLP-vectorized): a copy loop would be turned into a
+     * memmove call by gcc's loop distribution, slow for 32 bytes */
+    const float t0 = xs[0], t1 = xs[1], t2 = xs[2], t3 = xs[3];
+    const float t4 = xs[4], t5 = xs[5], t6 = xs[6], t7 = xs[7];
+    o[0] = t0;
+    o[1] = t1;
+    o[2] = t2;
+    o[3] = t3;
+    o[4] = t4;
+    o[5] = t5;
+    o[6] = t6;
+    o[7] = t7;
+}
+
+static void fg_copy_short(float *restrict o, const float *restrict xs, int n)
+{
+    int i;
+    if (n >= 8) {
+        for (i = 0; i + 8 <= n; i += 8)
+            fg_copy8(o + i, xs + i);
+        if (i < n) /* last block overlaps the previous one: same values */
+            fg_copy8(o + n - 8, xs + n - 8);
+        return;
+    }
+    if (n & 4) {
+        o[0] = xs[0];
+        o[1] = xs[1];
+        o[2] = xs[2];
+        o[3] = xs[3];
+        o += 4;
+        xs += 4;
+    }
+    if (n & 2) {
+        o[0] = xs[0];
+        o[1] = xs[1];
+        o += 2;
+        xs += 2;
+    }
+    if (n & 1)
+        o[0] = xs[0];
+}
+
+static void fg_zero_short(float *o, int n)
+{
+    int i;
+    if (n >= 8) {
+        memset(o, 0, (size_t)n * sizeof(float));
+        return;
+    }
+    for (i = 0; i < n; ++i)
+        o[i] = 0.0f;
+}
+
 void fg_im2col(const fg_conv_shape *s, const float *x, float *cols)
 {
     const int Cg = s->C / s->group;
+    const int OW = s->OW, OH = s->OH;
     const size_t HW = (size_t)s->H * (size_t)s->W;
     const size_t DHW = (size_t)s->D * HW;
-    const size_t S = (size_t)s->OD * (size_t)s->OH * (size_t)s->OW;
+    const size_t OHW = (size_t)OH * (size_t)OW;
+    const size_t S = (size_t)s->OD * OHW;
+    /* unit strides and as wide as the input: consecutive output rows read
+     * consecutive input rows at a constant offset, so the valid rows of a
+     * filter tap are one contiguous copy (plus zeroing of the pad columns) */
+    const int flat = s->sw == 1 && s->sh == 1 && OW == s->W;
     int c, kz, ky, kx, od, oh;
-    float *restrict out = cols;
+    float *out = cols;
     for (c = 0; c < Cg; ++c) {
         const float *xc = x + (size_t)c * DHW;
         for (kz = 0; kz < s->kd; ++kz) {
             for (ky = 0; ky < s->kh; ++ky) {
+                const int offy = ky * s->dh - s->ph;
+                int ylo, yhi;
+                fg_valid_range(OH, s->sh, offy, s->H, &ylo, &yhi);
                 for (kx = 0; kx < s->kw; ++kx) {
                     const int offx = kx * s->dw - s->pw;
                     int lo, hi;
-                    fg_valid_range(s->OW, s->sw, offx, s->W, &lo, &hi);
+                    fg_valid_range(OW, s->sw, offx, s->W, &lo, &hi);
                     for (od = 0; od < s->OD; ++od) {
                         const int iz = od * s->sd + kz * s->dd - s->pd;
-                        for (oh = 0; oh < s->OH; ++oh) {
-                            const int iy = oh * s->sh + ky * s->dh - s->ph;
-                            float *restrict o = out + ((size_t)od * (size_t)s->OH + (size_t)oh) *
-                                                          (size_t)s->OW;
-                            int ow;
-                            if (iz < 0 || iz >= s->D || iy < 0 || iy >= s->H || lo >= hi) {
-                                memset(o, 0, (size_t)s->OW * sizeof(float));
-                                continue;
-                            }
-                            {
-                                const float *restrict xr =
-                                    xc + (size_t)iz * HW + (size_t)iy * (size_t)s->W;
-                                for (ow = 0; ow < lo; ++ow)
-                                    o[ow] = 0.0f;
-                                if (s->sw == 1) {
-                                    memcpy(o + lo, xr + (lo + offx),
-                                           (size_t)(hi - lo) * sizeof(float));
-                                } else {
-                                    const int sw = s->sw;
-                                    for (ow = lo; ow < hi; ++ow)
-                                        o[ow] = xr[ow * sw + offx];
+                        float *o = out + (size_t)od * OHW;
+                        const float *xz = xc + (size_t)iz * HW;
+                        if (iz < 0 || iz >= s->D || ylo >= yhi || lo >= hi) {
+                            memset(o, 0, OHW * sizeof(float));
+                            continue;
+                        }
+                        /* output rows whose input row is outside: zero */
+                        if (ylo > 0)
+                            memset(o, 0, (size_t)ylo * (size_t)OW * sizeof(float));
+                        if (yhi < OH)
+                            memset(o + (size_t)yhi * (size_t)OW, 0,
+                                   (size_t)(OH - yhi) * (size_t)OW * sizeof(float));
+                        if (flat) {
+                            /* rows ylo..yhi-1, columns lo..hi-1 of the last
+                             * row: one copy, then re-zero the pad columns */
+                            const size_t first = (size_t)ylo * (size_t)OW + (size_t)lo;
+                            const size_t last = (size_t)(yhi - 1) * (size_t)OW + (size_t)hi;
+                            const float *src =
+                                xz + (size_t)(ylo + offy) * (size_t)s->W + (size_t)(lo + offx);
+                            memcpy(o + first, src, (last - first) * sizeof(float));
+                            if (lo > 0 || hi < OW) {
+                                for (oh = ylo; oh < yhi; ++oh) {
+                                    float *orow = o + (size_t)oh * (size_t)OW;
+                                    if (lo > 0)
+                                        fg_zero_short(orow, lo);
+                                    if (hi < OW)
+                                        fg_zero_short(orow + hi, OW - hi);
                                 }
-                                for (ow = hi; ow < s->OW; ++ow)
-                                    o[ow] = 0.0f;
                             }
+                            continue;
+                        }
+                        for (oh = ylo; oh < yhi; ++oh) {
+                            const int iy = oh * s->sh + offy;
+                            const float *xr = xz + (size_t)iy * (size_t)s->W;
+                            float *orow = o + (size_t)oh * (size_t)OW;
+                            if (lo > 0)
+                                fg_zero_short(orow, lo);
+                            if (s->sw == 1) {
+                                fg_copy_short(orow + lo, xr + (lo + offx), hi - lo);
+                            } else {
+                                const int sw = s->sw;
+                                const float *xs = xr + ((ptrdiff_t)lo * sw + offx);
+                                int i;
+                                for (i = 0; i < hi - lo; ++i)
+                                    orow[lo + i] = xs[(ptrdiff_t)i * sw];
+                            }
+                            if (hi < OW)
+                                fg_zero_short(orow + hi, OW - hi);
                         }
                     }
                     out += S;

@@ -10,16 +10,20 @@
  * -ffast-math. Register blocking:
  *   - fg_gemm_a / fg_matmul / fg_dense with >= 4 rows: a 4 x FG_NR tile
  *     (FG_NR = 16: 8 ymm accumulators with AVX, 16 q registers on AArch64,
- *     16 xmm with SSE2), each loaded vector of B shared by 4 rows.
+ *     16 xmm with SSE2), each loaded vector of B shared by 4 rows; a last
+ *     block of 1 or 2 rows uses a 2 x FG_NR tile.
  *   - fg_dense with M == 1 (GEMV, memory bound): FG_KSPLIT = 4 interleaved
  *     partial sums per column to hide the add/FMA latency.
  * Compiler specifics (measured with gcc 12 and clang 14, see the report in
  * benchmarks/bench_kernels.py):
- *   - gcc: `#pragma GCC unroll` fully unrolls the fixed loops before
- *     vectorization; gcc's basic-block SLP then keeps every accumulator in a
- *     register at -O2 (without it, -O2 keeps them in memory) and avoids the
- *     badly vectorized shapes gcc -O3 otherwise picks.
- *   - clang: no pragma (clang's own unroller + loop vectorizer do better).
+ *   - gcc: the loops over the vectors of a row / over rows carry
+ *     `#pragma GCC unroll 16` (FG_UNROLL) and the FG_VL-long column loops
+ *     `#pragma GCC unroll 1` (FG_NOUNROLL). So at -O2 and -O3 alike the column
+ *     loop is what the loop vectorizer sees (one vector iteration, the
+ *     accumulator arrays become registers), and the k loop is never the
+ *     innermost loop when it runs: otherwise gcc -O3 without FMA hardware
+ *     "vectorizes" k as an in-order (fold-left) reduction, 5x slower.
+ *   - clang: no pragmas; its unroller and loop vectorizer handle these loops.
  *   - gcc tuned for AMD Zen (-march=native on Zen, -mtune=znverN) folds the B
  *     load into every FMA of the tile (4 loads instead of 1, halving speed);
  *     FG_BREG materializes the B vector once with a `+ 0.0f` (not an IEEE
@@ -54,8 +58,10 @@
 
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
 #define FG_UNROLL _Pragma("GCC unroll 16")
+#define FG_NOUNROLL _Pragma("GCC unroll 1")
 #else
 #define FG_UNROLL
+#define FG_NOUNROLL
 #endif
 
 #if defined(__GNUC__) && !defined(__clang__) &&                                                  \
@@ -150,6 +156,7 @@ static void fg_store_tile(fg_tile c, int rows, int cols, float *C, size_t ldc,
         float *restrict out = C + (size_t)i * ldc;
         const float br = bias_row ? bias_row[i] : 0.0f;
         for (v = 0; v < FG_NV; ++v) {
+            FG_NOUNROLL
             for (j = 0; j < FG_VL; ++j)
                 t[v * FG_VL + j] = c[i][v][j] + (bc[v * FG_VL + j] + br);
         }
@@ -169,6 +176,7 @@ static void fg_store_tile(fg_tile c, int rows, int cols, float *C, size_t ldc,
 FG_INLINE void fg_tile_zero(fg_tile c)
 {
     int i, j, v;
+    FG_NOUNROLL
     for (j = 0; j < FG_VL; ++j) {
         FG_UNROLL
         for (i = 0; i < 4; ++i) {
@@ -182,6 +190,29 @@ FG_INLINE void fg_tile_zero(fg_tile c)
 /* c[i][.] += sum_{k < K} A(i, k) * b[k*ldb + 0 .. FG_NR), A(i, k) = a[i][k * aks],
  * in increasing k. Must be inlined into a caller whose c is a local array so
  * that the accumulators live in registers. */
+/* Two-row version for the last block when it has at most 2 rows. */
+FG_INLINE void fg_tile2(const float *const a[4], size_t aks, const float *restrict b, size_t ldb,
+                        int K, fg_tile c)
+{
+    const float *restrict a0 = a[0];
+    const float *restrict a1 = a[1];
+    int j, k, v;
+    for (k = 0; k < K; ++k) {
+        const float *restrict q = b + (size_t)k * ldb;
+        const size_t ka = (size_t)k * aks;
+        const float x0 = a0[ka], x1 = a1[ka];
+        FG_NOUNROLL
+        for (j = 0; j < FG_VL; ++j) {
+            FG_UNROLL
+            for (v = 0; v < FG_NV; ++v) {
+                const float bv = FG_BREG(q[v * FG_VL + j]);
+                c[0][v][j] = FG_FMA(x0, bv, c[0][v][j]);
+                c[1][v][j] = FG_FMA(x1, bv, c[1][v][j]);
+            }
+        }
+    }
+}
+
 FG_INLINE void fg_tile4(const float *const a[4], size_t aks, const float *restrict b, size_t ldb,
                         int K, fg_tile c)
 {
@@ -194,6 +225,7 @@ FG_INLINE void fg_tile4(const float *const a[4], size_t aks, const float *restri
         const float *restrict q = b + (size_t)k * ldb;
         const size_t ka = (size_t)k * aks;
         const float x0 = a0[ka], x1 = a1[ka], x2 = a2[ka], x3 = a3[ka];
+        FG_NOUNROLL
         for (j = 0; j < FG_VL; ++j) {
             FG_UNROLL
             for (v = 0; v < FG_NV; ++v) {
@@ -226,7 +258,10 @@ static void fg_gemm_strip(const float *A, size_t a_bs, size_t a_rs, size_t aks, 
         for (i = 0; i < 4; ++i)
             ap[i] = ablk + (size_t)(i < rows ? i : rows - 1) * a_rs;
         fg_tile_zero(c);
-        fg_tile4(ap, aks, b, ldb, K, c);
+        if (rows <= 2)
+            fg_tile2(ap, aks, b, ldb, K, c);
+        else
+            fg_tile4(ap, aks, b, ldb, K, c);
         fg_store_tile(c, rows, cols, C + (size_t)m0 * ldc, ldc, bias_row ? bias_row + m0 : NULL,
                       bias_col, act, a, bb);
     }
@@ -257,7 +292,10 @@ static void fg_gemm_narrow(const float *A, size_t a_bs, size_t a_rs, size_t aks,
                        (size_t)N * sizeof(float));
             for (i = 0; i < 4; ++i)
                 ap[i] = ablk + (size_t)(i < rows ? i : rows - 1) * a_rs + (size_t)k0 * aks;
-            fg_tile4(ap, aks, bt, FG_NR, kc, c);
+            if (rows <= 2)
+                fg_tile2(ap, aks, bt, FG_NR, kc, c);
+            else
+                fg_tile4(ap, aks, bt, FG_NR, kc, c);
         }
         fg_store_tile(c, rows, N, C + (size_t)m0 * ldc, ldc, bias_row ? bias_row + m0 : NULL,
                       NULL, act, a, bb);
@@ -323,6 +361,7 @@ FG_INLINE void fg_dense_row_panel(const float *restrict x, const float *restrict
     float t[FG_PV][FG_VL];
     const int K4 = K - K % FG_KSPLIT;
     int r, v, j, k;
+    FG_NOUNROLL
     for (j = 0; j < FG_VL; ++j) {
         FG_UNROLL
         for (r = 0; r < FG_KSPLIT; ++r) {
@@ -337,6 +376,7 @@ FG_INLINE void fg_dense_row_panel(const float *restrict x, const float *restrict
         FG_UNROLL
         for (r = 0; r < FG_KSPLIT; ++r)
             xr[r] = x[k + r];
+        FG_NOUNROLL
         for (j = 0; j < FG_VL; ++j) {
             FG_UNROLL
             for (r = 0; r < FG_KSPLIT; ++r) {
@@ -346,6 +386,7 @@ FG_INLINE void fg_dense_row_panel(const float *restrict x, const float *restrict
             }
         }
     }
+    FG_NOUNROLL
     for (j = 0; j < FG_VL; ++j) {
         FG_UNROLL
         for (v = 0; v < FG_PV; ++v)
@@ -354,12 +395,14 @@ FG_INLINE void fg_dense_row_panel(const float *restrict x, const float *restrict
     for (k = K4; k < K; ++k) {
         const float *restrict q = p + (size_t)k * FG_PANEL;
         const float xk = x[k];
+        FG_NOUNROLL
         for (j = 0; j < FG_VL; ++j) {
             FG_UNROLL
             for (v = 0; v < FG_PV; ++v)
                 t[v][j] = FG_FMA(xk, q[v * FG_VL + j], t[v][j]);
         }
     }
+    FG_NOUNROLL
     for (j = 0; j < FG_VL; ++j) {
         FG_UNROLL
         for (v = 0; v < FG_PV; ++v) {

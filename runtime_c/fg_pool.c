@@ -13,7 +13,9 @@
  * AveragePool: sum of the taps inside the input divided by the number of taps
  * inside the padded input (count_include_pad = 1) or inside the input (0);
  * taps past the padded input (ceil_mode windows) never count. Summation order:
- * window rows in (z, y) order, kernel columns in x order.
+ * window rows in (z, y) order, kernel columns in x order (for 2-wide,
+ * stride-2 windows the two taps of a row are added first); the unpadded
+ * 2x2 / stride-2 pool computes ((x00 + x01) + (x10 + x11)) * 0.25.
  * Global pools: FG_PB interleaved partial sums / maxima per channel, combined
  * pairwise in a fixed order.
  */
@@ -212,14 +214,54 @@ static void fg_pool_generic(const fg_pool_shape *s, const float *x, float *y, in
     }
 }
 
+/* The common 2x2 window, stride 2, no padding, every window inside the
+ * input (depth, if any, untouched): a direct loop over the outputs. */
+static int fg_pool_is_2x2(const fg_pool_shape *s)
+{
+    return s->kd == 1 && s->sd == 1 && s->pd == 0 && s->pd_end == 0 && s->OD == s->D &&
+           s->kh == 2 && s->kw == 2 && s->sh == 2 && s->sw == 2 && s->dh == 1 && s->dw == 1 &&
+           s->ph == 0 && s->pw == 0 && 2 * s->OH <= s->H && 2 * s->OW <= s->W;
+}
+
+static void fg_pool_2x2(const fg_pool_shape *s, const float *x, float *y, int is_max)
+{
+    const size_t planes = (size_t)s->C * (size_t)s->D;
+    const size_t W = (size_t)s->W;
+    size_t p;
+    int oh, ow;
+    for (p = 0; p < planes; ++p) {
+        const float *xp = x + p * (size_t)s->H * W;
+        float *yp = y + p * (size_t)s->OH * (size_t)s->OW;
+        for (oh = 0; oh < s->OH; ++oh) {
+            const float *restrict r0 = xp + (size_t)(2 * oh) * W;
+            const float *restrict r1 = r0 + W;
+            float *restrict o = yp + (size_t)oh * (size_t)s->OW;
+            if (is_max) {
+                for (ow = 0; ow < s->OW; ++ow)
+                    o[ow] = fg_maxf(fg_maxf(r0[2 * ow], r0[2 * ow + 1]),
+                                    fg_maxf(r1[2 * ow], r1[2 * ow + 1]));
+            } else {
+                for (ow = 0; ow < s->OW; ++ow)
+                    o[ow] = ((r0[2 * ow] + r0[2 * ow + 1]) + (r1[2 * ow] + r1[2 * ow + 1])) * 0.25f;
+            }
+        }
+    }
+}
+
 void fg_maxpool(const fg_pool_shape *s, const float *x, float *y)
 {
-    fg_pool_generic(s, x, y, 1);
+    if (fg_pool_is_2x2(s))
+        fg_pool_2x2(s, x, y, 1);
+    else
+        fg_pool_generic(s, x, y, 1);
 }
 
 void fg_avgpool(const fg_pool_shape *s, const float *x, float *y)
 {
-    fg_pool_generic(s, x, y, 0);
+    if (fg_pool_is_2x2(s))
+        fg_pool_2x2(s, x, y, 0);
+    else
+        fg_pool_generic(s, x, y, 0);
 }
 
 void fg_global_avgpool(const float *x, float *y, int C, int S)

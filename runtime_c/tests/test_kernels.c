@@ -497,6 +497,16 @@ static void test_pool(int iters)
             rnd_pool_dim(&s.H, &s.kh, &s.sh, &s.dh, &s.ph, &s.ph_end, &s.OH, 0);
         if (nd >= 3)
             rnd_pool_dim(&s.D, &s.kd, &s.sd, &s.dd, &s.pd, &s.pd_end, &s.OD, 0);
+        if (it % 6 == 0 && nd == 2) { /* the unpadded 2x2 stride-2 pool (fast path) */
+            s.kh = s.kw = 2;
+            s.sh = s.sw = 2;
+            s.dh = s.dw = 1;
+            s.ph = s.pw = s.ph_end = s.pw_end = 0;
+            s.W = rnd_int(2, 30);
+            s.H = rnd_int(2, 12);
+            s.OW = pool_out(s.W, 2, 2, 1, 0, 0, rnd_int(0, 1));
+            s.OH = pool_out(s.H, 2, 2, 1, 0, 0, rnd_int(0, 1));
+        }
         if (s.OD <= 0 || s.OH <= 0 || s.OW <= 0)
             continue;
         s.count_include_pad = rnd_int(0, 1);
