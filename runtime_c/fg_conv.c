@@ -179,6 +179,16 @@ void fg_im2col(const fg_conv_shape *s, const float *x, float *cols)
                             }
                             continue;
                         }
+                        if (s->sw == 1 && lo == 0 && hi == OW) {
+                            /* whole rows inside the input: a tight copy loop */
+                            const size_t step = (size_t)s->sh * (size_t)s->W;
+                            const float *src =
+                                xz + (size_t)(ylo * s->sh + offy) * (size_t)s->W + (size_t)offx;
+                            float *dst = o + (size_t)ylo * (size_t)OW;
+                            for (oh = ylo; oh < yhi; ++oh, src += step, dst += OW)
+                                fg_copy_short(dst, src, OW);
+                            continue;
+                        }
                         for (oh = ylo; oh < yhi; ++oh) {
                             const int iy = oh * s->sh + offy;
                             const float *xr = xz + (size_t)iy * (size_t)s->W;
