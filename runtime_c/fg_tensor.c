@@ -442,12 +442,14 @@ static void fg_softmax_line(const float *x, float *y, int n, size_t st, int logs
     for (r = 0; r < n; ++r)
         m = fg_max_nan(x[(size_t)r * st], m);
     if (logsm) {
-        float lse;
+        /* (x - m) - log(sum): x - m is exact for nearby values, so large
+         * inputs (e.g. 10000) keep full relative precision */
+        float ls;
         for (r = 0; r < n; ++r)
             sum += expf(x[(size_t)r * st] - m);
-        lse = m + logf(sum);
+        ls = logf(sum);
         for (r = 0; r < n; ++r)
-            y[(size_t)r * st] = x[(size_t)r * st] - lse;
+            y[(size_t)r * st] = (x[(size_t)r * st] - m) - ls;
     } else {
         for (r = 0; r < n; ++r) {
             const float e = expf(x[(size_t)r * st] - m);
@@ -484,13 +486,14 @@ static void fg_softmax_block(const float *x, float *y, int n, size_t st, int log
         }
     }
     if (logsm) {
+        float ls[FG_TB];
         for (j = 0; j < FG_TB; ++j)
-            m[j] += logf(sum[j]);
+            ls[j] = logf(sum[j]);
         for (r = 0; r < n; ++r) {
             const float *xr = x + (size_t)r * st;
             float *yr = y + (size_t)r * st;
             for (j = 0; j < FG_TB; ++j)
-                yr[j] = xr[j] - m[j];
+                yr[j] = (xr[j] - m[j]) - ls[j];
         }
     } else {
         for (r = 0; r < n; ++r) {

@@ -831,6 +831,19 @@ def test_softmax_and_reduce(rt, outer, n, inner, seed):
         np.testing.assert_allclose(r, ref(xd, axis=1), rtol=1e-5, atol=1e-5 * n)
 
 
+def test_log_softmax_large_inputs(rt):
+    """ONNX test_logsoftmax_large_number: x - max must be formed before subtracting log(sum)."""
+    ffi, lib = rt
+    x = f32([[0, 1, 2, 3], [10000, 10001, 10002, 10003]])
+    y = np.empty_like(x)
+    lib.fg_log_softmax(ptr(ffi, x), ptr(ffi, y), 2, 4, 1)
+    want = scipy.special.log_softmax(x.astype(np.float64), axis=1)
+    np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-6)
+    xt = np.ascontiguousarray(x.T)  # the same along a strided axis (inner = 2)
+    lib.fg_log_softmax(ptr(ffi, xt), ptr(ffi, y), 1, 4, 2)
+    np.testing.assert_allclose(y.reshape(4, 2), want.T, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 5])
 def test_lrn(rt, size):
     # onnx.reference's LRN loops over the batch axis instead of the channels (only
