@@ -168,6 +168,11 @@ void fg_gelu(const float *x, float *y, size_t n)
     FG_MAP(0.5f * v * (1.0f + erff(v * 0.70710678118654752440f)));
 }
 
+void fg_gelu_tanh(const float *x, float *y, size_t n)
+{
+    FG_MAP(0.5f * v * (1.0f + tanhf(0.79788456080286535588f * (v + 0.044715f * v * v * v))));
+}
+
 void fg_copy(const float *x, float *y, size_t n)
 {
     if (x != y && n > 0)

@@ -149,6 +149,8 @@ void fg_neg(const float *x, float *y, size_t n);
 void fg_reciprocal(const float *x, float *y, size_t n);
 void fg_erf(const float *x, float *y, size_t n);
 void fg_gelu(const float *x, float *y, size_t n); /* exact: 0.5 x (1 + erf(x / sqrt 2)) */
+void fg_gelu_tanh(const float *x, float *y, size_t n); /* Gelu approximate="tanh":
+                       0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
 void fg_copy(const float *x, float *y, size_t n);
 void fg_fill(float *y, size_t n, float value);
 

@@ -234,6 +234,9 @@ float ref_unary(int op, float v, float p0, float p1)
         return (float)erf(d);
     case REF_GELU:
         return (float)(0.5 * d * (1.0 + erf(d / sqrt(2.0))));
+    case REF_GELU_TANH:
+        return (float)(0.5 * d * (1.0 + tanh(sqrt(2.0 / 3.14159265358979323846) *
+                                             (d + 0.044715 * d * d * d))));
     default:
         return v;
     }

@@ -37,7 +37,7 @@ void ref_global_maxpool(const float *x, float *y, int C, int S);
 enum {
     REF_RELU, REF_LEAKY, REF_CLIP, REF_ELU, REF_SELU, REF_SIGMOID, REF_HARD_SIGMOID,
     REF_HARD_SWISH, REF_TANH, REF_SOFTPLUS, REF_EXP, REF_LOG, REF_SQRT, REF_ABS, REF_NEG,
-    REF_RECIPROCAL, REF_ERF, REF_GELU, REF_COPY, REF_NUM_UNARY
+    REF_RECIPROCAL, REF_ERF, REF_GELU, REF_GELU_TANH, REF_COPY, REF_NUM_UNARY
 };
 float ref_unary(int op, float v, float p0, float p1);
 void ref_channel_affine(const float *x, float *y, int outer, int C, int inner, const float *scale,

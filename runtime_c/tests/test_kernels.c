@@ -580,6 +580,7 @@ static void run_unary(int op, const float *x, float *y, size_t n, float p0, floa
     case REF_RECIPROCAL: fg_reciprocal(x, y, n); break;
     case REF_ERF: fg_erf(x, y, n); break;
     case REF_GELU: fg_gelu(x, y, n); break;
+    case REF_GELU_TANH: fg_gelu_tanh(x, y, n); break;
     case REF_COPY: fg_copy(x, y, n); break;
     default: break;
     }
@@ -590,7 +591,7 @@ static void test_unary(int iters)
     static const char *names[REF_NUM_UNARY] = {
         "relu", "leaky_relu", "clip", "elu", "selu", "sigmoid", "hard_sigmoid", "hard_swish",
         "tanh", "softplus", "exp", "log", "sqrt", "abs", "neg", "reciprocal", "erf", "gelu",
-        "copy"};
+        "gelu_tanh", "copy"};
     int it, op;
     for (op = 0; op < REF_NUM_UNARY; ++op) {
         for (it = 0; it < iters; ++it) {

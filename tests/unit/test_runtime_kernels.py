@@ -585,6 +585,10 @@ UNARY = {
     "fg_reciprocal": ((), np.reciprocal),
     "fg_erf": ((), scipy.special.erf),
     "fg_gelu": ((), lambda x: 0.5 * x * (1 + scipy.special.erf(x / np.sqrt(2)))),
+    "fg_gelu_tanh": (
+        (),
+        lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3))),
+    ),
     "fg_copy": ((), lambda x: x),
 }
 
