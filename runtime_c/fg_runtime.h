@@ -229,4 +229,52 @@ void fg_reduce(int op, const float *x, float *y, int outer, int n, int inner);
 void fg_lrn(const float *x, float *y, int outer, int C, int inner, int size, float alpha,
             float beta, float bias);
 
+/* ---- sparse factors (fg_sparse.c) ---------------------------------------- */
+/* A factorized layer applies a chain of sparse factors S (m x n). Arrays follow
+ * scipy's CSR naming (indptr, indices, data). Each kernel exists with uint16_t
+ * column indices (_u16, when n <= 65536) and int32_t ones (_i32). bias (length m)
+ * may be NULL; act/a/b is the fused activation, as for fg_dense. */
+
+/* Rows of 16 output rows x 1 input column per block (fg_bsr16_matvec). */
+#define FG_BSR_ROWS 16
+
+/* matvec: x holds `rows` vectors of n floats, y receives `rows` vectors of m:
+ *   y[r*m + i] = act(bias[i] + sum_{p = indptr[i]}^{indptr[i+1]-1} data[p] * x[r*n + indices[p]]) */
+void fg_csr_matvec_u16(int rows, int m, int n, const int32_t *indptr, const uint16_t *indices,
+                       const float *data, const float *x, float *y, const float *bias, int act,
+                       float a, float b);
+void fg_csr_matvec_i32(int rows, int m, int n, const int32_t *indptr, const int32_t *indices,
+                       const float *data, const float *x, float *y, const float *bias, int act,
+                       float a, float b);
+
+/* ELL, slot-major: k entries per row, entry s of row i at [s*m + i] (padding entries
+ * have data 0 and any valid index):
+ *   y[r*m + i] = act(bias[i] + sum_{s<k} data[s*m + i] * x[r*n + indices[s*m + i]]) */
+void fg_ell_matvec_u16(int rows, int m, int n, int k, const uint16_t *indices, const float *data,
+                       const float *x, float *y, const float *bias, int act, float a, float b);
+void fg_ell_matvec_i32(int rows, int m, int n, int k, const int32_t *indices, const float *data,
+                       const float *x, float *y, const float *bias, int act, float a, float b);
+
+/* Block-sparse with blocks of FG_BSR_ROWS consecutive rows x 1 column. Row panel p
+ * covers rows p*16 .. p*16+15 (the last panel may be partial: rows >= m are not
+ * written); its blocks are q = panel_ptr[p] .. panel_ptr[p+1]-1, block q holding
+ * column cols[q] and the 16 values values[q*16 .. q*16+15] (zero past m):
+ *   y[r*m + p*16 + j] = act(bias[p*16+j] + sum_q values[q*16 + j] * x[r*n + cols[q]]) */
+void fg_bsr16_matvec_u16(int rows, int m, int n, const int32_t *panel_ptr, const uint16_t *cols,
+                         const float *values, const float *x, float *y, const float *bias,
+                         int act, float a, float b);
+void fg_bsr16_matvec_i32(int rows, int m, int n, const int32_t *panel_ptr, const int32_t *cols,
+                         const float *values, const float *x, float *y, const float *bias,
+                         int act, float a, float b);
+
+/* Sparse x dense (the conv patch matrix): X is (n x ncols) row-major, Y (m x ncols):
+ *   Y[i*ncols + c] = act(bias[i] + sum_p data[p] * X[indices[p]*ncols + c])
+ * (n, the row count of X, is implied by the indices). Inner loops run over c. */
+void fg_csr_spmm_u16(int m, int ncols, const int32_t *indptr, const uint16_t *indices,
+                     const float *data, const float *X, float *Y, const float *bias, int act,
+                     float a, float b);
+void fg_csr_spmm_i32(int m, int ncols, const int32_t *indptr, const int32_t *indices,
+                     const float *data, const float *X, float *Y, const float *bias, int act,
+                     float a, float b);
+
 #endif /* FG_RUNTIME_H */
