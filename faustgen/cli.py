@@ -46,6 +46,53 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--name", default="model", help="prefix of the generated C symbols and files")
     b.add_argument("--input-shape", type=_shape, help="full input shape, e.g. 1,3,32,32")
     b.add_argument("--no-compile", action="store_true", help="write the sources only")
+    f = b.add_argument_group("factorization (default: fully connected layers at RCG 4)")
+    target = f.add_mutually_exclusive_group()
+    target.add_argument(
+        "--rcg",
+        type=float,
+        help="relative complexity gain per layer "
+        "(dense parameters / stored factor entries); also factorizes convs",
+    )
+    target.add_argument(
+        "--max-error",
+        type=float,
+        help="largest relative weight error per layer; the highest RCG within it is chosen",
+    )
+    f.add_argument("--factors", type=int, help="number of sparse factors (default: chosen)")
+    f.add_argument(
+        "--keep-dense",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="node or weight names to leave dense",
+    )
+    f.add_argument(
+        "--convs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="factorize convolutions (default: only with --rcg/--max-error)",
+    )
+    f.add_argument(
+        "--unstructured",
+        action="store_true",
+        help="unstructured sparse factors (lower error, CSR kernels) instead of 16x1 blocks",
+    )
+    f.add_argument(
+        "--min-size",
+        type=int,
+        default=4096,
+        help="layers with fewer weights stay dense (default 4096)",
+    )
+    f.add_argument("--calib", help="float32 .npy calibration inputs: report output errors")
+    f.add_argument(
+        "--finetune",
+        type=int,
+        default=0,
+        metavar="EPOCHS",
+        help="fine-tune the factors on --calib to match the dense outputs",
+    )
+    f.add_argument("--seed", type=int, default=0)
 
     r = sub.add_parser("run", help="run a built model on inputs from a .npy file")
     r.add_argument("out", help="bundle directory written by 'faustgen build'")
@@ -68,6 +115,11 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         help="absolute tolerance added to rtol*max|ref| (default 0)",
     )
+
+    rp = sub.add_parser("report", help="per-layer table of a build (report.json)")
+    rp.add_argument("out", help="bundle directory")
+    rp.add_argument("--json", action="store_true", help="print report.json")
+    rp.add_argument("--plot", metavar="FILE.png", help="plot weight error vs RCG per layer")
 
     t = sub.add_parser("targets", help="list targets and whether their toolchains are installed")
     t.add_argument("--json", action="store_true")
@@ -112,6 +164,12 @@ def _save_npy(path: str, y: np.ndarray) -> None:
 def cmd_build(args) -> int:
     from faustgen.build import BuildOptions, build_bundle
 
+    for flag in ("rcg", "max_error", "factors", "min_size", "finetune"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0 and flag != "finetune":
+            raise FaustgenError(f"--{flag.replace('_', '-')} must be positive")
+    if args.rcg is not None and args.rcg < 1:
+        raise FaustgenError("--rcg must be at least 1")
     opts = BuildOptions(
         target=args.target,
         prefix=args.name,
@@ -119,6 +177,17 @@ def cmd_build(args) -> int:
         input_shape=args.input_shape,
         command="faustgen " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "faustgen build",
         compile=not args.no_compile,
+        rcg=args.rcg,
+        max_error=args.max_error,
+        factors=args.factors,
+        keep_dense=tuple(args.keep_dense),
+        convs=args.convs,
+        unstructured=args.unstructured,
+        min_size=args.min_size,
+        calib=_load_npy(args.calib) if args.calib else None,
+        finetune=args.finetune,
+        seed=args.seed,
+        progress=sys.stderr.isatty(),
     )
     result = build_bundle(args.model, args.out, opts)
     for m in result.messages:
@@ -211,6 +280,19 @@ def cmd_targets(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    import json
+
+    from faustgen.report import format_report, load_report, plot_report
+
+    r = load_report(args.out)
+    print(json.dumps(r, indent=2) if args.json else format_report(r))
+    if args.plot:
+        plot_report(r, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from faustgen.demo import main_demo
 
@@ -223,6 +305,7 @@ COMMANDS = {
     "verify": cmd_verify,
     "targets": cmd_targets,
     "demo": cmd_demo,
+    "report": cmd_report,
 }
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from faustgen import __version__
 from faustgen.build.toolchain import (
     Target,
@@ -43,6 +45,18 @@ class BuildOptions:
     command: str = "faustgen build"
     compile: bool = True
     extra_cflags: tuple[str, ...] = ()
+    # factorization (ignored with dense=True)
+    rcg: float | None = None
+    max_error: float | None = None
+    factors: int | None = None
+    keep_dense: tuple[str, ...] = ()
+    convs: bool | None = None  # None: only when rcg / max_error is given explicitly
+    unstructured: bool = False  # unstructured sparse factors instead of 16x1 blocks
+    min_size: int = 4096
+    calib: np.ndarray | None = None  # calibration inputs, first axis = samples
+    finetune: int = 0  # epochs of factor fine-tuning on the calibration inputs
+    seed: int = 0
+    progress: bool = False
 
 
 @dataclass
@@ -66,7 +80,11 @@ def build_bundle(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise FaustgenError(f"{out}: exists and is not a directory")
-    graph = optimize(import_onnx(model_path, opts.input_shape))
+    imported = import_onnx(model_path, opts.input_shape)
+    graph = optimize(imported)
+    compression = None
+    if not opts.dense:
+        graph, compression = _factorized(imported, graph, opts, target)
     program = lower_graph(graph, opts.prefix)
     plan = plan_memory(program)
     rendered = render(
@@ -88,12 +106,90 @@ def build_bundle(
         copy_runtime(tmp)
         sizes = _compile(tmp, opts, target, messages) if opts.compile else None
         report = _report(graph, opts, target, rendered.weight_bytes, rendered.arena_bytes, sizes)
+        if compression is not None:
+            report["compression"] = compression
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return BuildResult(out, report, graph, messages)
+
+
+def _factorized(
+    imported: Graph, dense: Graph, opts: BuildOptions, target: Target
+) -> tuple[Graph, dict[str, Any]]:
+    """The factorized graph, fine-tuned and calibrated as the options ask."""
+    from faustgen.passes.costmodel import CostModel
+    from faustgen.passes.factorize import FactorizePolicy
+
+    explicit = opts.rcg is not None or opts.max_error is not None
+    policy = FactorizePolicy.default(
+        rcg=opts.rcg,
+        max_error=opts.max_error,
+        factors=opts.factors,
+        keep_dense=tuple(opts.keep_dense),
+        min_size=opts.min_size,
+        convs=explicit if opts.convs is None else opts.convs,
+        block=None if opts.unstructured else 16,
+        seed=opts.seed,
+        cost=CostModel.from_target(dict(target.cost)),
+        progress=_progress(opts.progress),
+    )
+    g = imported.copy()
+    g.meta["factorize"] = policy
+    graph = optimize(g)
+    graph.meta.pop("factorize", None)
+    info: dict[str, Any] = {
+        "policy": policy.describe(),
+        "block": policy.block,
+        "convs": policy.convs,
+    }
+    if opts.finetune > 0 and opts.calib is None:
+        raise FaustgenError("--finetune needs calibration inputs (--calib X.npy)")
+    if opts.calib is not None:
+        from faustgen.calibrate import calibration_report
+
+        xs = _calib_samples(opts.calib, dense)
+        info["calibration"] = calibration_report(dense, graph, xs)
+        if opts.finetune > 0:
+            from faustgen.finetune import finetune
+
+            info["finetune"] = finetune(
+                dense, graph, xs, opts.finetune, seed=opts.seed, progress=opts.progress
+            )
+            info["calibration_after_finetune"] = calibration_report(dense, graph, xs)
+    return graph, info
+
+
+def _calib_samples(x: np.ndarray, graph: Graph) -> np.ndarray:
+    per_call = graph.tensors[graph.inputs[0]].shape
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        raise FaustgenError(f"calibration inputs have dtype {x.dtype}; expected float32")
+    if tuple(x.shape) == tuple(per_call):
+        return x[None] if per_call[0] != 1 else x
+    if (
+        x.ndim == len(per_call)
+        and tuple(x.shape[1:]) == tuple(per_call[1:])
+        and (graph.batch_symbolic or per_call[0] == 1)
+    ):
+        return x
+    raise FaustgenError(
+        f"calibration inputs have shape {x.shape}; expected "
+        f"(B, {', '.join(map(str, per_call[1:]))})"
+    )
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    import sys
+
+    def show(message: str) -> None:
+        print(f"faustgen: factorizing layer {message}", file=sys.stderr, flush=True)
+
+    return show
 
 
 def _compile(
@@ -137,17 +233,25 @@ def _report(
 ) -> dict[str, Any]:
     (inp,) = graph.inputs
     layers = []
+    params = dense_params = 0
     for node in graph.nodes:
-        params = sum(graph.tensors[i].size for i in node.inputs if i and graph.is_const(i))
-        layers.append(
-            {
-                "name": node.name,
-                "op": node.op,
-                "fused": list(node.attrs.get("fused", [])),
-                "output_shape": list(graph.tensors[node.outputs[0]].shape),
-                "parameters": params,
-            }
-        )
+        own = sum(graph.tensors[i].size for i in node.inputs if i and graph.is_const(i))
+        layer: dict[str, Any] = {
+            "name": node.name,
+            "op": node.op,
+            "fused": list(node.attrs.get("fused", [])),
+            "output_shape": list(graph.tensors[node.outputs[0]].shape),
+            "parameters": own,
+        }
+        fact = node.attrs.get("factorization")
+        if fact is not None:
+            layer["factorization"] = fact
+            if fact["factorized"]:
+                layer["parameters"] = own + fact["stored"]
+                dense_params += fact["dense_parameters"] - fact["stored"]
+        params += layer["parameters"]
+        layers.append(layer)
+    dense_params += params
     return {
         "faustgen_version": __version__,
         "command": opts.command,
@@ -162,7 +266,9 @@ def _report(
             "batch_symbolic": graph.batch_symbolic,
         },
         "totals": {
-            "parameters": graph.parameter_count(),
+            "parameters": params,
+            "dense_parameters": dense_params,
+            "rcg": dense_params / max(params, 1),
             "weight_bytes": weight_bytes,
             "arena_bytes": arena_bytes,
         },

@@ -38,6 +38,9 @@ class CompiledModel:
             raise FaustgenError(f"{report_path}: unreadable build report") from None
         self._lib = None
         self._ffi = None
+        self._infer = None
+        self._sizes = [int(np.prod(o, dtype=np.int64)) for o in self.output_shapes]
+        self._layouts: dict[tuple[int, ...], tuple[int, list[tuple[int, ...]]]] = {}
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -46,7 +49,7 @@ class CompiledModel:
     @property
     def output_size(self) -> int:
         """Floats of one call's output record (all outputs back to back)."""
-        return sum(int(np.prod(s, dtype=np.int64)) for s in self.output_shapes)
+        return sum(self._sizes)
 
     # ------------------------------------------------------------ batching
     def batch_layout(self, shape: tuple[int, ...]) -> tuple[int, list[tuple[int, ...]]]:
@@ -76,7 +79,10 @@ class CompiledModel:
             raise FaustgenError(f"input must be a numpy array, not {type(x).__name__}")
         if x.dtype != np.float32:
             raise FaustgenError(f"input has dtype {x.dtype}; the model expects float32")
-        return self.batch_layout(x.shape)
+        layout = self._layouts.get(x.shape)
+        if layout is None:
+            layout = self._layouts[x.shape] = self.batch_layout(x.shape)
+        return layout
 
     # ------------------------------------------------------------ running
     def predict(self, x: np.ndarray) -> np.ndarray | list[np.ndarray]:
@@ -87,13 +93,14 @@ class CompiledModel:
             flat = self._predict_cffi(x, batch)
         else:
             flat = self._predict_harness(x, batch)
+        if len(out_shapes) == 1:
+            return flat.reshape(out_shapes[0])
         records = flat.reshape(batch, self.output_size)
         outs, pos = [], 0
-        for shape in out_shapes:
-            n = int(np.prod(shape, dtype=np.int64)) // batch
+        for shape, n in zip(out_shapes, self._sizes, strict=True):
             outs.append(np.ascontiguousarray(records[:, pos : pos + n]).reshape(shape))
             pos += n
-        return outs[0] if len(outs) == 1 else outs
+        return outs
 
     __call__ = predict
 
@@ -118,10 +125,12 @@ class CompiledModel:
         return self._lib, self._ffi
 
     def _predict_cffi(self, x, batch) -> np.ndarray:
-        lib, ffi = self._load()
+        if self._infer is None:
+            lib, _ = self._load()
+            self._infer = getattr(lib, f"{self.prefix}_infer")
+        ffi = self._ffi
         y = np.empty(batch * self.output_size, np.float32)
-        fn = getattr(lib, f"{self.prefix}_infer")
-        rc = fn(ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", y), batch)
+        rc = self._infer(ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", y), batch)
         if rc != 0:
             raise FaustgenError(f"{self.prefix}_infer returned {rc}")
         return y

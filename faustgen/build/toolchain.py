@@ -24,6 +24,7 @@ class Target:
     sysroot: str
     native: bool  # binaries run on this machine without emulation (cffi can load them)
     install_hint: str
+    cost: tuple[tuple[str, float], ...] = ()  # per-entry kernel costs for the cost model
 
     @property
     def compiler_path(self) -> str | None:
@@ -70,6 +71,7 @@ def load_target(name: str) -> Target:
         sysroot=d.get("sysroot", ""),
         native=bool(d.get("native", False)),
         install_hint=d.get("install_hint", ""),
+        cost=tuple(sorted((k, float(v)) for k, v in d.get("cost", {}).items())),
     )
 
 

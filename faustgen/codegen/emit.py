@@ -30,10 +30,15 @@ class Buf:
 
 @dataclass(frozen=True)
 class Scratch:
-    """Temporary floats a call needs (im2col matrix, ...), placed in the arena."""
+    """Temporary floats (im2col matrix, intermediate of a factor chain, ...) placed in the
+    arena; live from the first to the last call that mentions it."""
 
     id: int
     floats: int
+    offset: int = 0
+
+    def at(self, offset: int) -> Scratch:
+        return Scratch(self.id, self.floats, self.offset + offset)
 
 
 @dataclass
@@ -69,7 +74,7 @@ class Program:
     structs: list[ConstStruct] = field(default_factory=list)
     aliases: dict[str, tuple[str, int]] = field(default_factory=dict)  # view -> (base, offset)
     inplace: list[tuple[int, str, str]] = field(default_factory=list)  # (call, out, in)
-    scratch: dict[int, int] = field(default_factory=dict)  # scratch id -> call index
+    scratch: dict[int, int] = field(default_factory=dict)  # scratch id -> floats
     node_notes: dict[str, str] = field(default_factory=dict)  # node name -> comment text
     # Graph outputs are laid out back to back in the caller's output buffer. An output
     # whose root buffer a call writes is computed in place there (root -> offset);
@@ -146,7 +151,7 @@ class Emitter:
     def scratch(self, floats: int) -> Scratch:
         self._scratch_ids += 1
         sc = Scratch(self._scratch_ids, int(floats))
-        self.program.scratch[sc.id] = len(self.program.calls)
+        self.program.scratch[sc.id] = int(floats)
         return sc
 
     def alias(self, out: int = 0, inp: int = 0, offset: int = 0) -> None:

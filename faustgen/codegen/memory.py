@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from faustgen.codegen.emit import Buf, Call, Program, Scratch
+from faustgen.codegen.emit import Buf, Program, Scratch
 
 ALIGN = 16  # floats
 
@@ -46,7 +46,6 @@ def _round(n: int) -> int:
 def plan_memory(program: Program) -> MemoryPlan:
     g = program.graph
     (graph_in,) = g.inputs
-    n_calls = len(program.calls)
 
     # Lifetimes of root buffers over call indices.
     first_write: dict[str, int] = {}
@@ -93,10 +92,15 @@ def plan_memory(program: Program) -> MemoryPlan:
     for r, grp in group_of.items():
         sizes[grp] = max(sizes.get(grp, 0), g.tensors[r].size)
     blocks = [(grp, _round(sizes[grp]), s[0], s[1]) for grp, s in span.items()]
-    for sid, call_idx in program.scratch.items():
-        floats = _scratch_floats(program.calls[call_idx], sid) if call_idx < n_calls else 0
-        if floats:
-            blocks.append((f"#scratch{sid}", _round(floats), call_idx, call_idx))
+    scratch_span: dict[int, list[int]] = {}
+    for i, call in enumerate(program.calls):
+        for a in call.args:
+            if isinstance(a, Scratch):
+                span_i = scratch_span.setdefault(a.id, [i, i])
+                span_i[1] = i
+    for sid, (first, last) in scratch_span.items():
+        if program.scratch[sid]:
+            blocks.append((f"#scratch{sid}", _round(program.scratch[sid]), first, last))
 
     offsets = _greedy_place(blocks)
     plan.arena_floats = max((offsets[b[0]] + b[1] for b in blocks), default=0)
@@ -115,13 +119,6 @@ def plan_memory(program: Program) -> MemoryPlan:
             base = plan.storage[root]
             plan.storage[name] = Storage(base.kind, base.offset + off, base.ident)
     return plan
-
-
-def _scratch_floats(call: Call, sid: int) -> int:
-    for a in call.args:
-        if isinstance(a, Scratch) and a.id == sid:
-            return a.floats
-    return 0
 
 
 def _greedy_place(blocks: list[tuple[str, int, int, int]]) -> dict[str, int]:

@@ -64,7 +64,7 @@ class _ArgRenderer:
         if isinstance(a, Buf):
             return self.buf(a.tensor, a.offset)
         if isinstance(a, Scratch):
-            off = self.plan.scratch[a.id]
+            off = self.plan.scratch[a.id] + a.offset
             return f"{self.arena} + {off}" if off else self.arena
         if isinstance(a, bool):
             return "1" if a else "0"

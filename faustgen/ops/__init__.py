@@ -17,6 +17,7 @@ from faustgen.ops import (  # noqa: F401  (import for registration side effects)
     activation,
     binary,
     conv,
+    factorized,
     gemm,
     norm,
     pad,

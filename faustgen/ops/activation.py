@@ -70,6 +70,12 @@ UNARY: dict[str, Unary] = {
     "Reciprocal": Unary({}, _f32(np.reciprocal), "fg_reciprocal"),
     "Erf": Unary({}, _f32(erf), "fg_erf"),
     "Gelu": Unary({}, _f32(lambda x: 0.5 * x * (1 + erf(x / math.sqrt(2)))), "fg_gelu"),
+    # Gelu with approximate="tanh" parses into this entry (not an ONNX op type).
+    "GeluTanh": Unary(
+        {},
+        _f32(lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))),
+        "fg_gelu_tanh",
+    ),
 }
 
 # Activations the Dense / Conv kernels can apply in their epilogue: (FG_ACT_*, a, b).
@@ -101,15 +107,19 @@ def apply_act(y: np.ndarray, act: tuple[str, float, float] | None) -> np.ndarray
 def register_unary() -> None:
     for op_type, spec in UNARY.items():
 
-        @register_op(op_type)
+        @register_op(op_type, onnx=op_type != "GeluTanh")
         class _U(Op):
             elementwise = True
             _spec = spec
 
             def parse(self, ctx: ParseContext):
-                if ctx.op_type == "Gelu" and ctx.attr("approximate", "none") != "none":
-                    ctx.fail("only approximate='none' is supported")
                 attrs = {k: float(ctx.attr(k, v)) for k, v in self._spec.attrs.items()}
+                if ctx.op_type == "Gelu":
+                    approx = ctx.attr("approximate", "none")
+                    if approx not in ("none", "tanh"):
+                        ctx.fail(f"approximate='{approx}' is not supported")
+                    if approx == "tanh":
+                        return ctx.node(attrs, inputs=[ctx.input(0)], op="GeluTanh")
                 return ctx.node(attrs, inputs=[ctx.input(0)])
 
             def compute(self, node, ins):

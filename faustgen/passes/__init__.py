@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from faustgen.ir import Graph
 from faustgen.passes.canonicalize import canonicalize_linear, remove_identities
 from faustgen.passes.cleanup import eliminate_dead_nodes, fold_constants
+from faustgen.passes.factorize import factorize_weights
 from faustgen.passes.fuse import fold_batchnorm, fuse_activation, fuse_bias
 
 Pass = Callable[[Graph], Graph]
@@ -22,6 +23,7 @@ PIPELINE: list[Pass] = [
     fold_batchnorm,  # BatchNormalization after Conv / Dense -> scaled weights and bias
     fuse_bias,  # Dense / Conv + Add(constant per-channel) -> bias
     fuse_activation,  # Dense / Conv + Relu / LeakyRelu / Clip -> fused epilogue
+    factorize_weights,  # Dense / Conv -> chains of sparse factors (when the build asks)
     eliminate_dead_nodes,
 ]
 

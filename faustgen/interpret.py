@@ -1,0 +1,48 @@
+"""Run an IR graph in numpy with each op's reference semantics (calibration, tests)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from faustgen.ir import Graph
+from faustgen.ops import REGISTRY
+
+
+def run_graph(
+    graph: Graph,
+    x: np.ndarray,
+    keep: set[str] | None = None,
+    overrides: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Values of the graph outputs (and of the tensors in `keep`) for one call's input x.
+
+    `overrides` replaces the inputs of the nodes that read them (to feed one layer the
+    activations of another graph)."""
+    (inp,) = graph.inputs
+    values: dict[str, np.ndarray] = {inp: x}
+    wanted = set(graph.outputs) | (keep or set())
+    for node in graph.nodes:
+        ins = []
+        for name in node.inputs:
+            if not name:
+                continue
+            if overrides and name in overrides:
+                ins.append(overrides[name])
+            elif graph.is_const(name):
+                ins.append(graph.const(name))
+            else:
+                ins.append(values[name])
+        outs = REGISTRY[node.op].compute(node, ins)
+        for name, v in zip(node.outputs, outs, strict=False):
+            if name:
+                values[name] = np.asarray(v)
+    return {k: v for k, v in values.items() if k in wanted}
+
+
+def run_batch(graph: Graph, xs: np.ndarray, keep: set[str] | None = None) -> dict[str, np.ndarray]:
+    """run_graph over the samples of xs (first axis), results stacked along a new axis 0."""
+    runs = [
+        run_graph(graph, xs[i : i + 1].reshape(graph.tensors[graph.inputs[0]].shape), keep)
+        for i in range(len(xs))
+    ]
+    return {k: np.stack([r[k] for r in runs]) for k in runs[0]}

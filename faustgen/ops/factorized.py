@@ -1,0 +1,174 @@
+"""Factorized layers: a Dense or Conv whose weight matrix is a product of sparse factors.
+
+FactorizedDense computes y = act(S_0 (S_1 (... (S_{J-1} x))) + bias) for each row x
+(the seed's W ~ S_0 ... S_{J-1}, W = out x in). FactorizedConv applies the same chain
+to the im2col patch matrix of each group: out_g = S_0 ... S_{J-1} R(X_g), i.e. the
+seed's Z = T(R(X) F) with F^T ~ S_0 ... S_{J-1}. The scale is already folded into
+the factors (balanced, so every factor has entries of the same magnitude).
+
+Each factor carries the storage the cost model chose: dense, csr, ell (fixed count
+per row, slot-major) or bsr16 (blocks of 16 rows x 1 column).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sps
+
+from faustgen.ops.activation import apply_act
+from faustgen.ops.base import Op, prod, register_op
+from faustgen.ops.conv import conv_reference
+from faustgen.ops.spatial import Window
+
+BSR_ROWS = 16  # FG_BSR_ROWS in fg_runtime.h
+
+
+@dataclass
+class Factor:
+    """One factor S (m x n) and the storage chosen for it."""
+
+    matrix: sps.csr_matrix  # float32
+    storage: str  # dense | csr | ell | bsr16
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.matrix.shape
+
+    @property
+    def nnz(self) -> int:
+        return int(self.matrix.nnz)
+
+    @property
+    def index_type(self) -> str:
+        return "u16" if self.matrix.shape[1] <= 65536 else "i32"
+
+    def stored_entries(self) -> int:
+        """Floats this storage keeps (a dense factor keeps every entry, a bsr16 one whole
+        blocks)."""
+        m, n = self.shape
+        if self.storage == "dense":
+            return m * n
+        if self.storage == "ell":
+            return m * ell_width(self.matrix)
+        if self.storage == "bsr16":
+            return BSR_ROWS * len(bsr_blocks(self.matrix)[1])
+        return self.nnz
+
+
+def chain_dense(factors: list[Factor]) -> np.ndarray:
+    """The product S_0 ... S_{J-1} as a dense float64 matrix."""
+    acc = factors[-1].matrix.astype(np.float64).toarray()
+    for f in reversed(factors[:-1]):
+        acc = f.matrix.astype(np.float64) @ acc
+    return np.asarray(acc)
+
+
+def ell_width(m: sps.csr_matrix) -> int:
+    counts = np.diff(m.indptr)
+    return int(counts.max()) if len(counts) else 0
+
+
+def bsr_blocks(m: sps.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group the nonzeros into 16x1 blocks: (panel_ptr, block_cols, values (n_blocks x 16))."""
+    rows, n = m.shape
+    n_panels = -(-rows // BSR_ROWS)
+    coo = m.tocoo()
+    panel = coo.row // BSR_ROWS
+    key = panel.astype(np.int64) * n + coo.col
+    uniq, inverse = np.unique(key, return_inverse=True)
+    values = np.zeros((len(uniq), BSR_ROWS), np.float32)
+    values[inverse, coo.row % BSR_ROWS] = coo.data
+    block_panel = uniq // n
+    cols = (uniq % n).astype(np.int64)
+    ptr = np.searchsorted(block_panel, np.arange(n_panels + 1)).astype(np.int64)
+    return ptr, cols, values
+
+
+@register_op("FactorizedDense", onnx=False)
+class FactorizedDense(Op):
+    """inputs [x, bias or '']; attrs: factors (list[Factor]), act, out_shape."""
+
+    def infer(self, node, ins):
+        return [(tuple(node.attrs["out_shape"]), "float32")]
+
+    def compute(self, node, ins):
+        factors: list[Factor] = node.attrs["factors"]
+        x = ins[0].reshape(-1, factors[-1].shape[1]).astype(np.float64)
+        t = x.T
+        for f in reversed(factors):
+            t = f.matrix.astype(np.float64) @ t
+        y = np.asarray(t).T
+        if len(ins) > 1:
+            y = y + ins[1]
+        y = apply_act(y.astype(np.float32), node.attrs.get("act"))
+        return [y.reshape(node.attrs["out_shape"])]
+
+    def lower(self, node, em):
+        from faustgen.codegen.sparse import emit_factor_chain
+
+        factors: list[Factor] = node.attrs["factors"]
+        rows = prod(em.shape_in(0)) // factors[-1].shape[1]
+        bias = em.x(1) if node.input(1) else "NULL"
+        emit_factor_chain(
+            em, factors, em.x(0), em.y(), rows, bias, node.attrs.get("act"), mode="matvec"
+        )
+
+
+@register_op("FactorizedConv", onnx=False)
+class FactorizedConv(Op):
+    """inputs [x, bias or '']; attrs: window, group, factors (list per group), act, out_shape."""
+
+    def infer(self, node, ins):
+        return [(tuple(node.attrs["out_shape"]), "float32")]
+
+    def effective_weight(self, node) -> np.ndarray:
+        win: Window = node.attrs["window"]
+        blocks = [chain_dense(fs) for fs in node.attrs["factors"]]  # each Kg x (Cg*k)
+        kg, ck = blocks[0].shape
+        w = np.concatenate(blocks, axis=0)
+        return w.reshape(kg * len(blocks), ck // prod(win.kernel), *win.kernel)
+
+    def compute(self, node, ins):
+        bias = ins[1] if len(ins) > 1 else None
+        w = self.effective_weight(node)  # K x C/group x kd x kh x kw
+        y = conv_reference(
+            ins[0], w, bias, node.attrs["window"], node.attrs["group"], node.attrs.get("act")
+        )
+        return [y.reshape(node.attrs["out_shape"])]
+
+    def lower(self, node, em):
+        from faustgen.codegen.sparse import emit_factor_chain
+        from faustgen.ops.conv import _CONV_FIELDS, _spatial_in, _spatial_out, conv_scratch_floats
+
+        win: Window = node.attrs["window"]
+        group = node.attrs["group"]
+        x_shape = em.shape_in(0)
+        n, c = x_shape[0], x_shape[1]
+        k = node.attrs["out_shape"][1]
+        fields = {"C": c, **_spatial_in(win), "K": k, **_spatial_out(win), "group": group}
+        s = em.struct("fg_conv_shape", "conv", **{f: fields[f] for f in _CONV_FIELDS})
+        cg, kg, p = c // group, k // group, prod(win.out_size)
+        spatial_in = prod(win.in_size)
+        cols_floats = conv_scratch_floats(cg, win)
+        in_size, out_size = prod(x_shape[1:]), k * p
+        for i in range(n):
+            for g in range(group):
+                x_off = i * in_size + g * cg * spatial_in
+                if cols_floats:
+                    cols = em.scratch(cols_floats)
+                    em.call("fg_im2col", s, em.x(0, x_off), cols)
+                else:
+                    cols = em.x(0, x_off)
+                bias = em.x(1, g * kg) if node.input(1) else "NULL"
+                emit_factor_chain(
+                    em,
+                    node.attrs["factors"][g],
+                    cols,
+                    em.y(0, i * out_size + g * kg * p),
+                    p,
+                    bias,
+                    node.attrs.get("act"),
+                    mode="spmm",
+                )

@@ -1,0 +1,91 @@
+"""Cost model: estimated time and bytes of a layer in each storage, to choose between them.
+
+Per-entry costs (nanoseconds) come from the target file's [cost] table, measured on the
+target class of CPU by benchmarks/bench_sparse.py; only their ratios matter. A factor is
+worth keeping sparse only when it moves fewer bytes and costs less time than the dense
+layer it replaces (about 8 bytes per CSR nonzero against 4 per dense entry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import scipy.sparse as sps
+
+from faustgen.ops.factorized import BSR_ROWS, Factor, bsr_blocks, ell_width
+
+# x86-64 with AVX2 (measured here); targets override these in their [cost] table.
+DEFAULT_COSTS = {
+    "call": 15.0,  # per kernel call
+    "dense_mac": 0.075,  # fg_dense, per multiply-add
+    "csr_nnz": 0.5,  # fg_csr_matvec, per nonzero
+    "ell_nnz": 0.45,  # fg_ell_matvec, per stored entry
+    "bsr16_entry": 0.08,  # fg_bsr16_matvec, per stored entry (16 per block)
+    "gemm_mac": 0.045,  # fg_gemm_a / fg_conv, per multiply-add
+    "spmm_entry": 0.06,  # fg_csr_spmm, per nonzero per column
+}
+
+
+@dataclass
+class CostModel:
+    costs: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_COSTS))
+
+    @classmethod
+    def from_target(cls, table: dict[str, float] | None) -> CostModel:
+        return cls({**DEFAULT_COSTS, **(table or {})})
+
+    # ---------------------------------------------------------------- time
+    def dense_matvec(self, m: int, n: int, rows: int = 1) -> float:
+        return self.costs["call"] + self.costs["dense_mac"] * m * n * rows
+
+    def dense_spmm(self, m: int, n: int, cols: int) -> float:
+        return self.costs["call"] + self.costs["gemm_mac"] * m * n * cols
+
+    def factor_time(self, f: Factor, mode: str, count: int) -> float:
+        m, n = f.shape
+        c = self.costs
+        if f.storage == "dense":
+            return (
+                self.dense_matvec(m, n, count) if mode == "matvec" else self.dense_spmm(m, n, count)
+            )
+        if mode == "spmm":
+            return c["call"] + c["spmm_entry"] * f.nnz * count
+        per = {"csr": c["csr_nnz"], "ell": c["ell_nnz"], "bsr16": c["bsr16_entry"]}[f.storage]
+        return c["call"] + per * f.stored_entries() * count
+
+    # ---------------------------------------------------------------- bytes
+    @staticmethod
+    def factor_bytes(f: Factor) -> int:
+        m, n = f.shape
+        idx = 2 if f.index_type == "u16" else 4
+        if f.storage == "dense":
+            return 4 * m * n
+        if f.storage == "csr":
+            return (4 + idx) * f.nnz + 4 * (m + 1)
+        if f.storage == "ell":
+            return (4 + idx) * m * ell_width(f.matrix)
+        blocks = f.stored_entries() // BSR_ROWS
+        return blocks * (4 * BSR_ROWS + idx) + 4 * (-(-m // BSR_ROWS) + 1)
+
+    # ---------------------------------------------------------------- choice
+    def choose_storage(self, matrix: sps.csr_matrix, mode: str, count: int) -> Factor:
+        """The fastest storage for one factor (ties: fewer bytes)."""
+        options = ["dense", "csr"]
+        if mode == "matvec":
+            counts = sps.csr_matrix(matrix).getnnz(axis=1)
+            if len(counts) and counts.min() == counts.max():
+                options.append("ell")
+            options.append("bsr16")
+        best = None
+        for storage in options:
+            f = Factor(matrix, storage)
+            key = (self.factor_time(f, mode, count), self.factor_bytes(f))
+            if best is None or key < best[0]:
+                best = (key, f)
+        return best[1]
+
+
+def block_fill(matrix: sps.csr_matrix) -> float:
+    """Fraction of the stored 16x1 blocks' entries that are nonzero (1.0 = perfectly blocked)."""
+    _, cols, _ = bsr_blocks(matrix)
+    return matrix.nnz / max(1, BSR_ROWS * len(cols))

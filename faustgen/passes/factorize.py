@@ -1,0 +1,196 @@
+"""Replace fully connected and convolution weights by products of sparse factors.
+
+For each Dense (W: in x out) the engine factorizes the seed's W^T (out x in) ~
+S_0 ... S_{J-1}; for each Conv, each group's filter matrix F_g^T (K/g x C/g*kernel).
+The cost model picks each factor's storage and keeps the layer dense when the
+factorized form would not be faster; every decision lands in the layer's report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sps
+
+from faustgen.factorize import FactorizationError, factorize
+from faustgen.ir import Graph, Node
+from faustgen.ops.base import prod
+from faustgen.ops.factorized import Factor, chain_dense
+from faustgen.passes.costmodel import CostModel
+
+
+@dataclass
+class FactorizePolicy:
+    rcg: float | None = None
+    max_error: float | None = None
+    factors: int | None = None
+    keep_dense: tuple[str, ...] = ()
+    min_size: int = 4096  # layers with fewer weights stay dense
+    convs: bool = False  # factorize convolutions too
+    block: int | None = 16  # 16x1 block-sparse factors for fully connected layers
+    seed: int = 0
+    effort: float = 1.0
+    cost: CostModel = field(default_factory=CostModel)
+    progress: Callable[[str], None] | None = None
+
+    @classmethod
+    def default(cls, **kw) -> FactorizePolicy:
+        """Without flags: fully connected layers at RCG 4; convolutions only on request,
+        because data-free factorization of small filter matrices costs accuracy."""
+        p = cls(**kw)
+        if p.rcg is None and p.max_error is None:
+            p.rcg = 4.0
+        return p
+
+    def describe(self) -> str:
+        target = f"RCG {self.rcg:g}" if self.rcg else f"max error {self.max_error:g}"
+        return target + (f", {self.factors} factors" if self.factors else "")
+
+
+def factorize_weights(graph: Graph) -> Graph:
+    """The pipeline entry: a no-op unless the build put a policy in graph.meta."""
+    policy: FactorizePolicy | None = graph.meta.get("factorize")
+    if policy is None:
+        return graph
+    g = graph.copy()
+    layers = [n for n in g.nodes if n.op in ("Dense", "Conv")]
+    for i, node in enumerate(layers):
+        if policy.progress:
+            policy.progress(f"{i + 1}/{len(layers)} {node.name}")
+        rewritten = _factorize_node(g, node, policy)
+        if rewritten is not None:
+            g.nodes[g.nodes.index(node)] = rewritten
+    g.prune_tensors()
+    return g
+
+
+def _matches(node: Node, names: tuple[str, ...]) -> bool:
+    return any(n in (node.name, *node.inputs) for n in names)
+
+
+def _dense_report(node: Node, shape, reason: str) -> dict:
+    return {"factorized": False, "reason": reason, "shape": list(shape)}
+
+
+def _run_engine(matrix: np.ndarray, policy: FactorizePolicy, block: int | None):
+    kw = {"factors": policy.factors, "seed": policy.seed, "effort": policy.effort}
+    if block:
+        kw["block"] = block
+    if policy.max_error is not None:
+        return factorize(matrix, max_error=policy.max_error, **kw)
+    return factorize(matrix, rcg=policy.rcg, **kw)
+
+
+def _factor_list(result, cost: CostModel, mode: str, count: int) -> list[Factor]:
+    mats = [sps.csr_matrix(f, dtype=np.float32) for f in result.balanced_factors()]
+    for m in mats:
+        m.eliminate_zeros()
+    return [cost.choose_storage(m, mode, count) for m in mats]
+
+
+def _factorize_node(g: Graph, node: Node, policy: FactorizePolicy) -> Node | None:
+    w = g.const(node.inputs[1])
+    if w is None:
+        return None
+    is_conv = node.op == "Conv"
+    shape = w.shape
+    if _matches(node, policy.keep_dense):
+        node.attrs["factorization"] = _dense_report(node, shape, "kept dense (--keep-dense)")
+        return None
+    if w.size < policy.min_size:
+        node.attrs["factorization"] = _dense_report(
+            node, shape, f"kept dense: {w.size} weights, below the {policy.min_size} minimum"
+        )
+        return None
+    if is_conv and not policy.convs:
+        node.attrs["factorization"] = _dense_report(
+            node,
+            shape,
+            "kept dense: convolutions are factorized only with --rcg/--max-error or --convs",
+        )
+        return None
+    if is_conv:
+        group = node.attrs["group"]
+        kg = w.shape[0] // group
+        mats = [w[i * kg : (i + 1) * kg].reshape(kg, -1).astype(np.float64) for i in range(group)]
+        count = prod(node.attrs["window"].out_size)
+        mode, block = "spmm", None
+        dense_time = sum(policy.cost.dense_spmm(*m.shape, count) for m in mats)
+    else:
+        mats = [w.T.astype(np.float64)]  # out x in
+        count = prod(g.tensors[node.inputs[0]].shape) // w.shape[0]
+        mode, block = "matvec", policy.block
+        dense_time = policy.cost.dense_matvec(*mats[0].shape, count)
+    chains, errors = [], []
+    for m in mats:
+        try:
+            result = _run_engine(m, policy, block)
+        except FactorizationError as e:
+            node.attrs["factorization"] = _dense_report(node, shape, f"kept dense: {e}")
+            return None
+        factors = _factor_list(result, policy.cost, mode, count)
+        approx = chain_dense(factors)
+        if not np.all(np.isfinite(approx)):
+            node.attrs["factorization"] = _dense_report(
+                node, shape, "kept dense: the factorization produced NaN or Inf"
+            )
+            return None
+        err = float(np.linalg.norm(approx - m) / max(np.linalg.norm(m), 1e-30))
+        if policy.max_error is not None and err > policy.max_error * (1 + 1e-6):
+            node.attrs["factorization"] = _dense_report(
+                node, shape, f"kept dense: error {err:.3g} above --max-error {policy.max_error:g}"
+            )
+            return None
+        chains.append(factors)
+        errors.append(err)
+    fact_time = sum(policy.cost.factor_time(f, mode, count) for fs in chains for f in fs)
+    stored = sum(f.stored_entries() for fs in chains for f in fs)
+    nnz = sum(f.nnz for fs in chains for f in fs)
+    info = {
+        "factorized": True,
+        "shape": list(shape),
+        "matrix": [list(m.shape) for m in mats],
+        "dense_parameters": int(w.size),
+        "nnz": int(nnz),
+        "stored": int(stored),
+        "rcg": float(w.size / max(stored, 1)),
+        "weight_error": float(np.sqrt(np.mean(np.square(errors)))),
+        "factors": [
+            [
+                {
+                    "shape": list(f.shape),
+                    "nnz": f.nnz,
+                    "storage": f.storage,
+                    "index": f.index_type,
+                    "bytes": policy.cost.factor_bytes(f),
+                }
+                for f in fs
+            ]
+            for fs in chains
+        ],
+        "dense_macs": int(w.size * count),
+        "factorized_macs": int(sum(f.stored_entries() for fs in chains for f in fs) * count),
+        "est_speedup": float(dense_time / fact_time),
+    }
+    if fact_time >= dense_time:
+        info.update(
+            factorized=False,
+            reason=f"kept dense: the factorized form would be "
+            f"{fact_time / dense_time:.2f}x the dense time (cost model)",
+        )
+        node.attrs["factorization"] = info
+        return None
+    attrs = {
+        "factors": chains if is_conv else chains[0],
+        "act": node.attrs.get("act"),
+        "fused": node.attrs.get("fused", []),
+        "factorization": info,
+        "out_shape": g.tensors[node.outputs[0]].shape,
+    }
+    bias = node.input(2)
+    if is_conv:
+        attrs.update(window=node.attrs["window"], group=node.attrs["group"])
+        return Node("FactorizedConv", node.name, [node.inputs[0], bias], node.outputs, attrs)
+    return Node("FactorizedDense", node.name, [node.inputs[0], bias], node.outputs, attrs)
