@@ -13,25 +13,32 @@ from .palm4msa import palm4msa
 from .policy import factorize
 from .projections import (
     Constraint,
+    block_energy,
     dense,
     normalize_fro,
     proj_sp,
+    proj_spblock,
     proj_spcol,
     proj_splin,
+    proj_splinblock,
     proj_splincol,
     proj_support,
     sp,
+    spblock,
     spcol,
     splin,
+    splinblock,
     splincol,
     support,
 )
-from .result import FactorizationError, FactorizedMatrix
+from .result import BlockStructure, FactorizationError, FactorizedMatrix
 
 __all__ = [
+    "BlockStructure",
     "Constraint",
     "FactorizationError",
     "FactorizedMatrix",
+    "block_energy",
     "butterfly",
     "dense",
     "factorize",
@@ -39,13 +46,17 @@ __all__ = [
     "normalize_fro",
     "palm4msa",
     "proj_sp",
+    "proj_spblock",
     "proj_spcol",
     "proj_splin",
+    "proj_splinblock",
     "proj_splincol",
     "proj_support",
     "sp",
+    "spblock",
     "spcol",
     "splin",
+    "splinblock",
     "splincol",
     "support",
 ]

@@ -16,16 +16,21 @@ import numpy as np
 
 __all__ = [
     "Constraint",
+    "block_energy",
     "dense",
     "normalize_fro",
     "proj_sp",
+    "proj_spblock",
     "proj_spcol",
     "proj_splin",
+    "proj_splinblock",
     "proj_splincol",
     "proj_support",
     "sp",
+    "spblock",
     "spcol",
     "splin",
+    "splinblock",
     "splincol",
     "support",
     "topk_mask_rows",
@@ -99,6 +104,46 @@ def _mask_spcol(x: np.ndarray, k: int) -> np.ndarray:
     return topk_mask_rows(np.abs(x).T, k).T
 
 
+def block_energy(x: np.ndarray, bh: int) -> np.ndarray:
+    """Squared Frobenius norms of the ``bh × 1`` blocks of ``x`` (m × n), shape ``(P, n)``
+    with ``P = ⌈m / bh⌉`` row panels; block (p, j) is ``x[p·bh:(p+1)·bh, j]``.
+
+    A short last panel (m not a multiple of bh) counts its missing rows as zeros. The squares
+    are summed row by row in panel order, so the result does not depend on BLAS or on numpy's
+    pairwise summation (and ties between equal blocks are exact).
+    """
+    bh = int(bh)
+    if bh < 1:
+        raise ValueError(f"the block height must be positive, got {bh}")
+    m, n = x.shape
+    n_panels = -(-m // bh)
+    sq = np.square(x)
+    out = np.zeros((n_panels, n), dtype=sq.dtype)
+    full = m // bh
+    if full:
+        body = sq[: full * bh].reshape(full, bh, n)
+        acc = out[:full]
+        for r in range(bh):
+            acc += body[:, r, :]
+    for r in range(m - full * bh):
+        out[full] += sq[full * bh + r]
+    return out
+
+
+def _expand_blocks(bmask: np.ndarray, bh: int, m: int) -> np.ndarray:
+    """Entry mask from a (P, n) block mask: every block covers bh rows (cut at row m)."""
+    return np.repeat(bmask, bh, axis=0)[:m]
+
+
+def _mask_spblock(x: np.ndarray, k: int, bh: int) -> np.ndarray:
+    e = block_energy(x, bh)
+    return _expand_blocks(topk_mask_rows(e.reshape(1, -1), k).reshape(e.shape), bh, x.shape[0])
+
+
+def _mask_splinblock(x: np.ndarray, k: int, bh: int) -> np.ndarray:
+    return _expand_blocks(topk_mask_rows(block_energy(x, bh), k), bh, x.shape[0])
+
+
 def _apply(x: np.ndarray, mask: np.ndarray, normalize: bool) -> np.ndarray:
     out = np.where(mask, x, 0.0)
     return normalize_fro(out) if normalize else out
@@ -124,31 +169,54 @@ def proj_splincol(x: np.ndarray, k: int, normalize: bool = False) -> np.ndarray:
     return _apply(x, _mask_splin(x, k) | _mask_spcol(x, k), normalize)
 
 
+def proj_spblock(x: np.ndarray, k: int, bh: int, normalize: bool = False) -> np.ndarray:
+    """Keep the ``k`` blocks of ``bh`` consecutive rows × 1 column with the largest Frobenius
+    norm over the whole matrix (row panels start at multiples of bh; ties: the block with the
+    lowest (panel, column) index in row-major order wins)."""
+    return _apply(x, _mask_spblock(x, k, bh), normalize)
+
+
+def proj_splinblock(x: np.ndarray, k: int, bh: int, normalize: bool = False) -> np.ndarray:
+    """Keep the ``k`` largest ``bh × 1`` blocks in every row panel (the block ``splin``)."""
+    return _apply(x, _mask_splinblock(x, k, bh), normalize)
+
+
 def proj_support(x: np.ndarray, mask: np.ndarray, normalize: bool = False) -> np.ndarray:
     """Keep the entries where the fixed boolean ``mask`` is true."""
     return _apply(x, np.asarray(mask, dtype=bool), normalize)
 
 
+_BLOCK_KINDS = ("spblock", "splinblock")
+_KINDS = ("sp", "splin", "spcol", "splincol", "support", "dense", *_BLOCK_KINDS)
+
+
 @dataclass(frozen=True)
 class Constraint:
-    """A sparsity constraint set: ``kind`` in {sp, splin, spcol, splincol, support, dense}.
+    """A sparsity constraint set: ``kind`` in {sp, splin, spcol, splincol, spblock,
+    splinblock, support, dense}.
 
     ``normalize`` pairs the sparsity pattern with the unit-Frobenius-norm sphere, as palm4MSA
-    does with a separate global scale.
+    does with a separate global scale. The block kinds count ``k`` in blocks of ``bh``
+    consecutive rows × 1 column (``axis=0``); ``axis=1`` is the transposed form (1 row ×
+    ``bh`` columns, panels of bh columns) that the right-to-left solvers use internally.
     """
 
     kind: str
     k: int = 0
     mask: np.ndarray | None = field(default=None, compare=False, repr=False)
     normalize: bool = True
+    bh: int = 1
+    axis: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("sp", "splin", "spcol", "splincol", "support", "dense"):
+        if self.kind not in _KINDS:
             raise ValueError(f"unknown constraint kind {self.kind!r}")
         if self.kind == "support" and self.mask is None:
             raise ValueError("a 'support' constraint needs a boolean mask")
-        if self.kind in ("sp", "splin", "spcol", "splincol") and self.k < 0:
+        if self.kind in ("sp", "splin", "spcol", "splincol", *_BLOCK_KINDS) and self.k < 0:
             raise ValueError("the sparsity level k must be non-negative")
+        if self.bh < 1 or self.axis not in (0, 1):
+            raise ValueError("the block height must be positive and the axis 0 or 1")
 
     def support_of(self, x: np.ndarray) -> np.ndarray:
         """Boolean mask of the entries this projection keeps."""
@@ -160,6 +228,9 @@ class Constraint:
             return _mask_spcol(x, self.k)
         if self.kind == "splincol":
             return _mask_splin(x, self.k) | _mask_spcol(x, self.k)
+        if self.kind in _BLOCK_KINDS:
+            fn = _mask_spblock if self.kind == "spblock" else _mask_splinblock
+            return fn(x, self.k, self.bh) if self.axis == 0 else fn(x.T, self.k, self.bh).T
         if self.kind == "support":
             if self.mask.shape != x.shape:
                 raise ValueError(f"support mask shape {self.mask.shape} != factor {x.shape}")
@@ -173,14 +244,31 @@ class Constraint:
         return _apply(x, self.support_of(x), self.normalize)
 
     def transpose(self) -> Constraint:
-        """The same constraint for the transposed factor (splin and spcol swap)."""
+        """The same constraint for the transposed factor (splin and spcol swap, block
+        constraints change axis)."""
         swap = {"splin": "spcol", "spcol": "splin"}
         mask = None if self.mask is None else np.asarray(self.mask).T
-        return Constraint(swap.get(self.kind, self.kind), self.k, mask, self.normalize)
+        axis = 1 - self.axis if self.kind in _BLOCK_KINDS else self.axis
+        return Constraint(
+            swap.get(self.kind, self.kind), self.k, mask, self.normalize, self.bh, axis
+        )
 
     def max_nnz(self, shape: tuple[int, int]) -> int:
-        """Upper bound on the nonzeros a projected factor of ``shape`` can have."""
+        """Upper bound on the nonzeros a projected factor of ``shape`` can have.
+
+        Block constraints count real entries: a block in a short last panel holds fewer than
+        ``bh`` of them (a block-sparse storage format pads it to bh; see ``block_nnz``).
+        """
         m, n = shape
+        if self.kind in _BLOCK_KINDS:
+            rows, cols = (m, n) if self.axis == 0 else (n, m)
+            full, rest = divmod(rows, self.bh)
+            if self.kind == "splinblock":
+                return rows * min(self.k, cols)
+            # The k blocks with the most real entries: full panels first.
+            n_full = min(self.k, full * cols)
+            n_short = min(self.k - n_full, cols) if rest else 0
+            return n_full * self.bh + n_short * rest
         if self.kind == "sp":
             return min(self.k, m * n)
         if self.kind == "splin":
@@ -192,6 +280,18 @@ class Constraint:
         if self.kind == "support":
             return int(np.count_nonzero(self.mask))
         return m * n
+
+    def block_nnz(self, shape: tuple[int, int]) -> int:
+        """Entries a block-sparse format stores for a projected factor (padded blocks of bh);
+        the same as :meth:`max_nnz` for the unblocked kinds."""
+        if self.kind not in _BLOCK_KINDS:
+            return self.max_nnz(shape)
+        m, n = shape
+        rows, cols = (m, n) if self.axis == 0 else (n, m)
+        n_panels = -(-rows // self.bh)
+        per_panel = min(self.k, cols) if self.kind == "splinblock" else None
+        n_blocks = n_panels * per_panel if per_panel is not None else min(self.k, n_panels * cols)
+        return n_blocks * self.bh
 
 
 def sp(k: int, normalize: bool = True) -> Constraint:
@@ -212,6 +312,17 @@ def spcol(k: int, normalize: bool = True) -> Constraint:
 def splincol(k: int, normalize: bool = True) -> Constraint:
     """Union of the per-row and per-column ``k``-sparse supports."""
     return Constraint("splincol", int(k), normalize=normalize)
+
+
+def spblock(k: int, bh: int, normalize: bool = True) -> Constraint:
+    """At most ``k`` blocks of ``bh`` consecutive rows × 1 column (panels aligned at
+    multiples of bh), chosen by largest Frobenius norm over the whole factor."""
+    return Constraint("spblock", int(k), normalize=normalize, bh=int(bh))
+
+
+def splinblock(k: int, bh: int, normalize: bool = True) -> Constraint:
+    """At most ``k`` blocks of ``bh`` rows × 1 column in every row panel."""
+    return Constraint("splinblock", int(k), normalize=normalize, bh=int(bh))
 
 
 def support(mask: np.ndarray, normalize: bool = True) -> Constraint:

@@ -1,21 +1,81 @@
-"""The result type: ``W ≈ scale · f0 @ f1 @ … @ f{J-1}`` with sparse CSR factors."""
+"""The result type: ``W ≈ scale · f0 @ f1 @ … @ f{J-1}`` with sparse CSR factors, and the
+block-sparse (BSR-like) layout a code generator prints for block-structured results."""
 
 from __future__ import annotations
 
 import itertools
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sps
 
-__all__ = ["FactorizationError", "FactorizedMatrix"]
+__all__ = ["BlockStructure", "FactorizationError", "FactorizedMatrix", "block_structure"]
 
 
 class FactorizationError(ValueError):
     """Bad input or an unreachable target; the message is one complete sentence."""
+
+
+@dataclass(frozen=True)
+class BlockStructure:
+    """One factor S (m × n) in blocks of ``bh`` consecutive rows × 1 column, row panel by row
+    panel: for panel p (rows p·bh … p·bh+bh−1) its blocks are ``panel_ptr[p]:panel_ptr[p+1]``,
+    block b sits in column ``block_cols[b]`` (ascending within a panel) and holds
+    ``block_values[b]`` (bh values, top row first). ``y = S @ x`` is then, per block,
+    ``y[p·bh : p·bh+bh] += block_values[b] * x[block_cols[b]]``. Entries of a block that are
+    zero in S, and the rows of a short last panel beyond m, are stored as zeros.
+    """
+
+    shape: tuple[int, int]
+    bh: int
+    panel_ptr: np.ndarray  # int64, length n_panels + 1
+    block_cols: np.ndarray  # int64, length n_blocks
+    block_values: np.ndarray  # (n_blocks, bh), the factor's dtype
+
+    @property
+    def n_panels(self) -> int:
+        return len(self.panel_ptr) - 1
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.block_cols)
+
+    @property
+    def stored_entries(self) -> int:
+        """Values the layout stores, padding included: ``n_blocks · bh``."""
+        return self.n_blocks * self.bh
+
+    def toarray(self) -> np.ndarray:
+        """The dense factor reassembled from the blocks."""
+        m, n = self.shape
+        out = np.zeros((self.n_panels * self.bh, n), dtype=self.block_values.dtype)
+        panel = np.repeat(np.arange(self.n_panels), np.diff(self.panel_ptr))
+        rows = panel[:, None] * self.bh + np.arange(self.bh)[None, :]
+        out[rows, self.block_cols[:, None]] = self.block_values
+        return out[:m]
+
+
+def block_structure(f: Any, bh: int) -> BlockStructure:
+    """Group the stored entries of a sparse (or dense) matrix into ``bh × 1`` blocks."""
+    bh = int(bh)
+    if bh < 1:
+        raise FactorizationError(f"The block height must be a positive integer, got {bh}.")
+    f = sps.csr_matrix(f, copy=True)
+    f.sum_duplicates()
+    m, n = f.shape
+    n_panels = -(-m // bh)
+    rows = np.repeat(np.arange(m, dtype=np.int64), np.diff(f.indptr))
+    cols = f.indices.astype(np.int64)
+    keys, inv = np.unique((rows // bh) * n + cols, return_inverse=True)
+    values = np.zeros((len(keys), bh), dtype=f.dtype)
+    values[inv, rows % bh] = f.data
+    panels = keys // n if n else keys
+    ptr = np.searchsorted(panels, np.arange(n_panels + 1), side="left").astype(np.int64)
+    return BlockStructure((m, n), bh, ptr, keys - panels * n, values)
 
 
 class FactorizedMatrix:
@@ -23,6 +83,9 @@ class FactorizedMatrix:
 
     Factors are stored as float64 CSR matrices (explicit zeros removed); ``info`` carries
     diagnostics of the run that produced it (method, error history, timings) and is not saved.
+    ``block`` (None or a block height bh) marks a result meant for a block-sparse kernel: its
+    factors are stored and counted in blocks of bh rows × 1 column (see
+    :meth:`block_structure` and :attr:`stored_nnz`).
     """
 
     def __init__(
@@ -31,6 +94,7 @@ class FactorizedMatrix:
         scale: float = 1.0,
         info: dict[str, Any] | None = None,
         dtype: Any = np.float64,
+        block: int | None = None,
     ) -> None:
         if len(factors) == 0:
             raise FactorizationError("A factorized matrix needs at least one factor.")
@@ -50,9 +114,12 @@ class FactorizedMatrix:
                 raise FactorizationError(
                     f"Factor shapes {a.shape} and {b.shape} cannot be multiplied."
                 )
+        if block is not None and (int(block) != block or block < 1):
+            raise FactorizationError(f"The block height must be a positive integer, got {block}.")
         self._factors = csr
         self.scale = float(scale)
         self.info: dict[str, Any] = dict(info or {})
+        self.block: int | None = None if block is None else int(block)
 
     # --- shape and size -------------------------------------------------------------------
     @property
@@ -74,13 +141,23 @@ class FactorizedMatrix:
 
     @property
     def nnz(self) -> int:
-        """Total stored nonzeros over all factors (the scale is free)."""
+        """Total nonzeros over all factors (the scale is free)."""
         return int(sum(f.nnz for f in self._factors))
 
     @property
+    def stored_nnz(self) -> int:
+        """Values a kernel stores: :attr:`nnz` for an unstructured result; for a block result
+        the blocks holding a nonzero times bh (zeros inside a block and the padding rows of a
+        short last panel included)."""
+        if self.block is None:
+            return self.nnz
+        return int(sum(block_structure(f, self.block).stored_entries for f in self._factors))
+
+    @property
     def rcg(self) -> float:
-        """Relative complexity gain: dense size divided by total nonzeros."""
-        nnz = self.nnz
+        """Relative complexity gain: dense size divided by :attr:`stored_nnz` (the nonzero
+        count of an unstructured result, the padded block storage of a block result)."""
+        nnz = self.stored_nnz
         return float("inf") if nnz == 0 else self.shape[0] * self.shape[1] / nnz
 
     # --- arithmetic -----------------------------------------------------------------------
@@ -115,7 +192,7 @@ class FactorizedMatrix:
 
     def astype(self, dtype: Any) -> FactorizedMatrix:
         """A copy with factors cast to ``dtype`` (e.g. ``np.float32`` for code generation)."""
-        return FactorizedMatrix(self._factors, self.scale, self.info, dtype=dtype)
+        return FactorizedMatrix(self._factors, self.scale, self.info, dtype=dtype, block=self.block)
 
     def balanced_factors(self) -> list[sps.csr_matrix]:
         """Factors with the scale folded in evenly: each gets ``|scale|**(1/J)``.
@@ -131,14 +208,33 @@ class FactorizedMatrix:
             out[0] = -out[0]
         return [sps.csr_matrix(f) for f in out]
 
+    def block_structure(
+        self, q: int, bh: int | None = None, *, balanced: bool = False
+    ) -> BlockStructure:
+        """Factor ``q`` (0 = leftmost) in the BSR-like layout of :class:`BlockStructure`.
+
+        ``bh`` defaults to the result's :attr:`block`; an unstructured result needs it given
+        and then just has its nonzeros grouped into blocks (for comparison). ``balanced``
+        takes the factor from :meth:`balanced_factors` (scale folded in; same blocks).
+        """
+        bh = self.block if bh is None else bh
+        if bh is None:
+            raise FactorizationError("This result has no block size: pass bh explicitly.")
+        if not -self.n_factors <= q < self.n_factors:
+            raise FactorizationError(f"No factor {q} in a product of {self.n_factors}.")
+        f = self.balanced_factors()[q] if balanced else self._factors[q]
+        return block_structure(f, bh)
+
     # --- persistence ----------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write an ``.npz`` with keys ``scale``, ``n_factors`` and ``f{q}_{data,indices,
-        indptr,shape}`` (q = 0 leftmost). The file is written atomically."""
+        """Write an ``.npz`` with keys ``scale``, ``n_factors``, ``block`` (the block height,
+        0 for none) and ``f{q}_{data,indices,indptr,shape}`` (q = 0 leftmost). The file is
+        written atomically."""
         path = Path(path)
         arrays: dict[str, np.ndarray] = {
             "scale": np.array(self.scale, dtype=np.float64),
             "n_factors": np.array(self.n_factors, dtype=np.int64),
+            "block": np.array(self.block or 0, dtype=np.int64),
         }
         for q, f in enumerate(self._factors):
             arrays[f"f{q}_data"] = f.data
@@ -156,7 +252,7 @@ class FactorizedMatrix:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> FactorizedMatrix:
-        """Read a file written by :meth:`save`."""
+        """Read a file written by :meth:`save` (files without a ``block`` key: no block)."""
         try:
             with np.load(path, allow_pickle=False) as z:
                 n = int(z["n_factors"])
@@ -168,15 +264,20 @@ class FactorizedMatrix:
                     for q in range(n)
                 ]
                 scale = float(z["scale"])
+                block = int(z["block"]) if "block" in z.files else 0
         except (OSError, KeyError, ValueError) as exc:
             raise FactorizationError(
                 f"Cannot read a factorized matrix from {path}: {exc}."
             ) from exc
-        return cls(factors, scale, dtype=factors[0].dtype if factors else np.float64)
+        if block < 0:
+            raise FactorizationError(f"Cannot read a factorized matrix from {path}: bad block.")
+        dtype = factors[0].dtype if factors else np.float64
+        return cls(factors, scale, dtype=dtype, block=block or None)
 
     def __repr__(self) -> str:
         shapes = " @ ".join(f"{f.shape[0]}x{f.shape[1]}" for f in self._factors)
         return (
             f"FactorizedMatrix(shape={self.shape}, scale={self.scale:.6g}, "
-            f"factors=[{shapes}], nnz={self.nnz}, rcg={self.rcg:.3f})"
+            f"factors=[{shapes}], nnz={self.nnz}, rcg={self.rcg:.3f}"
+            + (f", block={self.block})" if self.block else ")")
         )

@@ -53,7 +53,7 @@ def test_npz_round_trip_and_exact_keys(tmp_path) -> None:
         keys = set(z.files)
         assert float(z["scale"]) == F.scale
         assert int(z["n_factors"]) == 3
-    expected = {"scale", "n_factors"} | {
+    expected = {"scale", "n_factors", "block"} | {
         f"f{q}_{part}" for q in range(3) for part in ("data", "indices", "indptr", "shape")
     }
     assert keys == expected
