@@ -17,144 +17,34 @@ Candidates, cheapest first:
   at high compression): a short probe run per k along a ladder of factor densities, then
   the best k runs to convergence, so iterations go where they matter;
 * with ``factors=J ≥ 3``, hierarchical palm4MSA with an even nonzero split.
+
+``block=bh`` restricts every factor to blocks of bh rows × 1 column and counts bh stored
+entries per block (see :mod:`.blocked` for its candidates).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
+from .blocked import block_candidates
 from .butterfly import _log2_exact, butterfly, butterfly_nnz
-from .engine import accelerated_two_factor, start_state
 from .hierarchical import default_hierarchical_constraints, hadamard_constraints, hierarchical
-from .palm4msa import _as_matrix, _SpectralNorm, chain_shapes
+from .palm4msa import _as_matrix, chain_shapes
 from .projections import proj_sp, sp
 from .result import FactorizationError, FactorizedMatrix
+from .twofactor import Candidate as _Candidate
+from .twofactor import palm_two_factor
 
 __all__ = ["factorize"]
 
 Progress = Callable[[int, int, str], None] | None
 _METHODS = ("auto", "palm4msa", "hierarchical", "butterfly")
 _EXACT = 1e-10  # relative error treated as an exact factorization
-
-
-@dataclass
-class _Candidate:
-    name: str
-    result: FactorizedMatrix
-    error: float
-
-
-def _two_factor_init(D: int, d: int, k: int, rng: np.random.Generator) -> tuple:
-    """The paper's start (S_0 = 0, S_1 = identity), with seeded random rows in S_1 where the
-    inner dimension exceeds d: all-zero rows would never receive a gradient."""
-    S1 = np.eye(k, d)
-    if k > d:
-        S1[d:] = rng.standard_normal((k - d, d)) / math.sqrt(d)
-    return np.zeros((D, k)), S1
-
-
-def _split_budget(budget: int, D: int, d: int, k: int) -> tuple[int, int]:
-    """Nonzeros for S_0 (D×k) and S_1 (k×d): between a size-proportional split and an even
-    one, which measured best on both unstructured and low-rank-like matrices."""
-    share = (D / (D + d) + 0.5) / 2.0
-    n0 = int(min(max(round(budget * share), 1), D * k))
-    n1 = int(min(budget - n0, k * d))
-    return n0, max(n1, 0)
-
-
-def _inner_dim(D: int, d: int, budget: int, density: float) -> int:
-    """Inner dimension at which both factors have about the given density."""
-    r = budget / (D + d)  # the rank a truncated SVD can afford
-    return int(min(max(round(r / density), 1), 2 * max(D, d)))
-
-
-# Factor densities on which the inner dimension is searched. The measured optimum lies
-# between 9 % (flat spectrum, low compression) and 45 % (fast-decaying spectrum, high
-# compression); the search starts at 30 % and 20 % and walks towards the better one.
-_LADDER = (0.6, 0.45, 0.3, 0.2, 0.13, 0.09, 0.06)
-
-
-def _palm_two_factor(
-    W: np.ndarray,
-    budget: int,
-    seed: int,
-    effort: float,
-    progress: Progress,
-) -> list[_Candidate]:
-    """Two sparse factors: a short run for a few inner dimensions, then the best one runs to
-    convergence. The first iterations use a 1.5/Lipschitz step and light inertia (fast
-    support discovery, measured to rank the inner dimensions reliably after ~20 sweeps), the
-    later ones a 1.3/Lipschitz step with stronger inertia (measured faster than 1/Lipschitz
-    on every benchmark matrix; any increase of the error triggers a restart)."""
-    D, d = W.shape
-    rng = np.random.default_rng(seed)
-    runs: dict[int, list] = {}
-    n_probe = max(int(20 * effort), 3)
-    n_final = max(int(100 * effort), 10)
-    total = n_probe * 4 + n_final
-    done = 0
-
-    def launch(density: float) -> None:
-        nonlocal done
-        k = _inner_dim(D, d, budget, density)
-        n0, n1 = _split_budget(budget, D, d, k)
-        if k in runs or n0 < 1 or n1 < 1:
-            return
-        S0, S1 = _two_factor_init(D, d, k, rng)
-        st = start_state(W, S0, S1)
-        run = [k, st, sp(n0), sp(n1), _SpectralNorm(seed)]
-        accelerated_two_factor(W, st, run[2], run[3], n_probe, 0.8, 0.0, 1.5, run[4])
-        runs[k] = run
-        done += n_probe
-        if progress is not None:
-            progress(done, total, f"two factors, inner dimension {k}")
-
-    def err_at(i: int) -> float:
-        k = _inner_dim(D, d, budget, _LADDER[i])
-        return runs[k][1].err if k in runs else math.inf
-
-    lo, hi = _LADDER.index(0.3), _LADDER.index(0.2)
-    launch(_LADDER[lo])
-    launch(_LADDER[hi])
-    if not runs:
-        return []
-    # Walk down the ladder while the error keeps improving (a unimodal search: probes are
-    # short, so only the winner's neighbours are ever tried).
-    step, i = (1, hi) if err_at(hi) < err_at(lo) else (-1, lo)
-    while 0 <= i + step < len(_LADDER):
-        launch(_LADDER[i + step])
-        if err_at(i + step) >= err_at(i):
-            break
-        i += step
-    k, st, c0, c1, norms = min(runs.values(), key=lambda r: r[1].err)
-    # Small problems converge slowly but iterate fast: give them up to 400 sweeps within a
-    # fixed amount of arithmetic (~6e10 flops at effort 1, a few seconds of BLAS).
-    flops = 10.0 * D * d * k
-    n_final = max(n_final, min(int(6e10 * effort / flops), int(400 * effort)))
-
-    def tick(_: int) -> None:
-        if progress is not None:
-            progress(min(done + st.iterations - n_probe, total), total, f"inner dimension {k}")
-
-    accelerated_two_factor(W, st, c0, c1, n_probe, 0.8, 0.0, 1.5, norms, tick)
-    accelerated_two_factor(W, st, c0, c1, n_final, 0.9, 3e-4, 1.3, norms, tick)
-    out = []
-    w_norm = float(np.linalg.norm(W)) or 1.0
-    for k, st, _c0, _c1, _n in runs.values():
-        fm = FactorizedMatrix(
-            [st.S0, st.S1],
-            st.lam,
-            {"method": "palm4msa", "inner_dim": k, "iterations": st.iterations},
-        )
-        # st.err comes from ‖W‖² − λ⟨W,P⟩, which loses digits near zero: recompute.
-        err = float(np.linalg.norm(W - st.lam * (st.S0 @ st.S1))) / w_norm
-        out.append(_Candidate(f"palm4msa-2(k={k})", fm, err))
-    return out
 
 
 def _prune(W: np.ndarray, budget: int) -> _Candidate:
@@ -255,7 +145,7 @@ def _candidates_for_budget(
         # no iterative method can do better.
         return cands
     if method in ("auto", "palm4msa") and factors in (None, 2):
-        cands.extend(_palm_two_factor(W, budget, seed, effort, progress))
+        cands.extend(palm_two_factor(W, budget, seed, effort, progress))
     if method == "palm4msa" and factors not in (None, 2):
         cands.append(_palm_chain(W, budget, int(factors), effort))
     if method == "hierarchical" or (method == "auto" and factors is not None and factors >= 3):
@@ -288,6 +178,7 @@ def factorize(
     seed: int = 0,
     progress: Progress = None,
     effort: float = 1.0,
+    block: int | None = None,
 ) -> FactorizedMatrix:
     """Approximate ``W`` by a product of sparse factors meeting a target.
 
@@ -299,6 +190,13 @@ def factorize(
     ``progress(done, total, message)`` reports progress and ``effort`` scales the iteration
     counts (less effort: faster, less accurate). Raises :class:`FactorizationError` for bad
     input or unreachable targets.
+
+    ``block=bh`` makes every factor block-sparse, its nonzeros in blocks of bh consecutive
+    rows × 1 column (row panels at multiples of bh; inner dimensions are multiples of bh),
+    for a kernel that adds ``S[panel, j] · x[j]`` a bh-vector at a time. The compression is
+    then counted in stored entries, bh per block (``result.stored_nnz``, padding of a short
+    last panel included), and the result has ``result.block == bh``. ``block=None`` (the
+    default) is the unstructured engine, unchanged. Butterfly has no block form.
     """
     t0 = time.perf_counter()
     W = _as_matrix(W)
@@ -316,14 +214,23 @@ def factorize(
         raise FactorizationError(f"max_error must be a non-negative number, got {max_error}.")
     if effort <= 0:
         raise FactorizationError("effort must be positive.")
+    if block is not None:
+        if isinstance(block, bool) or int(block) != block or block < 1:
+            raise FactorizationError(f"The block height must be a positive integer, got {block}.")
+        block = int(block)
+        if method == "butterfly":
+            raise FactorizationError("Butterfly factorizations have no block-sparse form.")
     D, d = W.shape
     if method == "butterfly" and not (d == D and _log2_exact(D) and D >= 2):
         raise FactorizationError(
             f"Butterfly factorization needs a square power-of-two matrix, got {D}x{d}."
         )
     # The truncated-SVD baseline is a two-factor candidate (and bounds max_error searches).
-    svd = (
-        np.linalg.svd(W, full_matrices=False) if method == "auto" and factors in (None, 2) else None
+    # With blocks it is also palm4MSA's starting point.
+    use_svd = method == "auto" or (block is not None and method == "palm4msa")
+    svd = np.linalg.svd(W, full_matrices=False) if use_svd and factors in (None, 2) else None
+    make = (
+        _candidates_for_budget if block is None else functools.partial(block_candidates, bh=block)
     )
     if max_error is None:
         budget = math.floor(D * d / rcg + 1e-9)
@@ -331,12 +238,17 @@ def factorize(
             raise FactorizationError(
                 f"RCG {rcg} is unreachable for a {D}x{d} matrix (it allows no nonzero at all)."
             )
-        cands = _candidates_for_budget(W, budget, factors, method, seed, effort, progress, svd)
+        if block is not None and budget < block:
+            raise FactorizationError(
+                f"RCG {rcg} is unreachable for a {D}x{d} matrix with blocks of {block} "
+                f"(it allows {budget} stored entries, less than one block)."
+            )
+        cands = make(W, budget, factors, method, seed, effort, progress, svd)
         if not cands:
             raise FactorizationError(
                 f"No {method} factorization of a {D}x{d} matrix meets RCG {rcg}."
             )
-        best = min(cands, key=lambda c: (c.error, c.result.nnz))
+        best = min(cands, key=lambda c: (c.error, c.result.stored_nnz))
         return _finish(best, cands, t0, W)
     from .search import search_max_error
 
@@ -351,8 +263,9 @@ def factorize(
         progress,
         svd,
         t0,
-        _candidates_for_budget,
+        make,
         _finish,
+        block=block,
     )
 
 
@@ -364,7 +277,7 @@ def _finish(
         {
             "chosen": best.name,
             "relative_error": best.error,
-            "candidates": {c.name: (c.error, c.result.nnz) for c in cands},
+            "candidates": {c.name: (c.error, c.result.stored_nnz) for c in cands},
             "time": time.perf_counter() - t0,
         }
     )

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .blocked import block_prune_budget, block_svd_budget
 from .butterfly import _log2_exact
 from .result import FactorizationError, FactorizedMatrix
 
@@ -57,12 +58,16 @@ def search_max_error(
     t0: float,
     make: Callable[..., list[Any]],
     finish: Callable[..., FactorizedMatrix],
+    block: int | None = None,
 ) -> FactorizedMatrix:
+    """Smallest stored-entry budget (nonzeros, or bh per block with ``block``) whose
+    candidates from ``make`` meet ``max_error``."""
     D, d = W.shape
     cap = math.floor(D * d / rcg + 1e-9) if rcg is not None else D * d
-    if cap < 1:
+    if cap < (block or 1):
         raise FactorizationError(
-            f"RCG {rcg} is unreachable for a {D}x{d} matrix (it allows no nonzero at all)."
+            f"RCG {rcg} is unreachable for a {D}x{d} matrix (it allows no "
+            + ("nonzero at all)." if block is None else f"block of {block} at all).")
         )
     seen: list[Any] = []
 
@@ -73,16 +78,26 @@ def search_max_error(
 
     hi = cap
     if method == "auto" and factors in (None, 1, 2):
-        bounds = [prune_budget(W, max_error)] if factors in (None, 1) else []
+        bounds = []
+        if factors in (None, 1):
+            bounds.append(
+                prune_budget(W, max_error)
+                if block is None
+                else block_prune_budget(W, max_error, block)
+            )
         if svd is not None and factors in (None, 2):
-            b = svd_budget(W.shape, svd[1], max_error)
+            if block is None:
+                b = svd_budget(W.shape, svd[1], max_error)
+            else:
+                b = block_svd_budget(W.shape, svd[1], max_error, block) or None
             if b is not None:
                 bounds.append(b)
         bounds = [b for b in bounds if 1 <= b <= cap]
         if bounds:
             hi = min(bounds)
-    is_butterfly = method == "butterfly" or (
-        method == "auto" and d == D and _log2_exact(D) and factors not in (None, 1, 2)
+    is_butterfly = block is None and (
+        method == "butterfly"
+        or (method == "auto" and d == D and _log2_exact(D) and factors not in (None, 1, 2))
     )
     n_probes = 1 if is_butterfly else 7
     ok = probe(hi)
@@ -94,7 +109,7 @@ def search_max_error(
             f"No {method} factorization of the {D}x{d} matrix reaches relative error "
             f"{max_error:g}" + (f" with RCG at least {rcg:g}." if rcg is not None else ".")
         )
-    best_nnz = min(c.result.nnz for c in ok)
+    best_nnz = min(c.result.stored_nnz for c in ok)
     hi = max(min(hi, best_nnz), 1)
     lo = max(hi // 32, 0)
     for step in range(n_probes - 1):
@@ -106,11 +121,11 @@ def search_max_error(
         mid = min(max(mid, lo + 1), hi - 1)
         found = probe(mid)
         if found:
-            hi = min(mid, min(c.result.nnz for c in found))
+            hi = min(mid, min(c.result.stored_nnz for c in found))
         else:
             lo = mid
     good = [c for c in seen if c.error <= max_error]
-    best = min(good, key=lambda c: (c.result.nnz, c.error))
+    best = min(good, key=lambda c: (c.result.stored_nnz, c.error))
     if progress is not None:
         progress(n_probes, n_probes, "max_error search done")
     return finish(best, seen, t0, W)
