@@ -92,18 +92,19 @@ def block_svd_budget(shape: tuple[int, int], s: np.ndarray, max_error: float, bh
 
 
 def _block_budgets(budget: int, shapes: list[tuple[int, int]], bh: int) -> list[int]:
-    """Blocks per factor, proportional to each factor's number of blocks (a factor's own
-    block count caps its share; any excess goes to the others in the same proportion)."""
-    caps = np.array([_panels(m, bh) * n for m, n in shapes], dtype=np.int64)
-    total = budget // bh
-    nb = np.minimum(np.floor(total * caps / caps.sum()).astype(np.int64), caps)
+    """Blocks per factor, at least one each, the rest proportional to each factor's number of
+    blocks (a factor's own block count caps its share; any excess goes to the others in the
+    same proportion). Fewer blocks than factors: one each, over budget (filtered later)."""
+    caps = np.array([_panels(m, bh) * n for m, n in shapes], dtype=np.int64) - 1
+    nb = np.zeros(len(caps), dtype=np.int64)
+    left = budget // bh - len(caps)
     for _ in range(len(caps)):
         free = caps - nb
-        left = total - int(nb.sum())
         if left <= 0 or not free.any():
             break
         nb += np.minimum(np.floor(left * free / free.sum()).astype(np.int64), free)
-    return [int(v) for v in np.maximum(nb, 1)]
+        left = budget // bh - len(caps) - int(nb.sum())
+    return [int(v) + 1 for v in nb]
 
 
 def _hierarchical_constraints(
