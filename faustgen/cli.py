@@ -116,6 +116,15 @@ def _parser() -> argparse.ArgumentParser:
         help="absolute tolerance added to rtol*max|ref| (default 0)",
     )
 
+    bn = sub.add_parser("bench", help="latency: dense C, factorized C, onnxruntime (1 thread)")
+    bn.add_argument("model", help="ONNX file")
+    bn.add_argument("--rcg", type=float, help="factorization target (default: the build default)")
+    bn.add_argument("--batch", type=int, default=1)
+    bn.add_argument("--repeat", type=int, default=200, help="calls per round (5 rounds)")
+    bn.add_argument("--unstructured", action="store_true")
+    bn.add_argument("--convs", action=argparse.BooleanOptionalAction, default=None)
+    bn.add_argument("--json", action="store_true")
+
     rp = sub.add_parser("report", help="per-layer table of a build (report.json)")
     rp.add_argument("out", help="bundle directory")
     rp.add_argument("--json", action="store_true", help="print report.json")
@@ -293,6 +302,12 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from faustgen.benchcmd import cmd_bench as run
+
+    return run(args)
+
+
 def cmd_demo(args) -> int:
     from faustgen.demo import main_demo
 
@@ -306,6 +321,7 @@ COMMANDS = {
     "targets": cmd_targets,
     "demo": cmd_demo,
     "report": cmd_report,
+    "bench": cmd_bench,
 }
 
 

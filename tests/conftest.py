@@ -71,5 +71,48 @@ def quick_build(tmp_path, runtime_objects):
     return build
 
 
+@pytest.fixture(scope="session")
+def target_runtime(tmp_path_factory):
+    """target name -> runtime object files compiled once with that target's compiler."""
+    cache: dict[str, list[Path]] = {}
+
+    def get(target) -> list[Path]:
+        if target.name not in cache:
+            d = tmp_path_factory.mktemp(f"runtime_{target.name}")
+            src = data_dir("runtime_c")
+            objs = []
+            for name in RUNTIME_SOURCES:
+                obj = d / name.replace(".c", ".o")
+                subprocess.run([target.cc, *target.cflags, "-I", str(src), "-c",
+                                str(src / name), "-o", str(obj)], check=True)
+                objs.append(obj)
+            cache[target.name] = objs
+        return cache[target.name]
+
+    return get
+
+
+@pytest.fixture
+def target_build(tmp_path, target_runtime):
+    """build(model_path, target_name) -> CompiledModel with a harness for that target, linked
+    against the runtime compiled once per session (the model itself at the target's flags)."""
+    from faustgen.build import load_target
+
+    counter = iter(range(10**6))
+
+    def build(model_path, target_name: str, **kw) -> CompiledModel:
+        target = load_target(target_name)
+        out = tmp_path / f"{target_name}{next(counter)}"
+        opts = BuildOptions(target=target_name, compile=False, **kw)
+        build_bundle(model_path, out, opts)
+        cmd = [target.cc, *target.cflags, *target.ldflags, "-o", str(out / opts.prefix),
+               str(out / "main.c"), str(out / f"{opts.prefix}.c"),
+               *map(str, target_runtime(target)), *target.ldlibs]
+        subprocess.run(cmd, check=True, cwd=out)
+        return CompiledModel(out)
+
+    return build
+
+
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None

@@ -92,8 +92,9 @@ def build_bundle(
         plan,
         command=opts.command,
         target=target.name,
-        cc=target.cc or "cc",
+        cc=target.device_cc,
         cflags=" ".join(target.cflags),
+        ldflags=" ".join(target.ldflags),
     )
 
     parent = out.resolve().parent

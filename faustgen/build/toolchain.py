@@ -17,7 +17,9 @@ class Target:
     name: str
     description: str
     cc: str  # "" for a source-only target
+    device_cc: str  # the compiler the bundle's Makefile uses when built on the device
     cflags: tuple[str, ...]
+    ldflags: tuple[str, ...]
     ldlibs: tuple[str, ...]
     size: str
     emulator: tuple[str, ...]  # command prefix to run a binary; () = native
@@ -64,7 +66,9 @@ def load_target(name: str) -> Target:
         name=d["name"],
         description=d.get("description", ""),
         cc=d.get("cc", ""),
+        device_cc=d.get("device_cc", "cc"),
         cflags=tuple(d.get("cflags", [])),
+        ldflags=tuple(d.get("ldflags", [])),
         ldlibs=tuple(d.get("ldlibs", ["-lm"])),
         size=d.get("size", ""),
         emulator=tuple(d.get("emulator", [])),
@@ -114,7 +118,8 @@ def compile_shared(
 def compile_executable(
     out_dir: Path, sources: list[str], exe: str, target: Target, extra_flags: tuple[str, ...] = ()
 ) -> Path:
-    cmd = [target.cc, *target.cflags, *extra_flags, "-o", exe, *sources, *target.ldlibs]
+    cmd = [target.cc, *target.cflags, *extra_flags, *target.ldflags, "-o", exe, *sources,
+           *target.ldlibs]
     run_compiler(cmd, out_dir, exe)
     return out_dir / exe
 

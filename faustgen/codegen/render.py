@@ -96,7 +96,14 @@ def _body(program: Program, plan: MemoryPlan) -> list[str]:
 
 
 def render(
-    program: Program, plan: MemoryPlan, *, command: str, target: str, cc: str, cflags: str
+    program: Program,
+    plan: MemoryPlan,
+    *,
+    command: str,
+    target: str,
+    cc: str,
+    cflags: str,
+    ldflags: str = "",
 ) -> Rendered:
     g = program.graph
     prefix = program.prefix
@@ -136,6 +143,7 @@ def render(
         "target": target,
         "cc": cc,
         "cflags": cflags,
+        "ldflags": ldflags,
         "runtime_sources": list(RUNTIME_SOURCES),
     }
     arrays = [
