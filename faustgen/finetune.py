@@ -309,7 +309,7 @@ def finetune(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
             bar.update(1)
         history.append(total / len(xs))
     bar.close()

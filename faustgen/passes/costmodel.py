@@ -68,21 +68,47 @@ class CostModel:
         return blocks * (4 * BSR_ROWS + idx) + 4 * (-(-m // BSR_ROWS) + 1)
 
     # ---------------------------------------------------------------- choice
-    def choose_storage(self, matrix: sps.csr_matrix, mode: str, count: int) -> Factor:
-        """The fastest storage for one factor (ties: fewer bytes)."""
-        options = ["dense", "csr"]
+    def options(self, matrix: sps.csr_matrix, mode: str) -> list[Factor]:
+        storages = ["csr", "dense"]
         if mode == "matvec":
-            counts = sps.csr_matrix(matrix).getnnz(axis=1)
+            counts = matrix.getnnz(axis=1)
             if len(counts) and counts.min() == counts.max():
-                options.append("ell")
-            options.append("bsr16")
-        best = None
-        for storage in options:
-            f = Factor(matrix, storage)
-            key = (self.factor_time(f, mode, count), self.factor_bytes(f))
-            if best is None or key < best[0]:
-                best = (key, f)
-        return best[1]
+                storages.append("ell")
+            storages.append("bsr16")
+        return [Factor(matrix, s) for s in storages]
+
+    def choose_storages(self, matrices: list[sps.csr_matrix], mode: str, count: int,
+                        budget: int | None = None) -> list[Factor]:
+        """Storage for each factor of a chain: the fastest mix whose stored entries stay
+        within `budget` (the parameter count the factorization promised), chosen greedily
+        by time saved per extra stored entry. Without a budget, the fastest per factor."""
+        choice = []
+        for m in matrices:
+            opts = self.options(m, mode)
+            choice.append(min(opts, key=lambda f: (f.stored_entries(), self.factor_bytes(f),
+                                                   self.factor_time(f, mode, count))))
+        if budget is None:
+            return [min(self.options(m, mode), key=lambda f: (self.factor_time(f, mode, count),
+                                                             self.factor_bytes(f)))
+                    for m in matrices]
+        used = sum(f.stored_entries() for f in choice)
+        while True:
+            best = None
+            for q, m in enumerate(matrices):
+                cur = choice[q]
+                for f in self.options(m, mode):
+                    gain = self.factor_time(cur, mode, count) - self.factor_time(f, mode, count)
+                    extra = f.stored_entries() - cur.stored_entries()
+                    if gain <= 0 or used + extra > budget:
+                        continue
+                    score = gain / max(extra, 1)
+                    if best is None or score > best[0]:
+                        best = (score, q, f, extra)
+            if best is None:
+                return choice
+            _, q, f, extra = best
+            choice[q] = f
+            used += extra
 
 
 def block_fill(matrix: sps.csr_matrix) -> float:

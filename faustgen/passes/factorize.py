@@ -87,7 +87,10 @@ def _factor_list(result, cost: CostModel, mode: str, count: int) -> list[Factor]
     mats = [sps.csr_matrix(f, dtype=np.float32) for f in result.balanced_factors()]
     for m in mats:
         m.eliminate_zeros()
-    return [cost.choose_storage(m, mode, count) for m in mats]
+        m.sort_indices()
+    # The stored entries may not exceed what the engine promised (its RCG).
+    budget = int(getattr(result, "stored_nnz", result.nnz))
+    return cost.choose_storages(mats, mode, count, budget)
 
 
 def _factorize_node(g: Graph, node: Node, policy: FactorizePolicy) -> Node | None:
