@@ -416,3 +416,71 @@ void ref_lrn(const float *x, float *y, int outer, int C, int inner, int size, fl
                             pow(bias + alpha / size * sq, beta));
             }
 }
+
+/* ---- sparse factors -------------------------------------------------------- */
+
+void ref_csr_matvec(int rows, int m, int n, const int32_t *indptr, const int32_t *indices,
+                    const float *data, const float *x, float *y, const float *bias, int act,
+                    float a, float b)
+{
+    int r, i, p;
+    for (r = 0; r < rows; ++r)
+        for (i = 0; i < m; ++i) {
+            float s = 0.0f;
+            for (p = indptr[i]; p < indptr[i + 1]; ++p)
+                s += data[p] * x[(size_t)r * n + indices[p]];
+            if (bias)
+                s += bias[i];
+            y[(size_t)r * m + i] = ref_act(s, act, a, b);
+        }
+}
+
+void ref_ell_matvec(int rows, int m, int n, int k, const int32_t *indices, const float *data,
+                    const float *x, float *y, const float *bias, int act, float a, float b)
+{
+    int r, i, s;
+    for (r = 0; r < rows; ++r)
+        for (i = 0; i < m; ++i) {
+            float acc = 0.0f;
+            for (s = 0; s < k; ++s) {
+                const size_t e = (size_t)s * m + i;
+                acc += data[e] * x[(size_t)r * n + indices[e]];
+            }
+            if (bias)
+                acc += bias[i];
+            y[(size_t)r * m + i] = ref_act(acc, act, a, b);
+        }
+}
+
+void ref_bsr16_matvec(int rows, int m, int n, const int32_t *panel_ptr, const int32_t *cols,
+                      const float *values, const float *x, float *y, const float *bias, int act,
+                      float a, float b)
+{
+    int r, i, q;
+    for (r = 0; r < rows; ++r)
+        for (i = 0; i < m; ++i) {
+            const int p = i / FG_BSR_ROWS, j = i % FG_BSR_ROWS;
+            float acc = 0.0f;
+            for (q = panel_ptr[p]; q < panel_ptr[p + 1]; ++q)
+                acc += values[(size_t)q * FG_BSR_ROWS + j] * x[(size_t)r * n + cols[q]];
+            if (bias)
+                acc += bias[i];
+            y[(size_t)r * m + i] = ref_act(acc, act, a, b);
+        }
+}
+
+void ref_csr_spmm(int m, int ncols, const int32_t *indptr, const int32_t *indices,
+                  const float *data, const float *X, float *Y, const float *bias, int act, float a,
+                  float b)
+{
+    int i, c, p;
+    for (i = 0; i < m; ++i)
+        for (c = 0; c < ncols; ++c) {
+            float s = 0.0f;
+            for (p = indptr[i]; p < indptr[i + 1]; ++p)
+                s += data[p] * X[(size_t)indices[p] * ncols + c];
+            if (bias)
+                s += bias[i];
+            Y[(size_t)i * ncols + c] = ref_act(s, act, a, b);
+        }
+}

@@ -54,4 +54,19 @@ void ref_reduce(int op, const float *x, float *y, int outer, int n, int inner);
 void ref_lrn(const float *x, float *y, int outer, int C, int inner, int size, float alpha,
              float beta, float bias);
 
+/* Sparse factors, int32 column indices (the tests widen u16 indices). Same
+ * semantics as fg_runtime.h; one output at a time, float accumulation in the
+ * order the entries are stored, bias added last. */
+void ref_csr_matvec(int rows, int m, int n, const int32_t *indptr, const int32_t *indices,
+                    const float *data, const float *x, float *y, const float *bias, int act,
+                    float a, float b);
+void ref_ell_matvec(int rows, int m, int n, int k, const int32_t *indices, const float *data,
+                    const float *x, float *y, const float *bias, int act, float a, float b);
+void ref_bsr16_matvec(int rows, int m, int n, const int32_t *panel_ptr, const int32_t *cols,
+                      const float *values, const float *x, float *y, const float *bias, int act,
+                      float a, float b);
+void ref_csr_spmm(int m, int ncols, const int32_t *indptr, const int32_t *indices,
+                  const float *data, const float *X, float *Y, const float *bias, int act, float a,
+                  float b);
+
 #endif

@@ -3,7 +3,10 @@
  * multiple of 16, M not a multiple of 4), odd strides / dilations / pads,
  * groups, depthwise multipliers, ceil-mode pooling windows past the padded
  * input, count_include_pad both ways, broadcasting, transposes and negative
- * pads. Output buffers carry guard zones that must stay untouched.
+ * pads, and the sparse factor kernels (CSR / ELL / BSR16 matvec, CSR spmm) with
+ * u16 and i32 indices, empty rows and panels, partial last panels, rows > 1
+ * and ncols tails. Output buffers carry guard zones that must stay untouched;
+ * the sparse kernels' inputs are exact-size allocations (ASan catches overreads).
  *
  * Build and run (see Makefile):
  *   gcc -O2 -std=c99 -I.. ../fg_*.c ref_kernels.c test_kernels.c -lm -o test_kernels
@@ -895,6 +898,385 @@ static void test_reductions(int iters)
     }
 }
 
+/* ---- sparse factors ---------------------------------------------------------- */
+
+/* exact-size input buffers (no guard floats), so that ASan / valgrind catch any
+ * read past an input array */
+static void *alloc_x(size_t bytes)
+{
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+static float *alloc_rand_x(size_t n)
+{
+    float *p = (float *)alloc_x(n * sizeof(float));
+    fill_rand(p, n);
+    return p;
+}
+
+static uint16_t *narrow_u16(const int32_t *idx, size_t n)
+{
+    uint16_t *p = (uint16_t *)alloc_x(n * sizeof(uint16_t));
+    size_t i;
+    for (i = 0; i < n; ++i)
+        p[i] = (uint16_t)idx[i];
+    return p;
+}
+
+/* CSR m x n with row lengths in [0, maxrow], a share of rows forced empty;
+ * column indices uniform in [0, n) (unsorted, duplicates allowed: they add). */
+typedef struct {
+    int m, n, nnz, maxlen;
+    int32_t *indptr, *idx;
+    uint16_t *idx16; /* NULL when n > 65536 */
+    float *data;
+} sp_csr;
+
+static void rnd_csr(sp_csr *S, int m, int n, int maxrow, int empty_pct)
+{
+    int i, p;
+    S->m = m;
+    S->n = n;
+    S->maxlen = 0;
+    S->indptr = (int32_t *)alloc_x((size_t)(m + 1) * sizeof(int32_t));
+    S->indptr[0] = 0;
+    for (i = 0; i < m; ++i) {
+        const int len = rnd_int(0, 99) < empty_pct ? 0 : rnd_int(0, maxrow);
+        S->indptr[i + 1] = S->indptr[i] + len;
+        if (len > S->maxlen)
+            S->maxlen = len;
+    }
+    S->nnz = S->indptr[m];
+    S->idx = (int32_t *)alloc_x((size_t)S->nnz * sizeof(int32_t));
+    S->data = alloc_rand_x((size_t)S->nnz);
+    for (p = 0; p < S->nnz; ++p)
+        S->idx[p] = rnd_int(0, n - 1);
+    S->idx16 = n <= 65536 ? narrow_u16(S->idx, (size_t)S->nnz) : NULL;
+}
+
+static void free_csr(sp_csr *S)
+{
+    free(S->indptr);
+    free(S->idx);
+    free(S->idx16);
+    free(S->data);
+}
+
+static int same_bits(const float *p, const float *q, size_t n)
+{
+    return memcmp(p, q, n * sizeof(float)) == 0;
+}
+
+/* the three matvec families share this driver */
+enum { SP_CSR, SP_ELL, SP_BSR };
+
+typedef struct {
+    int kind, rows, m, n, k;
+    const int32_t *ptr, *idx;
+    const uint16_t *idx16;
+    const float *vals, *bias;
+    int act;
+    float a, b;
+} sp_call;
+
+static void sp_run(const sp_call *c, int wide, int rows, const float *x, float *y)
+{
+    switch (c->kind) {
+    case SP_CSR:
+        if (wide)
+            fg_csr_matvec_i32(rows, c->m, c->n, c->ptr, c->idx, c->vals, x, y, c->bias, c->act,
+                              c->a, c->b);
+        else
+            fg_csr_matvec_u16(rows, c->m, c->n, c->ptr, c->idx16, c->vals, x, y, c->bias,
+                              c->act, c->a, c->b);
+        break;
+    case SP_ELL:
+        if (wide)
+            fg_ell_matvec_i32(rows, c->m, c->n, c->k, c->idx, c->vals, x, y, c->bias, c->act,
+                              c->a, c->b);
+        else
+            fg_ell_matvec_u16(rows, c->m, c->n, c->k, c->idx16, c->vals, x, y, c->bias, c->act,
+                              c->a, c->b);
+        break;
+    default:
+        if (wide)
+            fg_bsr16_matvec_i32(rows, c->m, c->n, c->ptr, c->idx, c->vals, x, y, c->bias,
+                                c->act, c->a, c->b);
+        else
+            fg_bsr16_matvec_u16(rows, c->m, c->n, c->ptr, c->idx16, c->vals, x, y, c->bias,
+                                c->act, c->a, c->b);
+        break;
+    }
+}
+
+static void sp_ref(const sp_call *c, const float *x, float *y)
+{
+    switch (c->kind) {
+    case SP_CSR:
+        ref_csr_matvec(c->rows, c->m, c->n, c->ptr, c->idx, c->vals, x, y, c->bias, c->act, c->a,
+                       c->b);
+        break;
+    case SP_ELL:
+        ref_ell_matvec(c->rows, c->m, c->n, c->k, c->idx, c->vals, x, y, c->bias, c->act, c->a,
+                       c->b);
+        break;
+    default:
+        ref_bsr16_matvec(c->rows, c->m, c->n, c->ptr, c->idx, c->vals, x, y, c->bias, c->act,
+                         c->a, c->b);
+        break;
+    }
+}
+
+/* i32 and u16 variants against the reference; both variants bitwise equal;
+ * each vector of a rows > 1 call bitwise equal to a rows = 1 call. */
+static void sp_check(const char *name, const sp_call *c, int dot_len, const char *ctx)
+{
+    const size_t nx = (size_t)c->rows * c->n, ny = (size_t)c->rows * c->m;
+    float *x = alloc_rand_x(nx);
+    float *y = alloc_g(ny), *y16 = alloc_g(ny), *y1 = alloc_g(ny), *yr = alloc_g(ny);
+    char what[64];
+    int r, ok;
+    sp_ref(c, x, yr);
+    sp_run(c, 1, c->rows, x, y);
+    snprintf(what, sizeof what, "%s_i32", name);
+    record(compare(what, y, yr, ny, 1e-5f, atol_dot(dot_len), ctx) && guards_ok(y, ny));
+    if (c->idx16) {
+        sp_run(c, 0, c->rows, x, y16);
+        snprintf(what, sizeof what, "%s_u16", name);
+        ok = compare(what, y16, yr, ny, 1e-5f, atol_dot(dot_len), ctx) && guards_ok(y16, ny);
+        if (ok && !same_bits(y16, y, ny)) {
+            printf("FAIL %s [%s]: u16 and i32 results differ\n", what, ctx);
+            ok = 0;
+        }
+        record(ok);
+    }
+    if (c->rows > 1) {
+        for (r = 0; r < c->rows; ++r)
+            sp_run(c, 1, 1, x + (size_t)r * c->n, y1 + (size_t)r * c->m);
+        ok = same_bits(y1, y, ny) && guards_ok(y1, ny);
+        if (!ok)
+            printf("FAIL %s [%s]: rows=%d differs from %d calls with rows=1\n", name, ctx,
+                   c->rows, c->rows);
+        record(ok);
+    }
+    free(x);
+    free_g(y);
+    free_g(y16);
+    free_g(y1);
+    free_g(yr);
+}
+
+static int rnd_rows(int it)
+{
+    return it % 3 == 0 ? rnd_int(2, 5) : 1;
+}
+
+/* m: all small sizes, around multiples of 16 / 32, and large */
+static int rnd_m(int it)
+{
+    switch (it % 5) {
+    case 0: return rnd_int(1, 17);
+    case 1: return 16 * rnd_int(1, 4) + rnd_int(-1, 1);
+    case 2: return 32 * rnd_int(1, 4);
+    case 3: return rnd_int(1, 300);
+    default: return rnd_int(1, 70);
+    }
+}
+
+static void test_csr_matvec(int iters)
+{
+    int it;
+    for (it = 0; it < iters; ++it) {
+        sp_csr S;
+        sp_call c;
+        char ctx[128];
+        const int m = it == 0 ? 1 : rnd_m(it);
+        const int n = it == 0 ? 1 : (it == 1 ? 70000 : rnd_int(1, it % 4 == 0 ? 900 : 80));
+        const int maxrow = it % 6 == 0 ? rnd_int(0, 200) : rnd_int(0, 20);
+        rnd_csr(&S, m, n, maxrow, it % 2 ? 25 : 0);
+        memset(&c, 0, sizeof c);
+        c.kind = SP_CSR;
+        c.rows = rnd_rows(it);
+        c.m = m;
+        c.n = n;
+        c.ptr = S.indptr;
+        c.idx = S.idx;
+        c.idx16 = S.idx16;
+        c.vals = S.data;
+        c.act = rnd_act(&c.a, &c.b);
+        c.bias = rnd_int(0, 3) ? alloc_rand_x((size_t)m) : NULL;
+        snprintf(ctx, sizeof ctx, "rows=%d m=%d n=%d nnz=%d bias=%d act=%d", c.rows, m, n, S.nnz,
+                 c.bias != NULL, c.act);
+        sp_check("fg_csr_matvec", &c, S.maxlen, ctx);
+        free((void *)c.bias);
+        free_csr(&S);
+    }
+}
+
+static void test_ell_matvec(int iters)
+{
+    int it;
+    for (it = 0; it < iters; ++it) {
+        sp_call c;
+        char ctx[128];
+        const int m = it == 0 ? 1 : rnd_m(it);
+        const int n = it == 1 ? 70000 : rnd_int(1, it % 4 == 0 ? 900 : 80);
+        const int k = it == 2 ? 0 : rnd_int(1, it % 6 == 0 ? 120 : 12);
+        const size_t ne = (size_t)k * m;
+        int32_t *idx = (int32_t *)alloc_x(ne * sizeof(int32_t));
+        float *data = alloc_rand_x(ne);
+        uint16_t *idx16;
+        int i, s;
+        /* row i uses its first len slots; the rest is padding: data 0 and any
+         * valid index (some at the last column) */
+        for (i = 0; i < m; ++i) {
+            const int len = rnd_int(0, 4) == 0 ? rnd_int(0, k) : k;
+            for (s = 0; s < k; ++s) {
+                const size_t e = (size_t)s * m + i;
+                idx[e] = rnd_int(0, n - 1);
+                if (s >= len) {
+                    data[e] = 0.0f;
+                    if (rnd_int(0, 1))
+                        idx[e] = n - 1;
+                }
+            }
+        }
+        idx16 = n <= 65536 ? narrow_u16(idx, ne) : NULL;
+        memset(&c, 0, sizeof c);
+        c.kind = SP_ELL;
+        c.rows = rnd_rows(it);
+        c.m = m;
+        c.n = n;
+        c.k = k;
+        c.idx = idx;
+        c.idx16 = idx16;
+        c.vals = data;
+        c.act = rnd_act(&c.a, &c.b);
+        c.bias = rnd_int(0, 3) ? alloc_rand_x((size_t)m) : NULL;
+        snprintf(ctx, sizeof ctx, "rows=%d m=%d n=%d k=%d bias=%d act=%d", c.rows, m, n, k,
+                 c.bias != NULL, c.act);
+        sp_check("fg_ell_matvec", &c, k, ctx);
+        free((void *)c.bias);
+        free(idx);
+        free(idx16);
+        free(data);
+    }
+}
+
+static void test_bsr16_matvec(int iters)
+{
+    int it;
+    for (it = 0; it < iters; ++it) {
+        sp_call c;
+        char ctx[128];
+        const int m = it == 0 ? 1 : rnd_m(it);
+        const int n = it == 1 ? 70000 : rnd_int(1, it % 4 == 0 ? 900 : 80);
+        const int np = (m + FG_BSR_ROWS - 1) / FG_BSR_ROWS;
+        const int maxb = it % 6 == 0 ? rnd_int(0, 150) : rnd_int(0, 13);
+        int32_t *ptr = (int32_t *)alloc_x((size_t)(np + 1) * sizeof(int32_t));
+        int32_t *cols;
+        uint16_t *cols16;
+        float *vals;
+        int p, q, j, nb, maxlen = 0;
+        ptr[0] = 0;
+        for (p = 0; p < np; ++p) {
+            const int len = rnd_int(0, 3) == 0 ? 0 : rnd_int(0, maxb); /* empty panels */
+            ptr[p + 1] = ptr[p] + len;
+            if (len > maxlen)
+                maxlen = len;
+        }
+        nb = ptr[np];
+        cols = (int32_t *)alloc_x((size_t)nb * sizeof(int32_t));
+        vals = alloc_rand_x((size_t)nb * FG_BSR_ROWS);
+        for (p = 0; p < np; ++p)
+            for (q = ptr[p]; q < ptr[p + 1]; ++q) {
+                cols[q] = rnd_int(0, n - 1);
+                for (j = 0; j < FG_BSR_ROWS; ++j)
+                    if (p * FG_BSR_ROWS + j >= m) /* zero past m (contract) */
+                        vals[(size_t)q * FG_BSR_ROWS + j] = 0.0f;
+                    else if (rnd_int(0, 7) == 0) /* some explicit zeros inside */
+                        vals[(size_t)q * FG_BSR_ROWS + j] = 0.0f;
+            }
+        cols16 = n <= 65536 ? narrow_u16(cols, (size_t)nb) : NULL;
+        memset(&c, 0, sizeof c);
+        c.kind = SP_BSR;
+        c.rows = rnd_rows(it);
+        c.m = m;
+        c.n = n;
+        c.ptr = ptr;
+        c.idx = cols;
+        c.idx16 = cols16;
+        c.vals = vals;
+        c.act = rnd_act(&c.a, &c.b);
+        c.bias = rnd_int(0, 3) ? alloc_rand_x((size_t)m) : NULL;
+        snprintf(ctx, sizeof ctx, "rows=%d m=%d n=%d blocks=%d bias=%d act=%d", c.rows, m, n, nb,
+                 c.bias != NULL, c.act);
+        sp_check("fg_bsr16_matvec", &c, maxlen, ctx);
+        free((void *)c.bias);
+        free(ptr);
+        free(cols);
+        free(cols16);
+        free(vals);
+    }
+}
+
+static void test_csr_spmm(int iters)
+{
+    static const int wide_cols[] = {16, 32, 48, 64, 80, 96, 128, 784};
+    int it;
+    for (it = 0; it < iters; ++it) {
+        sp_csr S;
+        char ctx[128];
+        const int m = it == 0 ? 1 : rnd_int(1, it % 4 == 0 ? 40 : 12);
+        const int n = it == 1 ? 70000 : rnd_int(1, 160);
+        const int ncols = it % 4 == 0   ? rnd_int(1, 15)
+                          : it % 4 == 1 ? wide_cols[rnd_int(0, 7)]
+                                        : rnd_int(1, 300) + (it % 4 == 2 ? 0 : 1);
+        const int maxrow = it % 5 == 0 ? rnd_int(0, 60) : rnd_int(0, 12);
+        const size_t nX = (size_t)(it == 1 ? 5 : n) * ncols, ny = (size_t)m * ncols;
+        float *X, *Y, *Y16, *Yr, *bias;
+        float a, b;
+        int act, ok, p;
+        rnd_csr(&S, m, n, maxrow, it % 2 ? 30 : 0);
+        if (it == 1) /* large index values, small X: only rows 0..4 referenced */
+            for (p = 0; p < S.nnz; ++p)
+                S.idx[p] = rnd_int(0, 4);
+        X = alloc_rand_x(nX);
+        Y = alloc_g(ny);
+        Y16 = alloc_g(ny);
+        Yr = alloc_g(ny);
+        act = rnd_act(&a, &b);
+        bias = rnd_int(0, 3) ? alloc_rand_x((size_t)m) : NULL;
+        snprintf(ctx, sizeof ctx, "m=%d n=%d ncols=%d nnz=%d bias=%d act=%d", m, n, ncols, S.nnz,
+                 bias != NULL, act);
+        ref_csr_spmm(m, ncols, S.indptr, S.idx, S.data, X, Yr, bias, act, a, b);
+        fg_csr_spmm_i32(m, ncols, S.indptr, S.idx, S.data, X, Y, bias, act, a, b);
+        record(compare("fg_csr_spmm_i32", Y, Yr, ny, 1e-5f, atol_dot(S.maxlen), ctx) &&
+               guards_ok(Y, ny));
+        if (S.idx16) {
+            fg_csr_spmm_u16(m, ncols, S.indptr, S.idx16, S.data, X, Y16, bias, act, a, b);
+            ok = compare("fg_csr_spmm_u16", Y16, Yr, ny, 1e-5f, atol_dot(S.maxlen), ctx) &&
+                 guards_ok(Y16, ny);
+            if (ok && !same_bits(Y16, Y, ny)) {
+                printf("FAIL fg_csr_spmm_u16 [%s]: u16 and i32 results differ\n", ctx);
+                ok = 0;
+            }
+            record(ok);
+        }
+        free(X);
+        free(bias);
+        free_g(Y);
+        free_g(Y16);
+        free_g(Yr);
+        free_csr(&S);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const int scale = argc > 1 ? atoi(argv[1]) : 1;
@@ -911,6 +1293,10 @@ int main(int argc, char **argv)
     test_transpose(n * 2);
     test_pad(n);
     test_reductions(n);
+    test_csr_matvec(n * 2);
+    test_ell_matvec(n * 2);
+    test_bsr16_matvec(n * 2);
+    test_csr_spmm(n * 2);
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
 }
