@@ -8,28 +8,31 @@
  * How this gets fast without -ffast-math or -march
  * -------------------------------------------------
  * No floating-point reduction is ever reassociated by the compiler: every
- * output is a fixed, documented sequence of multiply-adds (below), and what
- * gets vectorized are independent outputs (the 16 rows of a BSR panel, the
- * rows of an ELL block, the columns of an spmm chunk).
+ * output is a fixed, documented sequence of multiply-adds (below); what gets
+ * vectorized are independent outputs (the 16 rows of a BSR panel, the rows of
+ * an ELL block, the columns of an spmm chunk).
  *   - Fixed-size register blocks, fully unrolled (FG_UNROLL): the accumulator
  *     arrays are scalarized and gcc's SLP vectorizer (on at -O2 since gcc 12)
- *     packs them into vector registers, seeded by the stores of the results,
- *     which therefore go straight to the output array with bias and activation
- *     applied in the same expression (fg_epi: one branch-free form for the
- *     four activations). clang vectorizes the same code.
- *     fg_dense.c's other style (FG_VL-long loops left rolled for the loop
- *     vectorizer) measured worse here with gcc 12 -O3: loop distribution turns
- *     the accumulator zeroing into memset calls, unroll-and-jam fuses the
- *     short tail loops into half-width code with accumulators in memory, and
- *     the accumulators round-trip through the stack between loops.
- *   - Scalar loops that must stay scalar (CSR rows, the ELL slot loop) hide
- *     their induction variable from the loop vectorizer with an empty asm
- *     (FG_OPAQUE): without -ffast-math gcc -O3 can only vectorize a float
- *     reduction as an in-order (fold-left) reduction, or with emulated gathers,
- *     both slower than independent scalar partial sums.
+ *     packs them into vector registers, following the def-use chains back from
+ *     the stores of the results. Those stores therefore go straight to the
+ *     output (bias added in the same expression); a partial last BSR panel
+ *     goes through a local buffer whose stores play the same role. The
+ *     activation follows in place as a short rolled loop (fg_act_block) that
+ *     the loop vectorizer if-converts; SLP does not vectorize branches.
+ *     fg_dense.c's style (FG_VL-long loops left rolled for the loop vectorizer)
+ *     measured 20-60 % slower here with gcc 12 -O3: loop distribution turns the
+ *     accumulator zeroing into memset calls, unroll-and-jam fuses the short
+ *     tail loops into half-width code with accumulators in memory, and the
+ *     accumulators round-trip through the stack between loops.
+ *   - Loops over nonzeros / blocks hide their induction variable or bound from
+ *     the loop vectorizer with an empty asm (FG_OPAQUE, no instruction): without
+ *     -ffast-math and without FMA hardware, gcc -O3 would otherwise "vectorize"
+ *     them as in-order (fold-left) reductions, several times slower (seen with
+ *     int32 indices). CSR rows stay scalar with 4 independent partial sums.
  *   - fmaf() where the target has a hardware FMA (gcc does not contract a*b+c
  *     in ISO mode); plain a*b+c with clang, which contracts it itself.
  *   - Offsets are size_t; column indices are read as ints (they are < n).
+ * The assembly can be checked with benchmarks/bench_sparse.py --vec-report.
  *
  * Kernels and summation orders (deterministic for a given target config; all
  * sums start from +0.0f, bias is added last, then the activation):
@@ -81,12 +84,9 @@
 #define FG_INLINE static inline __attribute__((always_inline))
 /* no instruction emitted: the compiler forgets what it knew about the value v */
 #define FG_OPAQUE(v) __asm__("" : "+r"(v))
-/* no instruction emitted: the array at p must really be in memory here */
-#define FG_ESCAPE(p) __asm__("" : : "r"(p) : "memory")
 #else
 #define FG_INLINE static inline
 #define FG_OPAQUE(v) ((void)0)
-#define FG_ESCAPE(p) ((void)0)
 #endif
 
 /* FG_KSPLIT: partial accumulators of a BSR panel. FG_SW: columns of the wide
@@ -118,8 +118,8 @@ FG_INLINE int fg_ix(int wide, const uint16_t *i16, const int32_t *i32, size_t p)
 }
 
 /* BSR: one inlined copy of the panel loop for full and partial panels, writing
- * through a pointer to y or to a local buffer (gcc: the buffer's stores keep
- * seeding the SLP vectorizer at -O3), or two copies (clang: faster there). */
+ * through a pointer to y or to the local buffer (gcc: with two copies, -O3 left
+ * the partial panel's copy scalar), or two copies (clang: faster there). */
 #if defined(__clang__)
 #define FG_BSR_ONE_SITE 0
 #else
@@ -134,8 +134,8 @@ FG_INLINE int fg_ix(int wide, const uint16_t *i16, const int32_t *i32, size_t p)
 #define FG_GATHER
 #endif
 
-/* zeros standing in for a NULL bias */
-static const float fg_zeros[FG_SW > FG_ER ? FG_SW : FG_ER];
+/* zeros standing in for a NULL bias (BSR panels, ELL blocks) */
+static const float fg_zeros[FG_ER > FG_BR ? FG_ER : FG_BR];
 
 /* ---- epilogue -------------------------------------------------------------- */
 
@@ -198,7 +198,7 @@ FG_INLINE void fg_bsr_panel(int wide, const float *restrict x, const uint16_t *c
     float s[FG_KSPLIT][FG_BR];
     float t[FG_BR];
     const int nb = q1 > q0 ? q1 - q0 : 0;
-    const int qk = q0 + (nb - nb % FG_KSPLIT);
+    int qk = q0 + (nb - nb % FG_KSPLIT);
     int r, e, q;
     FG_UNROLL
     for (r = 0; r < FG_KSPLIT; ++r) {
@@ -212,6 +212,7 @@ FG_INLINE void fg_bsr_panel(int wide, const float *restrict x, const uint16_t *c
     for (q = q0; q < qk; q += FG_KSPLIT) {
         const float *restrict w = values + (size_t)q * FG_BR;
         float xr[FG_KSPLIT];
+        FG_OPAQUE(qk);
         FG_UNROLL
         for (r = 0; r < FG_KSPLIT; ++r)
             xr[r] = x[fg_ix(wide, c16, c32, (size_t)q + (size_t)r)];
@@ -225,6 +226,7 @@ FG_INLINE void fg_bsr_panel(int wide, const float *restrict x, const uint16_t *c
     for (q = qk; q < q1; ++q) {
         const float *restrict w = values + (size_t)q * FG_BR;
         const float xq = x[fg_ix(wide, c16, c32, (size_t)q)];
+        FG_OPAQUE(q1);
         FG_UNROLL
         for (e = 0; e < FG_BR; ++e)
             t[e] = FG_FMA(xq, w[e], t[e]);
@@ -398,6 +400,7 @@ FG_INLINE void fg_ell_body(int wide, int rows, int m, int n, int k, const uint16
                 float acc = 0.0f;
                 for (s = 0; s < k; ++s) {
                     const size_t e = (size_t)s * mm + (size_t)j;
+                    FG_OPAQUE(s);
                     acc = FG_FMA(data[e], xr[fg_ix(wide, i16, i32, e)], acc);
                 }
                 yr[j] = fg_act1(bias ? acc + bias[j] : acc, act, a, b);
