@@ -30,7 +30,7 @@ bench: setup
 	$(VENV)/bin/faustgen bench-demo
 
 fuzz: setup
-	FAUSTGEN_FUZZ_SECONDS=600 $(PY) -m pytest -q tests/fuzz
+	FAUSTGEN_FUZZ_EXAMPLES=5000 $(PY) -m pytest -q tests/fuzz
 
 clean:
 	rm -rf build dist *.egg-info demo_out .pytest_cache

@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--name", default="model", help="prefix of the generated C symbols and files")
     b.add_argument("--input-shape", type=_shape, help="full input shape, e.g. 1,3,32,32")
     b.add_argument("--no-compile", action="store_true", help="write the sources only")
+    b.add_argument(
+        "--max-params",
+        type=int,
+        default=50_000_000,
+        help="refuse models with more weights than this (default 50M)",
+    )
     f = b.add_argument_group("factorization (default: fully connected layers at RCG 4)")
     target = f.add_mutually_exclusive_group()
     target.add_argument(
@@ -197,6 +203,7 @@ def cmd_build(args) -> int:
         finetune=args.finetune,
         seed=args.seed,
         progress=sys.stderr.isatty(),
+        max_params=args.max_params,
     )
     result = build_bundle(args.model, args.out, opts)
     for m in result.messages:

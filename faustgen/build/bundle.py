@@ -57,6 +57,7 @@ class BuildOptions:
     finetune: int = 0  # epochs of factor fine-tuning on the calibration inputs
     seed: int = 0
     progress: bool = False
+    max_params: int = 50_000_000
 
 
 @dataclass
@@ -80,7 +81,7 @@ def build_bundle(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise FaustgenError(f"{out}: exists and is not a directory")
-    imported = import_onnx(model_path, opts.input_shape)
+    imported = import_onnx(model_path, opts.input_shape, max_params=opts.max_params)
     graph = optimize(imported)
     compression = None
     if not opts.dense:
@@ -100,7 +101,7 @@ def build_bundle(
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    messages: list[str] = []
+    messages: list[str] = list((compression or {}).get("warnings", []))
     try:
         for name, text in rendered.files.items():
             (tmp / name).write_text(text)
@@ -141,10 +142,16 @@ def _factorized(
     g.meta["factorize"] = policy
     graph = optimize(g)
     graph.meta.pop("factorize", None)
+    warnings = [
+        f"warning: layer '{n.name}' {n.attrs['factorization']['reason']}"
+        for n in graph.nodes
+        if n.attrs.get("factorization", {}).get("fault")
+    ]
     info: dict[str, Any] = {
         "policy": policy.describe(),
         "block": policy.block,
         "convs": policy.convs,
+        "warnings": warnings,
     }
     if opts.finetune > 0 and opts.calib is None:
         raise FaustgenError("--finetune needs calibration inputs (--calib X.npy)")

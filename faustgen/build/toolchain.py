@@ -118,8 +118,16 @@ def compile_shared(
 def compile_executable(
     out_dir: Path, sources: list[str], exe: str, target: Target, extra_flags: tuple[str, ...] = ()
 ) -> Path:
-    cmd = [target.cc, *target.cflags, *extra_flags, *target.ldflags, "-o", exe, *sources,
-           *target.ldlibs]
+    cmd = [
+        target.cc,
+        *target.cflags,
+        *extra_flags,
+        *target.ldflags,
+        "-o",
+        exe,
+        *sources,
+        *target.ldlibs,
+    ]
     run_compiler(cmd, out_dir, exe)
     return out_dir / exe
 

@@ -51,6 +51,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise FaustgenError(f"{p}: not an ONNX model (protobuf parse failed)") from None
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise FaustgenError(f"{p}: not an ONNX model (no graph)")
+    _check_names(model, p)
     try:
         onnx.load_external_data_for_model(model, str(p.parent))
     except (OSError, ValueError) as e:
@@ -58,14 +59,55 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     return model
 
 
-def import_onnx(path: str | os.PathLike, input_shape: Sequence[int] | None = None) -> Graph:
+DEFAULT_MAX_PARAMS = 50_000_000  # 200 MB of float32 weights: beyond any board we target
+
+
+def _check_names(model: onnx.ModelProto, source) -> None:
+    """Every name must be text: protobuf hands corrupt (non UTF-8) strings back as bytes."""
+    g = model.graph
+    names = [g.name]
+    for n in g.node:
+        names += [n.name, n.op_type, n.domain, *n.input, *n.output, *(a.name for a in n.attribute)]
+    for coll in (g.initializer, g.input, g.output, g.value_info):
+        names += [x.name for x in coll]
+    if not all(isinstance(x, str) for x in names):
+        raise FaustgenError(f"{source}: corrupt model (a name is not valid UTF-8)")
+
+
+def import_onnx(
+    path: str | os.PathLike,
+    input_shape: Sequence[int] | None = None,
+    max_params: int = DEFAULT_MAX_PARAMS,
+) -> Graph:
     """Load, check and import an ONNX file; the result is the per-call graph."""
-    return import_model(load_model(path), input_shape=input_shape, source=str(path))
+    model = load_model(path)
+    try:
+        return import_model(model, input_shape=input_shape, source=str(path), max_params=max_params)
+    except UnicodeDecodeError:
+        # protobuf decodes string fields lazily: a corrupt name surfaces only when read
+        raise FaustgenError(f"{path}: corrupt model (a name is not valid UTF-8)") from None
+
+
+def _check_size(model: onnx.ModelProto, source: str, max_params: int) -> None:
+    total = 0
+    for init in model.graph.initializer:
+        n = 1
+        for d in init.dims:
+            n *= max(int(d), 0)
+        total += n
+    if total > max_params:
+        raise FaustgenError(
+            f"{source}: the model has {total} weights, above the --max-params limit of {max_params}"
+        )
 
 
 def import_model(
-    model: onnx.ModelProto, input_shape: Sequence[int] | None = None, source: str = "<model>"
+    model: onnx.ModelProto,
+    input_shape: Sequence[int] | None = None,
+    source: str = "<model>",
+    max_params: int = DEFAULT_MAX_PARAMS,
 ) -> Graph:
+    _check_size(model, source, max_params)
     model = _normalize_opset(model, source)
     try:
         onnx.checker.check_model(model)

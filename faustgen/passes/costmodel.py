@@ -77,20 +77,33 @@ class CostModel:
             storages.append("bsr16")
         return [Factor(matrix, s) for s in storages]
 
-    def choose_storages(self, matrices: list[sps.csr_matrix], mode: str, count: int,
-                        budget: int | None = None) -> list[Factor]:
+    def choose_storages(
+        self, matrices: list[sps.csr_matrix], mode: str, count: int, budget: int | None = None
+    ) -> list[Factor]:
         """Storage for each factor of a chain: the fastest mix whose stored entries stay
         within `budget` (the parameter count the factorization promised), chosen greedily
         by time saved per extra stored entry. Without a budget, the fastest per factor."""
         choice = []
         for m in matrices:
             opts = self.options(m, mode)
-            choice.append(min(opts, key=lambda f: (f.stored_entries(), self.factor_bytes(f),
-                                                   self.factor_time(f, mode, count))))
+            choice.append(
+                min(
+                    opts,
+                    key=lambda f: (
+                        f.stored_entries(),
+                        self.factor_bytes(f),
+                        self.factor_time(f, mode, count),
+                    ),
+                )
+            )
         if budget is None:
-            return [min(self.options(m, mode), key=lambda f: (self.factor_time(f, mode, count),
-                                                             self.factor_bytes(f)))
-                    for m in matrices]
+            return [
+                min(
+                    self.options(m, mode),
+                    key=lambda f: (self.factor_time(f, mode, count), self.factor_bytes(f)),
+                )
+                for m in matrices
+            ]
         used = sum(f.stored_entries() for f in choice)
         while True:
             best = None

@@ -70,8 +70,9 @@ def _matches(node: Node, names: tuple[str, ...]) -> bool:
     return any(n in (node.name, *node.inputs) for n in names)
 
 
-def _dense_report(node: Node, shape, reason: str) -> dict:
-    return {"factorized": False, "reason": reason, "shape": list(shape)}
+def _dense_report(node: Node, shape, reason: str, fault: bool = False) -> dict:
+    """Why a layer stays dense; `fault` marks a factorization that failed (the build warns)."""
+    return {"factorized": False, "reason": reason, "shape": list(shape), "fault": fault}
 
 
 def _run_engine(matrix: np.ndarray, policy: FactorizePolicy, block: int | None):
@@ -131,19 +132,22 @@ def _factorize_node(g: Graph, node: Node, policy: FactorizePolicy) -> Node | Non
         try:
             result = _run_engine(m, policy, block)
         except FactorizationError as e:
-            node.attrs["factorization"] = _dense_report(node, shape, f"kept dense: {e}")
+            node.attrs["factorization"] = _dense_report(node, shape, f"kept dense: {e}", True)
             return None
         factors = _factor_list(result, policy.cost, mode, count)
         approx = chain_dense(factors)
         if not np.all(np.isfinite(approx)):
             node.attrs["factorization"] = _dense_report(
-                node, shape, "kept dense: the factorization produced NaN or Inf"
+                node, shape, "kept dense: the factorization produced NaN or Inf", fault=True
             )
             return None
         err = float(np.linalg.norm(approx - m) / max(np.linalg.norm(m), 1e-30))
         if policy.max_error is not None and err > policy.max_error * (1 + 1e-6):
             node.attrs["factorization"] = _dense_report(
-                node, shape, f"kept dense: error {err:.3g} above --max-error {policy.max_error:g}"
+                node,
+                shape,
+                f"kept dense: error {err:.3g} above --max-error {policy.max_error:g}",
+                fault=True,
             )
             return None
         chains.append(factors)
