@@ -19,8 +19,9 @@ ARM_TARGETS = ["rpi", "rpi64", "rpi0"]
 def _need(target_name: str):
     t = load_target(target_name)
     if not t.can_run():
-        pytest.skip(f"target {target_name}: {t.cc} or {t.emulator[0]} is not installed "
-                    f"({t.install_hint})")
+        pytest.skip(
+            f"target {target_name}: {t.cc} or {t.emulator[0]} is not installed ({t.install_hint})"
+        )
     return t
 
 
@@ -45,8 +46,9 @@ def models(tmp_path_factory):
 def test_model_under_qemu_matches_host_and_onnxruntime(target, name, models, tmp_path):
     _need(target)
     paths, x = models
-    arm = CompiledModel(build_bundle(paths[name], tmp_path / target,
-                                     BuildOptions(target=target)).out_dir)
+    arm = CompiledModel(
+        build_bundle(paths[name], tmp_path / target, BuildOptions(target=target)).out_dir
+    )
     host = CompiledModel(build_bundle(paths[name], tmp_path / "host", BuildOptions()).out_dir)
     y = arm.predict(x)
     ref = ort_predict(ort_session(paths[name]), x, arm.input_shape, arm.batch_symbolic)
@@ -61,13 +63,13 @@ def test_model_under_qemu_matches_host_and_onnxruntime(target, name, models, tmp
 def test_bundle_makefile_with_cross_compiler(target, models, tmp_path):
     t = _need(target)
     paths, x = models
-    out = build_bundle(paths["lenet"], tmp_path / "b", BuildOptions(target=target,
-                                                                   compile=False)).out_dir
+    out = build_bundle(
+        paths["lenet"], tmp_path / "b", BuildOptions(target=target, compile=False)
+    ).out_dir
     proc = subprocess.run(["make", "-s", f"CC={t.cc}"], cwd=out, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     x.tofile(out / "in.bin")
-    subprocess.run([*t.run_prefix(), str(out / "model"), "in.bin", "out.bin"], cwd=out,
-                   check=True)
+    subprocess.run([*t.run_prefix(), str(out / "model"), "in.bin", "out.bin"], cwd=out, check=True)
     y = np.fromfile(out / "out.bin", np.float32).reshape(3, 10)
     ref = ort_predict(ort_session(paths["lenet"]), x, (1, 1, 28, 28), True)
     assert compare(y, ref)["max_rel"] < 1e-5
@@ -76,7 +78,8 @@ def test_bundle_makefile_with_cross_compiler(target, models, tmp_path):
 # A representative slice of the ONNX operator cases, run on each ARM target.
 OP_CASES = [
     "test_conv_with_strides_and_asymmetric_padding", "test_conv_with_autopad_same",
-    "test_maxpool_2d_ceil", "test_maxpool_3d_dilations", "test_averagepool_2d_pads_count_include_pad",
+    "test_maxpool_2d_ceil", "test_maxpool_3d_dilations",
+    "test_averagepool_2d_pads_count_include_pad",
     "test_averagepool_2d_ceil", "test_gemm_all_attributes", "test_matmul_4d",
     "test_softmax_axis_1", "test_logsoftmax_large_number", "test_batchnorm_epsilon",
     "test_lrn", "test_add_bcast", "test_div_bcast", "test_prelu_broadcast", "test_selu",
@@ -109,8 +112,9 @@ def test_cross_compiler_missing_gives_source_bundle(models, tmp_path, monkeypatc
     """Without the toolchain, build writes the bundle and says how to install it."""
     paths, _ = models
     real_which = shutil.which
-    monkeypatch.setattr(shutil, "which",
-                        lambda name, *a, **k: None if "arm" in name else real_which(name, *a, **k))
+    monkeypatch.setattr(
+        shutil, "which", lambda name, *a, **k: None if "arm" in name else real_which(name, *a, **k)
+    )
     result = build_bundle(paths["mlp"], tmp_path / "src", BuildOptions(target="rpi"))
     assert (result.out_dir / "model.c").is_file()
     assert not (result.out_dir / "model").exists()
