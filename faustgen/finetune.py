@@ -67,7 +67,7 @@ class TorchGraph:
                     _FactorParam(torch, f) for fs in node.attrs["factors"] for f in fs
                 ]
         self.consts = {
-            k: torch.from_numpy(np.ascontiguousarray(t.value))
+            k: torch.from_numpy(np.array(t.value, copy=True))
             for k, t in graph.tensors.items()
             if t.is_const
         }

@@ -83,8 +83,19 @@ def target_runtime(tmp_path_factory):
             objs = []
             for name in RUNTIME_SOURCES:
                 obj = d / name.replace(".c", ".o")
-                subprocess.run([target.cc, *target.cflags, "-I", str(src), "-c",
-                                str(src / name), "-o", str(obj)], check=True)
+                subprocess.run(
+                    [
+                        target.cc,
+                        *target.cflags,
+                        "-I",
+                        str(src),
+                        "-c",
+                        str(src / name),
+                        "-o",
+                        str(obj),
+                    ],
+                    check=True,
+                )
                 objs.append(obj)
             cache[target.name] = objs
         return cache[target.name]
@@ -105,9 +116,17 @@ def target_build(tmp_path, target_runtime):
         out = tmp_path / f"{target_name}{next(counter)}"
         opts = BuildOptions(target=target_name, compile=False, **kw)
         build_bundle(model_path, out, opts)
-        cmd = [target.cc, *target.cflags, *target.ldflags, "-o", str(out / opts.prefix),
-               str(out / "main.c"), str(out / f"{opts.prefix}.c"),
-               *map(str, target_runtime(target)), *target.ldlibs]
+        cmd = [
+            target.cc,
+            *target.cflags,
+            *target.ldflags,
+            "-o",
+            str(out / opts.prefix),
+            str(out / "main.c"),
+            str(out / f"{opts.prefix}.c"),
+            *map(str, target_runtime(target)),
+            *target.ldlibs,
+        ]
         subprocess.run(cmd, check=True, cwd=out)
         return CompiledModel(out)
 

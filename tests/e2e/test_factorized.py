@@ -50,8 +50,9 @@ def _samples(n=16, shape=(1, 28, 28), seed=0):
 @pytest.mark.parametrize("unstructured", [False, True], ids=["block16", "unstructured"])
 def test_factorized_c_equals_factor_product(mlp_path, tmp_path, unstructured):
     path, _ = mlp_path
-    res = build_bundle(path, tmp_path / "f", BuildOptions(dense=False, rcg=8,
-                                                          unstructured=unstructured))
+    res = build_bundle(
+        path, tmp_path / "f", BuildOptions(dense=False, rcg=8, unstructured=unstructured)
+    )
     layers = [n for n in res.graph.nodes if n.op == "FactorizedDense"]
     assert layers, "nothing was factorized"
     x = _samples()
@@ -91,14 +92,18 @@ def test_report_matches_recomputation(mlp_path, tmp_path):
 def test_calibration_and_finetune(mlp_path, tmp_path):
     path, _ = mlp_path
     calib = _samples(256, seed=5)
-    res = build_bundle(path, tmp_path / "f", BuildOptions(dense=False, rcg=8, calib=calib,
-                                                          finetune=3, compile=False))
+    res = build_bundle(
+        path,
+        tmp_path / "f",
+        BuildOptions(dense=False, rcg=8, calib=calib, finetune=3, compile=False),
+    )
     comp = res.report["compression"]
     before = comp["calibration"]["output_error"]
     after = comp["calibration_after_finetune"]["output_error"]
     assert 0 < after < before
     assert set(comp["calibration"]["layer_output_error"]) == {
-        n.name for n in res.graph.nodes if n.op == "FactorizedDense"}
+        n.name for n in res.graph.nodes if n.op == "FactorizedDense"
+    }
 
 
 def _conv_model(kind):
@@ -117,8 +122,9 @@ def test_conv_factorization(kind, tmp_path):
     model, c = _conv_model(kind)
     x = _samples(3, (c, 12, 12), seed=2)
     path = zoo.export(model, x[:1], tmp_path / f"{kind}.onnx")
-    res = build_bundle(path, tmp_path / "f", BuildOptions(dense=False, rcg=2, convs=True,
-                                                          min_size=0))
+    res = build_bundle(
+        path, tmp_path / "f", BuildOptions(dense=False, rcg=2, convs=True, min_size=0)
+    )
     node = next(n for n in res.graph.nodes if n.op in ("FactorizedConv", "Conv"))
     assert node.op == "FactorizedConv", node.attrs.get("factorization")
     y = CompiledModel(res.out_dir).predict(x)
@@ -135,8 +141,21 @@ def test_cli_build_report_and_plot(mlp_path, tmp_path, capsys):
     path, _ = mlp_path
     out = tmp_path / "o"
     np.save(tmp_path / "calib.npy", _samples(64))
-    assert main(["build", str(path), "-o", str(out), "--rcg", "4", "--calib",
-                 str(tmp_path / "calib.npy")]) == 0
+    assert (
+        main(
+            [
+                "build",
+                str(path),
+                "-o",
+                str(out),
+                "--rcg",
+                "4",
+                "--calib",
+                str(tmp_path / "calib.npy"),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["report", str(out), "--plot", str(tmp_path / "err.png")]) == 0
     text = capsys.readouterr().out

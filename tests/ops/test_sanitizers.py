@@ -73,13 +73,19 @@ def all_cases(tmp_path_factory):
 def _build(d, entries, cc, flags, exe, link=True):
     """Compile every source (two at a time: the machine has two cores), then link."""
     rt = data_dir("runtime_c")
-    srcs = [d / "driver.c", *(d / f"b{i}" / f"c{i}.c" for i, _, _ in entries),
-            *(rt / s for s in RUNTIME_SOURCES)]
+    srcs = [
+        d / "driver.c",
+        *(d / f"b{i}" / f"c{i}.c" for i, _, _ in entries),
+        *(rt / s for s in RUNTIME_SOURCES),
+    ]
     objs = [d / f"{exe}_{k}.o" for k in range(len(srcs))]
 
     def compile_one(k):
-        return subprocess.run([cc, *flags, "-I", str(rt), "-I", str(d), "-c", str(srcs[k]),
-                               "-o", str(objs[k])], capture_output=True, text=True)
+        return subprocess.run(
+            [cc, *flags, "-I", str(rt), "-I", str(d), "-c", str(srcs[k]), "-o", str(objs[k])],
+            capture_output=True,
+            text=True,
+        )
 
     with ThreadPoolExecutor(2) as pool:
         for proc in pool.map(compile_one, range(len(srcs))):
@@ -87,8 +93,9 @@ def _build(d, entries, cc, flags, exe, link=True):
                 return proc
     if not link:
         return proc
-    return subprocess.run([cc, *flags, "-o", str(d / exe), *map(str, objs), "-lm"],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [cc, *flags, "-o", str(d / exe), *map(str, objs), "-lm"], capture_output=True, text=True
+    )
 
 
 def _check_outputs(d, entries):
@@ -103,9 +110,13 @@ def _check_outputs(d, entries):
 
 def test_operator_cases_under_asan_ubsan(all_cases):
     d, entries = all_cases
-    flags = [f for f in STRICT if f != "-std=c99"] + ["-std=c99", "-O1", "-g",
-                                                      "-fsanitize=address,undefined",
-                                                      "-fno-sanitize-recover=all"]
+    flags = [f for f in STRICT if f != "-std=c99"] + [
+        "-std=c99",
+        "-O1",
+        "-g",
+        "-fsanitize=address,undefined",
+        "-fno-sanitize-recover=all",
+    ]
     proc = _build(d, entries, "gcc", flags, "asan")
     if proc.returncode != 0 and "asan" in proc.stderr.lower():
         pytest.skip(f"sanitizer runtime unavailable: {proc.stderr[:200]}")
@@ -122,8 +133,11 @@ def test_operator_cases_under_valgrind(all_cases):
     d, entries = all_cases
     proc = _build(d, entries, "gcc", [*STRICT, "-O1", "-g"], "plain")
     assert proc.returncode == 0, proc.stderr[:2000]
-    run = subprocess.run(["valgrind", "--error-exitcode=1", "--leak-check=full", "-q",
-                          str(d / "plain"), str(d)], capture_output=True, text=True)
+    run = subprocess.run(
+        ["valgrind", "--error-exitcode=1", "--leak-check=full", "-q", str(d / "plain"), str(d)],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     _check_outputs(d, entries)
 
