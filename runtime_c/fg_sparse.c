@@ -42,8 +42,10 @@
  *       s_r = sum_{i < Q, i % FG_KSPLIT == r} values[q0+i] x[cols[q0+i]]  (increasing i)
  *       t   = sum_{Q <= i < nb} values[q0+i] x[cols[q0+i]]
  *       y   = act(((s_0 + s_1 + ... + s_{FG_KSPLIT-1}) + t) + bias)   (left to right)
- *     FG_KSPLIT = 4 with AVX and on AArch64, 2 with SSE2 (16 xmm registers),
- *     1 on 32-bit ARM without NEON float math (scalar VFP). A partial last
+ *     FG_KSPLIT = 4 with AVX + FMA and on AArch64, 2 with SSE2 (16 xmm
+ *     registers) or AVX without FMA (whose separate multiply and add need more
+ *     registers: with 4, gcc -O3 left 3/4 of the panel scalar), 1 on 32-bit ARM
+ *     without NEON float math (scalar VFP). A partial last
  *     panel is computed 16 rows wide (values are 0 past m), stored for rows < m.
  *   fg_csr_matvec: FG_CSR_SPLIT = 4 partial sums per row, same formula with
  *     the row's nonzeros in place of blocks; rows of the vectors outermost.
@@ -98,8 +100,12 @@
 #define FG_KSPLIT 1
 #define FG_SW 16
 #define FG_ER 16
-#elif defined(__AVX__) || defined(__aarch64__)
+#elif (defined(__AVX__) && defined(__FMA__)) || defined(__aarch64__)
 #define FG_KSPLIT 4
+#define FG_SW 64
+#define FG_ER 32
+#elif defined(__AVX__) /* without FMA: mul + add per update */
+#define FG_KSPLIT 2
 #define FG_SW 64
 #define FG_ER 32
 #else /* SSE2, other 128-bit SIMD */
