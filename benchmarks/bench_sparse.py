@@ -1,16 +1,19 @@
 """Benchmark of the sparse-factor kernels (runtime_c/fg_sparse.c); feeds the cost model.
 
 For each flag set (default: -O3 -march=native, -O3, -O2; never -ffast-math) a C harness
-is compiled together with runtime_c/*.c and timed in C (clock_gettime around batches of
-calls, median of 101 batches), so no Python overhead is included. Caches are warm (the
-same factor is applied over and over, as when a small model runs in a loop). Batch 1
-(rows = 1) unless a case says otherwise.
+is compiled together with runtime_c/fg_sparse.c and fg_dense.c and timed in C
+(clock_gettime around batches of >= 0.1 ms, median of 101 batches; per case the lowest
+median of --repeat runs, since other jobs only ever add time), so no Python overhead is
+included. Caches are warm (the same factor is applied over and over, as when a small
+model runs in a loop). Batch 1 (rows = 1) unless a case says otherwise.
 
-Cases (random supports, uint16 indices as the code generator emits for n <= 65536):
+Cases (random supports, uint16 indices as the code generator emits for n <= 65536, and
+int32 copies for the _i32 rows):
   - 300x784 layer at RCG 4 and 8: two factors 300x392 and 392x784, the nonzeros split
     evenly (29400 / 14700 per factor); each factor in CSR (unstructured random support),
     ELL (fixed k = nnz/m per row) and BSR16 (random 16x1 blocks, same number of stored
-    entries), plus the two-factor chain and fg_dense on the same dense shapes;
+    entries), plus the two-factor chain and fg_dense on the same dense shapes; one batch
+    of 8 vectors;
   - 1024x1024 at RCG 8: two 1024x1024 factors of 65536 nonzeros each, same formats;
   - conv: fg_csr_spmm with a 16x150 factor of 25 % density (600 nonzeros) times a
     150x784 patch matrix, and fg_gemm_a on the same dense product;
@@ -21,10 +24,12 @@ median over the factor shapes, measured with the first flag set (default
 -O3 -march=native, the host target's flags). With --qemu the harness is also
 cross-compiled for rpi64 (aarch64-linux-gnu-gcc -O3 -mcpu=cortex-a72) and run once
 under qemu-aarch64 in quick mode as a check that it builds and runs; emulated timings
-mean nothing and are not printed.
+mean nothing and are not printed. --vec-report counts packed / scalar float
+multiply(-add) instructions per kernel in fg_sparse.c's assembly for gcc, clang and the
+ARM targets. Results and the [cost] table: benchmarks/README_sparse.md.
 
     .venv/bin/python benchmarks/bench_sparse.py [--cc clang] [--flags="-O3 -march=native,-O2"]
-                                                 [--qemu] [--quick]
+                                                 [--repeat 5] [--qemu] [--vec-report] [--quick]
 """
 
 from __future__ import annotations
