@@ -45,8 +45,8 @@
  *     FG_KSPLIT = 4 with AVX + FMA and on AArch64, 2 with SSE2 (16 xmm
  *     registers) or AVX without FMA (whose separate multiply and add need more
  *     registers: with 4, gcc -O3 left 3/4 of the panel scalar), 1 on 32-bit ARM
- *     without NEON float math (scalar VFP). A partial last
- *     panel is computed 16 rows wide (values are 0 past m), stored for rows < m.
+ *     without NEON float math (scalar VFP). A partial last panel is computed
+ *     16 rows wide (values are 0 past m) and stored for rows < m.
  *   fg_csr_matvec: FG_CSR_SPLIT = 4 partial sums per row, same formula with
  *     the row's nonzeros in place of blocks; rows of the vectors outermost.
  *   fg_ell_matvec: blocks of FG_ER rows kept in registers across all k slots;
@@ -58,7 +58,7 @@
  *     columns in chunks of FG_SW held in registers across the row's whole
  *     nonzero list, then chunks of 16, the last one shifted to end at ncols;
  *     ncols < 16 uses a variable-width loop in the same order. Chunks are the
- *     outer loop so that one chunk of X stays in L1 for all rows.
+ *     outer loop so that all rows reuse one chunk of X from cache.
  */
 #include <math.h>
 #include <stddef.h>
