@@ -14,15 +14,16 @@ import scipy.sparse as sps
 
 from faustgen.ops.factorized import BSR_ROWS, Factor, bsr_blocks, ell_width
 
-# x86-64 with AVX2 (measured here); targets override these in their [cost] table.
+# x86-64 with AVX2, measured by benchmarks/bench_sparse.py; targets override these in their
+# [cost] table (targets/*.toml).
 DEFAULT_COSTS = {
-    "call": 15.0,  # per kernel call
-    "dense_mac": 0.075,  # fg_dense, per multiply-add
-    "csr_nnz": 0.5,  # fg_csr_matvec, per nonzero
-    "ell_nnz": 0.45,  # fg_ell_matvec, per stored entry
-    "bsr16_entry": 0.08,  # fg_bsr16_matvec, per stored entry (16 per block)
-    "gemm_mac": 0.045,  # fg_gemm_a / fg_conv, per multiply-add
-    "spmm_entry": 0.06,  # fg_csr_spmm, per nonzero per column
+    "call": 7.8,  # per kernel call
+    "dense_mac": 0.0629,  # fg_dense, per multiply-add
+    "csr_nnz": 0.399,  # fg_csr_matvec, per nonzero
+    "ell_nnz": 0.385,  # fg_ell_matvec, per stored entry
+    "bsr16_entry": 0.0514,  # fg_bsr16_matvec, per stored entry (16 per block)
+    "gemm_mac": 0.0337,  # fg_gemm_a / fg_conv, per multiply-add
+    "spmm_entry": 0.0647,  # fg_csr_spmm, per nonzero per column
 }
 
 
