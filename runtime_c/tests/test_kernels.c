@@ -401,6 +401,108 @@ static void test_conv(int iters)
     }
 }
 
+/* fg_conv on one given shape (all activations, with and without bias), then
+ * the scratch guards: the direct row path of fg_conv must stay inside
+ * fg_conv_scratch(s) floats like the im2col path. */
+static void check_conv_shape(fg_conv_shape s, const char *what)
+{
+    const int Cg = s.C / s.group, Kg = s.K / s.group;
+    const int R = Cg * s.kd * s.kh * s.kw, Kgp = (Kg + FG_MBLOCK - 1) / FG_MBLOCK * FG_MBLOCK;
+    const size_t nx = (size_t)s.C * s.D * s.H * s.W;
+    const size_t ny = (size_t)s.K * s.OD * s.OH * s.OW;
+    const size_t nscr = fg_conv_scratch(&s);
+    float *x = alloc_g(nx), *w = alloc_g((size_t)s.K * R), *wp = alloc_g((size_t)s.group * Kgp * R);
+    float *bias = alloc_g((size_t)s.K), *y = alloc_g(ny), *yr = alloc_g(ny);
+    float *scr = alloc_g(nscr + 1);
+    char ctx[300];
+    int g, act;
+    fill_rand(x, nx);
+    fill_rand(w, (size_t)s.K * R);
+    fill_rand(bias, (size_t)s.K);
+    for (g = 0; g < s.group; ++g)
+        pack_mblocks_into(w + (size_t)g * Kg * R, Kg, R, wp + (size_t)g * Kgp * R);
+    shape_ctx(ctx, sizeof ctx - 40, &s);
+    strcat(ctx, " ");
+    strcat(ctx, what);
+    for (act = 0; act < 4; ++act) {
+        const float a = act == FG_ACT_CLIP ? -0.5f : 0.1f, b = 0.5f;
+        const float *bs = act % 2 ? bias : NULL;
+        fg_conv(&s, x, y, wp, bs, act, a, b, nscr ? scr : NULL);
+        ref_conv(&s, x, yr, w, bs, act, a, b);
+        record(compare("fg_conv shape", y, yr, ny, 1e-5f, atol_dot(R), ctx) && guards_ok(y, ny) &&
+               guards_ok(scr, nscr + 1));
+    }
+    free_g(x);
+    free_g(w);
+    free_g(wp);
+    free_g(bias);
+    free_g(y);
+    free_g(yr);
+    free_g(scr);
+}
+
+/* Given shapes for the two fg_conv paths (row-shifted direct tiles when the
+ * vertical stride is 1, im2col + GEMM otherwise): planes of one to many tiles
+ * with and without a vector-size tail, narrow planes, output channels not a
+ * multiple of 2 or 4, groups, strides and dilations along W, asymmetric and
+ * large pads, 1-D / 3-D, and the fallbacks (sh > 1, a plane narrower than a
+ * vector, a row matrix larger than the im2col scratch). */
+static void test_conv_shapes(void)
+{
+    /* C, D, H, W, K, kd, kh, kw, sd, sh, sw, dd, dh, dw, pd, ph, pw, trailing pads
+     * (d, h, w), group */
+    static const int t[][21] = {
+        {1, 1, 28, 28, 6, 1, 5, 5, 1, 1, 1, 1, 1, 1, 0, 2, 2, 0, 2, 2, 1}, /* LeNet conv1 */
+        {6, 1, 14, 14, 16, 1, 5, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1}, /* LeNet conv2 */
+        {3, 1, 1, 200, 5, 1, 1, 7, 1, 1, 1, 1, 1, 2, 0, 0, 3, 0, 0, 2, 1}, /* 1-D, dilated */
+        {2, 1, 20, 50, 7, 1, 3, 3, 1, 1, 2, 1, 1, 1, 0, 1, 1, 0, 1, 0, 1}, /* sw = 2 */
+        {4, 1, 9, 11, 3, 1, 3, 4, 1, 1, 3, 1, 2, 2, 0, 2, 3, 0, 0, 1, 1}, /* sw = 3, dilated */
+        {5, 1, 12, 12, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1}, /* K = 1 */
+        {6, 1, 10, 13, 9, 1, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, 2, 0, 3}, /* group 3, Kg = 3 */
+        {4, 1, 8, 8, 10, 1, 2, 2, 1, 1, 1, 1, 1, 1, 0, 1, 0, 0, 0, 1, 2}, /* group 2, Kg = 5 */
+        {3, 1, 6, 8, 5, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1}, /* pointwise */
+        {3, 1, 6, 8, 5, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 2, 0, 1, 0, 1}, /* 1x1, padded */
+        {2, 1, 4, 4, 3, 1, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1}, /* 2x2 output */
+        {2, 1, 5, 7, 3, 1, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1}, /* 3x5 output */
+        {2, 1, 7, 20, 4, 1, 3, 3, 1, 1, 1, 1, 3, 1, 0, 0, 0, 0, 0, 0, 1}, /* dh > OH */
+        {3, 1, 15, 15, 8, 1, 3, 3, 1, 2, 1, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1}, /* sh = 2 */
+        {2, 1, 7, 9, 5, 1, 4, 4, 1, 1, 1, 1, 1, 1, 0, 3, 3, 0, 3, 3, 1}, /* pads >= kernel-1 */
+        {2, 1, 8, 6, 4, 1, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1}, /* 6x4 = 24 output */
+        {2, 1, 10, 8, 4, 1, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1}, /* 8x6 = 48 output */
+        {2, 1, 10, 9, 4, 1, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1}, /* 8x7 = 56 output */
+        {2, 5, 6, 7, 3, 3, 2, 3, 2, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 2, 1}, /* 3-D, sd = 2 */
+        {3, 4, 5, 6, 5, 2, 3, 3, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1}, /* 3-D, dd = 2 */
+    };
+    size_t i;
+    for (i = 0; i < sizeof t / sizeof t[0]; ++i) {
+        const int *v = t[i];
+        fg_conv_shape s;
+        memset(&s, 0, sizeof s);
+        s.C = v[0];
+        s.D = v[1];
+        s.H = v[2];
+        s.W = v[3];
+        s.K = v[4];
+        s.kd = v[5];
+        s.kh = v[6];
+        s.kw = v[7];
+        s.sd = v[8];
+        s.sh = v[9];
+        s.sw = v[10];
+        s.dd = v[11];
+        s.dh = v[12];
+        s.dw = v[13];
+        s.pd = v[14];
+        s.ph = v[15];
+        s.pw = v[16];
+        s.group = v[20];
+        s.OD = conv_out(s.D, s.kd, s.sd, s.dd, s.pd, v[17]);
+        s.OH = conv_out(s.H, s.kh, s.sh, s.dh, s.ph, v[18]);
+        s.OW = conv_out(s.W, s.kw, s.sw, s.dw, s.pw, v[19]);
+        check_conv_shape(s, "(given shape)");
+    }
+}
+
 static void test_depthwise(int iters)
 {
     int it;
@@ -1285,6 +1387,7 @@ int main(int argc, char **argv)
     test_gemm_a(n * 2);
     test_matmul(n);
     test_conv(n * 3);
+    test_conv_shapes();
     test_depthwise(n * 2);
     test_pool(n * 4);
     test_global_pool(n);

@@ -409,6 +409,43 @@ def test_conv_lenet_shapes(rt):
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-4)
 
 
+# fg_conv's two paths: row-shifted direct tiles (vertical stride 1) and im2col + GEMM
+# (C, spatial, K, kernel, strides, dilations, pads_begin, pads_end, group)
+CONV_PATH_CASES = {
+    "lenet1": (1, (28, 28), 6, (5, 5), (1, 1), (1, 1), (2, 2), (2, 2), 1),
+    "lenet2": (6, (14, 14), 16, (5, 5), (1, 1), (1, 1), (0, 0), (0, 0), 1),
+    "1d-long-dilated": (3, (200,), 5, (7,), (1,), (2,), (3,), (2,), 1),
+    "sw2": (2, (20, 50), 7, (3, 3), (1, 2), (1, 1), (1, 1), (1, 0), 1),
+    "sw3-dilated": (4, (9, 11), 3, (3, 4), (1, 3), (2, 2), (2, 3), (0, 1), 1),
+    "k1-out": (5, (12, 12), 1, (3, 3), (1, 1), (1, 1), (1, 1), (1, 1), 1),
+    "group3-odd": (6, (10, 13), 9, (3, 3), (1, 1), (1, 1), (0, 1), (2, 0), 3),
+    "group2-asym": (4, (8, 8), 10, (2, 2), (1, 1), (1, 1), (1, 0), (0, 1), 2),
+    "1x1-padded": (3, (6, 8), 5, (1, 1), (1, 1), (1, 1), (1, 2), (1, 0), 1),
+    "narrow-3x5": (2, (5, 7), 3, (3, 3), (1, 1), (1, 1), (0, 0), (0, 0), 1),
+    "tiny-2x2": (2, (4, 4), 3, (3, 3), (1, 1), (1, 1), (0, 0), (0, 0), 1),
+    "dh-gt-oh": (2, (7, 20), 4, (3, 3), (1, 1), (3, 1), (0, 0), (0, 0), 1),
+    "sh2": (3, (15, 15), 8, (3, 3), (2, 1), (1, 1), (1, 1), (1, 1), 1),
+    "big-pads": (2, (7, 9), 5, (4, 4), (1, 1), (1, 1), (3, 3), (3, 3), 1),
+    "3d-sd2": (2, (5, 6, 7), 3, (3, 2, 3), (2, 1, 1), (1, 1, 1), (1, 1, 1), (0, 1, 2), 1),
+    "3d-dd2": (3, (4, 5, 6), 5, (2, 3, 3), (1, 1, 1), (2, 1, 1), (1, 1, 1), (1, 1, 1), 1),
+}
+
+
+@pytest.mark.parametrize("name", list(CONV_PATH_CASES))
+def test_conv_path_shapes(rt, name):
+    ffi, lib = rt
+    c, spatial, k, kern, strides, dil, pads_b, pads_e, group = CONV_PATH_CASES[name]
+    rng = np.random.default_rng(len(name))
+    x = f32(rng.uniform(-1, 1, (c, *spatial)))
+    w = f32(rng.uniform(-1, 1, (k, c // group, *kern)))
+    bias = f32(rng.uniform(-1, 1, k))
+    for act in ACT:
+        y, want = run_fg_conv(
+            ffi, lib, x, w, bias, list(strides), list(pads_b), list(pads_e), list(dil), group, act
+        )
+        assert_close(y, want, int(np.prod(w.shape[1:])))
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_conv_depthwise_vs_onnx_reference(rt, seed):
     ffi, lib = rt
@@ -904,6 +941,21 @@ def test_c_selftest(tmp_path):
     assert rc == 0, info
     run = subprocess.run(
         [str(tmp_path / "test_kernels")], capture_output=True, text=True, timeout=120
+    )
+    last = run.stdout.strip().splitlines()[-1]
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert re.fullmatch(r"\d+ passed, 0 failed", last), last
+
+
+def test_c_selftest_native(tmp_path):
+    """The self-test at -O3 -march=native: the wider SIMD tiles (e.g. AVX) of fg_conv
+    and fg_dense are other code than the -O2 build's."""
+    rc, info = _build_selftest(tmp_path, ["-O3", "-march=native"], "test_kernels_native")
+    if rc != 0 and "march" in info:
+        pytest.skip(f"-march=native unsupported: {info[:200]}")
+    assert rc == 0, info
+    run = subprocess.run(
+        [str(tmp_path / "test_kernels_native")], capture_output=True, text=True, timeout=120
     )
     last = run.stdout.strip().splitlines()[-1]
     assert run.returncode == 0, run.stdout[-3000:]
