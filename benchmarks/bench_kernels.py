@@ -6,9 +6,10 @@ runtime_c/tests/ref_kernels.c, so both sides get exactly the same flags. Timing 
 in C (clock_gettime around batches of calls; the median batch is reported), so no
 Python call overhead is included.
 
-Cases: fg_dense with M = 1 for the MLP 784-300-100-10 layers, fg_conv (im2col + GEMM)
-for the LeNet-5 convolutions, the 2x2 max pools, and two whole models chained from the
-kernels (MLP 784-300-100-10 and LeNet-5, ReLU fused). The "naive" column is the scalar
+Cases: fg_dense with M = 1 for the MLP 784-300-100-10 layers, fg_conv for the LeNet-5
+convolutions and for a 3x3 "same" convolution with stride 1 (the row-shifted direct
+path) and stride 2 (im2col + GEMM), the 2x2 max pools, and two whole models chained
+from the kernels (MLP 784-300-100-10 and LeNet-5, ReLU fused). The "naive" column is the scalar
 code peers generate: one dot product per output (for dense, over contiguous
 transposed-weight rows, the naive code's best case), direct 7-loop convolution.
 With --ort (default when onnxruntime is installed) the two models also run in
@@ -156,22 +157,27 @@ typedef struct {
     float *w, *wp, *bias, *scratch;
 } conv_layer;
 
-static conv_layer make_conv(int C, int H, int W, int K, int k, int pad)
+static conv_layer make_conv_s(int C, int H, int W, int K, int k, int pad, int stride)
 {
     conv_layer L;
     int R = C * k * k, Kp = (K + 3) / 4 * 4;
     memset(&L.s, 0, sizeof L.s);
     L.s.C = C; L.s.D = 1; L.s.H = H; L.s.W = W; L.s.K = K;
     L.s.kd = 1; L.s.kh = k; L.s.kw = k;
-    L.s.sd = L.s.sh = L.s.sw = 1; L.s.dd = L.s.dh = L.s.dw = 1;
+    L.s.sd = 1; L.s.sh = L.s.sw = stride; L.s.dd = L.s.dh = L.s.dw = 1;
     L.s.pd = 0; L.s.ph = pad; L.s.pw = pad; L.s.group = 1;
-    L.s.OD = 1; L.s.OH = H + 2 * pad - k + 1; L.s.OW = W + 2 * pad - k + 1;
+    L.s.OD = 1; L.s.OH = (H + 2 * pad - k) / stride + 1; L.s.OW = (W + 2 * pad - k) / stride + 1;
     L.w = rnd_buf((size_t)K * R);
     L.wp = calloc((size_t)Kp * R, sizeof(float));
     pack_mblocks(L.w, K, R, L.wp);
     L.bias = rnd_buf((size_t)K);
     L.scratch = malloc(fg_conv_scratch(&L.s) * sizeof(float) + 64);
     return L;
+}
+
+static conv_layer make_conv(int C, int H, int W, int K, int k, int pad)
+{
+    return make_conv_s(C, H, W, K, k, pad, 1);
 }
 
 static fg_pool_shape make_pool(int C, int H, int W)
@@ -192,9 +198,12 @@ int main(void)
     dense_layer d1 = make_dense(784, 300), d2 = make_dense(300, 100), d3 = make_dense(100, 10);
     dense_layer l1 = make_dense(400, 120), l2 = make_dense(120, 84), l3 = make_dense(84, 10);
     conv_layer cv1 = make_conv(1, 28, 28, 6, 5, 2), cv2 = make_conv(6, 14, 14, 16, 5, 0);
+    conv_layer cv3 = make_conv(16, 16, 16, 32, 3, 1), cv4 = make_conv_s(16, 16, 16, 32, 3, 1, 2);
+    static float x3[16 * 16 * 16], y3[32 * 16 * 16];
     fg_pool_shape pl1 = make_pool(6, 28, 28), pl2 = make_pool(16, 10, 10);
-    float *xin = rnd_buf(784);
+    float *xin = rnd_buf(784), *x3in = rnd_buf(sizeof x3 / sizeof x3[0]);
     memcpy(x, xin, sizeof x);
+    memcpy(x3, x3in, sizeof x3);
 
     TIME("dense 784x300\tfg", 2.0 * 784 * 300,
          fg_dense(x, h1, 1, 784, 300, d1.Bp, d1.bias, FG_ACT_RELU, 0.0f, 0.0f));
@@ -214,6 +223,14 @@ int main(void)
          fg_conv(&cv2.s, p1, c2, cv2.wp, cv2.bias, FG_ACT_RELU, 0.0f, 0.0f, cv2.scratch));
     TIME("conv 6->16 5x5 14x14\tnaive", 2.0 * 16 * 150 * 100,
          ref_conv(&cv2.s, p1, c2, cv2.w, cv2.bias, FG_ACT_RELU, 0.0f, 0.0f));
+    TIME("conv 16->32 3x3 16x16\tfg", 2.0 * 32 * 144 * 256,
+         fg_conv(&cv3.s, x3, y3, cv3.wp, cv3.bias, FG_ACT_RELU, 0.0f, 0.0f, cv3.scratch));
+    TIME("conv 16->32 3x3 16x16\tnaive", 2.0 * 32 * 144 * 256,
+         ref_conv(&cv3.s, x3, y3, cv3.w, cv3.bias, FG_ACT_RELU, 0.0f, 0.0f));
+    TIME("conv 16->32 3x3 s2\tfg", 2.0 * 32 * 144 * 64,
+         fg_conv(&cv4.s, x3, y3, cv4.wp, cv4.bias, FG_ACT_RELU, 0.0f, 0.0f, cv4.scratch));
+    TIME("conv 16->32 3x3 s2\tnaive", 2.0 * 32 * 144 * 64,
+         ref_conv(&cv4.s, x3, y3, cv4.w, cv4.bias, FG_ACT_RELU, 0.0f, 0.0f));
     TIME("maxpool 2x2 6x28x28\tfg", 6.0 * 196 * 3, fg_maxpool(&pl1, c1, p1));
     TIME("maxpool 2x2 6x28x28\tnaive", 6.0 * 196 * 3, ref_maxpool(&pl1, c1, p1));
     TIME("maxpool 2x2 16x10x10\tfg", 16.0 * 25 * 3, fg_maxpool(&pl2, c2, p2));

@@ -191,6 +191,94 @@ FG_INLINE void fg_zero_short(float *o, int n)
         o[i] = 0.0f;
 }
 
+FG_INLINE void fg_zero8(float *o)
+{
+    o[0] = 0.0f;
+    o[1] = 0.0f;
+    o[2] = 0.0f;
+    o[3] = 0.0f;
+    o[4] = 0.0f;
+    o[5] = 0.0f;
+    o[6] = 0.0f;
+    o[7] = 0.0f;
+}
+
+/* nr rows of OW floats at o (row stride OW): o[ow] = xs[(ow - lo)*sw] for ow in
+ * [lo, hi) and 0 elsewhere, xs advancing by ldx per row. */
+static void fg_rows_copy(float *restrict o, const float *restrict xs, size_t ldx, int nr,
+                         int OW, int lo, int hi, int sw)
+{
+    const int n = hi - lo;
+    int r, i;
+    for (r = 0; r < nr; ++r, o += OW, xs += ldx) {
+        for (i = 0; i < lo; ++i)
+            o[i] = 0.0f;
+        if (sw == 1) {
+            fg_copy_short(o + lo, xs, n);
+        } else {
+            for (i = 0; i < n; ++i)
+                o[lo + i] = xs[(ptrdiff_t)i * sw];
+        }
+        for (i = hi; i < OW; ++i)
+            o[i] = 0.0f;
+    }
+}
+
+/* fg_rows_copy for sw == 1, 8 <= hi - lo <= 8*NB, lo <= 8, OW - hi <= 8, in
+ * fixed blocks of 8 floats (no inner loop: its exit costs more than a row):
+ * the pads by two (overlapping) zero blocks, then NB copy blocks, the last
+ * one ending at hi. NB is a compile-time constant. */
+FG_INLINE void fg_rows_copy8(float *restrict o, const float *restrict xs, size_t ldx, int nr,
+                             int OW, int lo, int hi, int NB)
+{
+    const int n = hi - lo;
+    int r, i;
+    for (r = 0; r < nr; ++r, o += OW, xs += ldx) {
+        if (lo > 0)
+            fg_zero8(o);
+        if (hi < OW)
+            fg_zero8(o + OW - 8);
+        FG_UNROLL
+        for (i = 0; i < NB - 1; ++i)
+            fg_copy8(o + lo + 8 * i, xs + 8 * i);
+        fg_copy8(o + hi - 8, xs + n - 8);
+    }
+}
+
+/* kept out of line: inlined into fg_rowmat_build, gcc loses the restrict
+ * information and copies element by element */
+FG_NOINLINE void fg_rows_copy8_2(float *restrict o, const float *restrict xs, size_t ldx, int nr,
+                                 int OW, int lo, int hi)
+{
+    fg_rows_copy8(o, xs, ldx, nr, OW, lo, hi, 2);
+}
+FG_NOINLINE void fg_rows_copy8_3(float *restrict o, const float *restrict xs, size_t ldx, int nr,
+                                 int OW, int lo, int hi)
+{
+    fg_rows_copy8(o, xs, ldx, nr, OW, lo, hi, 3);
+}
+FG_NOINLINE void fg_rows_copy8_4(float *restrict o, const float *restrict xs, size_t ldx, int nr,
+                                 int OW, int lo, int hi)
+{
+    fg_rows_copy8(o, xs, ldx, nr, OW, lo, hi, 4);
+}
+
+/* nr rows of OW floats at o (row stride OW): o[ow] = xs[(ow - lo)*sw] for ow in
+ * [lo, hi) and 0 elsewhere, xs advancing by ldx per row (lo < hi). */
+static void fg_rows_fill(float *o, const float *xs, size_t ldx, int nr, int OW, int lo, int hi,
+                         int sw)
+{
+    const int n = hi - lo;
+    if (sw != 1 || n < 8 || n > 32 || lo > 8 || OW - hi > 8)
+        fg_rows_copy(o, xs, ldx, nr, OW, lo, hi, sw);
+    else if (n <= 16)
+        fg_rows_copy8_2(o, xs, ldx, nr, OW, lo, hi);
+    else if (n <= 24)
+        fg_rows_copy8_3(o, xs, ldx, nr, OW, lo, hi);
+    else
+        fg_rows_copy8_4(o, xs, ldx, nr, OW, lo, hi);
+}
+
 void fg_im2col(const fg_conv_shape *s, const float *x, float *cols)
 {
     const int Cg = s->C / s->group;
@@ -249,34 +337,11 @@ void fg_im2col(const fg_conv_shape *s, const float *x, float *cols)
                             }
                             continue;
                         }
-                        if (s->sw == 1 && lo == 0 && hi == OW) {
-                            /* whole rows inside the input: a tight copy loop */
-                            const size_t step = (size_t)s->sh * (size_t)s->W;
-                            const float *src =
-                                xz + (size_t)(ylo * s->sh + offy) * (size_t)s->W + (size_t)offx;
-                            float *dst = o + (size_t)ylo * (size_t)OW;
-                            for (oh = ylo; oh < yhi; ++oh, src += step, dst += OW)
-                                fg_copy_short(dst, src, OW);
-                            continue;
-                        }
-                        for (oh = ylo; oh < yhi; ++oh) {
-                            const int iy = oh * s->sh + offy;
-                            const float *xr = xz + (size_t)iy * (size_t)s->W;
-                            float *orow = o + (size_t)oh * (size_t)OW;
-                            if (lo > 0)
-                                fg_zero_short(orow, lo);
-                            if (s->sw == 1) {
-                                fg_copy_short(orow + lo, xr + (lo + offx), hi - lo);
-                            } else {
-                                const int sw = s->sw;
-                                const float *xs = xr + ((ptrdiff_t)lo * sw + offx);
-                                int i;
-                                for (i = 0; i < hi - lo; ++i)
-                                    orow[lo + i] = xs[(ptrdiff_t)i * sw];
-                            }
-                            if (hi < OW)
-                                fg_zero_short(orow + hi, OW - hi);
-                        }
+                        /* rows ylo..yhi-1: zero pads, copy (or gather) */
+                        fg_rows_fill(o + (size_t)ylo * (size_t)OW,
+                                     xz + (size_t)(ylo * s->sh + offy) * (size_t)s->W +
+                                         ((ptrdiff_t)lo * s->sw + offx),
+                                     (size_t)s->sh * (size_t)s->W, yhi - ylo, OW, lo, hi, s->sw);
                     }
                     out += S;
                 }
@@ -494,78 +559,6 @@ static size_t fg_rowmat_floats(const fg_conv_shape *s)
     return n;
 }
 
-FG_INLINE void fg_zero8(float *o)
-{
-    o[0] = 0.0f;
-    o[1] = 0.0f;
-    o[2] = 0.0f;
-    o[3] = 0.0f;
-    o[4] = 0.0f;
-    o[5] = 0.0f;
-    o[6] = 0.0f;
-    o[7] = 0.0f;
-}
-
-/* nr rows of OW floats at o (row stride OW): o[ow] = xs[(ow - lo)*sw] for ow in
- * [lo, hi) and 0 elsewhere, xs advancing by ldx per row. */
-static void fg_rows_copy(float *restrict o, const float *restrict xs, size_t ldx, int nr,
-                         int OW, int lo, int hi, int sw)
-{
-    const int n = hi - lo;
-    int r, i;
-    for (r = 0; r < nr; ++r, o += OW, xs += ldx) {
-        for (i = 0; i < lo; ++i)
-            o[i] = 0.0f;
-        if (sw == 1) {
-            fg_copy_short(o + lo, xs, n);
-        } else {
-            for (i = 0; i < n; ++i)
-                o[lo + i] = xs[(ptrdiff_t)i * sw];
-        }
-        for (i = hi; i < OW; ++i)
-            o[i] = 0.0f;
-    }
-}
-
-/* fg_rows_copy for sw == 1, 8 <= hi - lo <= 8*NB, lo <= 8, OW - hi <= 8, in
- * fixed blocks of 8 floats (no inner loop: its exit costs more than a row):
- * the pads by two (overlapping) zero blocks, then NB copy blocks, the last
- * one ending at hi. NB is a compile-time constant. */
-FG_INLINE void fg_rows_copy8(float *restrict o, const float *restrict xs, size_t ldx, int nr,
-                             int OW, int lo, int hi, int NB)
-{
-    const int n = hi - lo;
-    int r, i;
-    for (r = 0; r < nr; ++r, o += OW, xs += ldx) {
-        if (lo > 0)
-            fg_zero8(o);
-        if (hi < OW)
-            fg_zero8(o + OW - 8);
-        FG_UNROLL
-        for (i = 0; i < NB - 1; ++i)
-            fg_copy8(o + lo + 8 * i, xs + 8 * i);
-        fg_copy8(o + hi - 8, xs + n - 8);
-    }
-}
-
-/* kept out of line: inlined into fg_rowmat_build, gcc loses the restrict
- * information and copies element by element */
-FG_NOINLINE void fg_rows_copy8_2(float *restrict o, const float *restrict xs, size_t ldx, int nr,
-                                 int OW, int lo, int hi)
-{
-    fg_rows_copy8(o, xs, ldx, nr, OW, lo, hi, 2);
-}
-FG_NOINLINE void fg_rows_copy8_3(float *restrict o, const float *restrict xs, size_t ldx, int nr,
-                                 int OW, int lo, int hi)
-{
-    fg_rows_copy8(o, xs, ldx, nr, OW, lo, hi, 3);
-}
-FG_NOINLINE void fg_rows_copy8_4(float *restrict o, const float *restrict xs, size_t ldx, int nr,
-                                 int OW, int lo, int hi)
-{
-    fg_rows_copy8(o, xs, ldx, nr, OW, lo, hi, 4);
-}
-
 /* The row matrix of output plane od: block (c*kd + kz)*kw + kx holds Hp rows
  * of OW floats, row r being input row r - ph of plane od*sd + kz*dd - pd of
  * channel c at columns ow*sw + kx*dw - pw, with 0 outside the input (the
@@ -597,21 +590,10 @@ static void fg_rowmat_build(const fg_conv_shape *s, const float *x, int od, int 
                 if (yhi < Hp)
                     memset(rm + (size_t)yhi * (size_t)OW, 0,
                            (size_t)(Hp - yhi) * (size_t)OW * sizeof(float));
-                {
-                    float *o = rm + (size_t)ylo * (size_t)OW;
-                    const float *xs = xz + (size_t)(ylo - s->ph) * (size_t)s->W +
-                                      ((ptrdiff_t)lo * s->sw + offx);
-                    const int n = hi - lo, nr = yhi - ylo;
-                    const size_t ldx = (size_t)s->W;
-                    if (s->sw != 1 || n < 8 || n > 32 || lo > 8 || OW - hi > 8)
-                        fg_rows_copy(o, xs, ldx, nr, OW, lo, hi, s->sw);
-                    else if (n <= 16)
-                        fg_rows_copy8_2(o, xs, ldx, nr, OW, lo, hi);
-                    else if (n <= 24)
-                        fg_rows_copy8_3(o, xs, ldx, nr, OW, lo, hi);
-                    else
-                        fg_rows_copy8_4(o, xs, ldx, nr, OW, lo, hi);
-                }
+                fg_rows_fill(rm + (size_t)ylo * (size_t)OW,
+                             xz + (size_t)(ylo - s->ph) * (size_t)s->W +
+                                 ((ptrdiff_t)lo * s->sw + offx),
+                             (size_t)s->W, yhi - ylo, OW, lo, hi, s->sw);
             }
         }
     }
