@@ -20,8 +20,7 @@ import numpy as np
 from faustgen import __version__
 from faustgen.build.toolchain import (
     Target,
-    compile_executable,
-    compile_shared,
+    compile_bundle,
     load_target,
     section_sizes,
 )
@@ -203,7 +202,6 @@ def _progress(enabled: bool):
 def _compile(
     tmp: Path, opts: BuildOptions, target: Target, messages: list[str]
 ) -> dict[str, int] | None:
-    sources = [f"{opts.prefix}.c", *RUNTIME_SOURCES]
     if not target.cc:
         return None
     if not target.can_compile():
@@ -212,9 +210,7 @@ def _compile(
             f"(install it with: {target.install_hint}; then run make in the bundle)"
         )
         return None
-    exe = compile_executable(tmp, ["main.c", *sources], opts.prefix, target, opts.extra_cflags)
-    if target.native:
-        compile_shared(tmp, sources, f"lib{opts.prefix}.so", target, opts.extra_cflags)
+    exe = compile_bundle(tmp, opts.prefix, list(RUNTIME_SOURCES), target, opts.extra_cflags)
     return section_sizes(exe, target)
 
 

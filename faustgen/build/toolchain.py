@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
 import shutil
 import subprocess
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,44 +96,110 @@ def run_compiler(cmd: list[str], cwd: Path, what: str) -> None:
         raise FaustgenError(f"compiling {what} failed: {detail}")
 
 
-def compile_shared(
+def cache_dir() -> Path:
+    """Where compiled runtime objects are kept ($FAUSTGEN_CACHE, else ~/.cache/faustgen)."""
+    root = os.environ.get("FAUSTGEN_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "faustgen"
+    )
+    return Path(root)
+
+
+@functools.cache
+def _compiler_id(cc: str) -> str:
+    try:
+        proc = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60)
+        return proc.stdout.splitlines()[0] if proc.stdout else cc
+    except (OSError, subprocess.TimeoutExpired):
+        return cc
+
+
+def _compile_object(src: Path, obj: Path, target: Target, flags: list[str], include: Path) -> None:
+    run_compiler(
+        [target.cc, *target.cflags, *flags, "-I", str(include), "-c", str(src), "-o", str(obj)],
+        src.parent,
+        src.name,
+    )
+
+
+def runtime_objects(
+    runtime_dir: Path, sources: list[str], target: Target, flags: list[str]
+) -> list[Path]:
+    """Object files of the runtime kernels for this compiler and these flags, compiled once
+    and kept in the cache (the kernels are the same in every bundle; only the model changes)."""
+    key = hashlib.sha256()
+    key.update("\0".join([_compiler_id(target.cc), *target.cflags, *flags]).encode())
+    for name in sorted(p.name for p in runtime_dir.iterdir() if p.suffix in (".c", ".h")):
+        key.update(name.encode() + b"\0" + (runtime_dir / name).read_bytes())
+    d = cache_dir() / "runtime" / f"{target.name}-{key.hexdigest()[:20]}"
+    objs = [d / (Path(s).stem + ".o") for s in sources]
+    if all(o.is_file() for o in objs):
+        return objs
+    d.mkdir(parents=True, exist_ok=True)
+    for src, obj in zip(sources, objs, strict=True):
+        if obj.is_file():
+            continue
+        fd, tmp = tempfile.mkstemp(suffix=".o", dir=d)
+        os.close(fd)
+        try:
+            _compile_object(runtime_dir / src, Path(tmp), target, flags, runtime_dir)
+            os.replace(tmp, obj)  # atomic: concurrent builds never see half an object
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return objs
+
+
+def compile_bundle(
     out_dir: Path,
-    sources: list[str],
-    library: str,
+    prefix: str,
+    runtime: list[str],
     target: Target,
     extra_flags: tuple[str, ...] = (),
 ) -> Path:
-    """Build a shared library from sources in out_dir (host targets: loaded with cffi)."""
-    cmd = [
-        target.cc,
-        *target.cflags,
-        *extra_flags,
-        "-fPIC",
-        "-shared",
-        "-o",
-        library,
-        *sources,
-        *target.ldlibs,
-    ]
-    run_compiler(cmd, out_dir, library)
-    return out_dir / library
-
-
-def compile_executable(
-    out_dir: Path, sources: list[str], exe: str, target: Target, extra_flags: tuple[str, ...] = ()
-) -> Path:
-    cmd = [
-        target.cc,
-        *target.cflags,
-        *extra_flags,
-        *target.ldflags,
-        "-o",
-        exe,
-        *sources,
-        *target.ldlibs,
-    ]
-    run_compiler(cmd, out_dir, exe)
-    return out_dir / exe
+    """The bundle's harness executable (and, for native targets, lib<prefix>.so for cffi)."""
+    pic = ["-fPIC"] if target.native else []
+    flags = [*extra_flags, *pic]
+    objs = runtime_objects(out_dir, runtime, target, flags)
+    model_o = out_dir / f"{prefix}.o"
+    main_o = out_dir / "main.o"
+    _compile_object(out_dir / f"{prefix}.c", model_o, target, flags, out_dir)
+    _compile_object(out_dir / "main.c", main_o, target, flags, out_dir)
+    exe = out_dir / prefix
+    run_compiler(
+        [
+            target.cc,
+            *target.cflags,
+            *flags,
+            *target.ldflags,
+            "-o",
+            str(exe),
+            str(main_o),
+            str(model_o),
+            *map(str, objs),
+            *target.ldlibs,
+        ],
+        out_dir,
+        prefix,
+    )
+    if target.native:
+        lib = f"lib{prefix}.so"
+        run_compiler(
+            [
+                target.cc,
+                *target.cflags,
+                *flags,
+                "-shared",
+                "-o",
+                lib,
+                str(model_o),
+                *map(str, objs),
+                *target.ldlibs,
+            ],
+            out_dir,
+            lib,
+        )
+    model_o.unlink()
+    main_o.unlink()
+    return exe
 
 
 def section_sizes(binary: Path, target: Target) -> dict[str, int] | None:

@@ -93,15 +93,36 @@ def c_int(x: int | np.integer) -> str:
     return f"{v}LL"
 
 
+def float_literals(values: Iterable[float]) -> list[str]:
+    """c_float for a whole array, vectorized: each value gets the fewest of 6..9 significant
+    digits that parse back to the same float32 (weights rarely need fewer than 6, and trying
+    fewer costs more than it saves)."""
+    arr = np.ascontiguousarray(np.asarray(values, dtype=np.float32).reshape(-1))
+    if arr.size and not np.all(np.isfinite(arr)):
+        return [c_float(v) for v in arr]
+    out = np.empty(arr.size, dtype=object)
+    todo = np.arange(arr.size)
+    as_double = arr.astype(np.float64)
+    for digits in (6, 7, 8, 9):
+        if not todo.size:
+            break
+        text = np.array([f"{v:.{digits}g}" for v in as_double[todo].tolist()])
+        ok = text.astype(np.float32) == arr[todo]
+        out[todo[ok]] = text[ok]
+        todo = todo[~ok]
+    return [t + "f" if ("." in t or "e" in t) else t + ".0f" for t in out.tolist()]
+
+
 def c_float_array(values: Iterable[float], per_line: int = 8, indent: str = "    ") -> str:
     """Comma-separated float literals, `per_line` to a line, for an array initializer."""
-    return _wrap(
-        [c_float(v) for v in np.asarray(values, dtype=np.float32).reshape(-1)], per_line, indent
-    )
+    return _wrap(float_literals(values), per_line, indent)
 
 
 def c_int_array(values: Iterable[int], per_line: int = 16, indent: str = "    ") -> str:
-    return _wrap([c_int(v) for v in np.asarray(values).reshape(-1)], per_line, indent)
+    arr = np.asarray(values).reshape(-1)
+    if arr.size and (arr.min() <= -(2**31) or arr.max() >= 2**31):
+        return _wrap([c_int(v) for v in arr], per_line, indent)
+    return _wrap([str(v) for v in arr.tolist()], per_line, indent)
 
 
 def _wrap(items: list[str], per_line: int, indent: str) -> str:

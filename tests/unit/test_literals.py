@@ -52,6 +52,14 @@ def test_c_int():
     assert c_int(2**40) == "1099511627776LL"
 
 
+@given(st.lists(finite_f32, min_size=1, max_size=50))
+def test_float_array_literals_round_trip(values):
+    texts = c_float_array(np.array(values, np.float32), per_line=7).replace("\n", " ").split(",")
+    back = np.array([float(t.strip()[:-1]) for t in texts], np.float32)
+    assert back.tobytes() == np.array(values, np.float32).tobytes()  # bit exact, incl. -0.0
+    assert all(re.fullmatch(r"-?\d+(\.\d*)?(e[-+]?\d+)?f", t.strip()) for t in texts)
+
+
 def test_float_array_layout():
     text = c_float_array(np.arange(10, dtype=np.float32), per_line=4)
     lines = text.split("\n")
