@@ -390,20 +390,25 @@ FG_INLINE void fg_ctile(const float *restrict a, const float *restrict b, const 
 {
     int i, j, v, cz, ky, kx;
     (void)rows; /* a compile-time constant; only 2 when FG_CROWS == 2 */
-    FG_NOUNROLL
-    for (j = 0; j < FG_VL; ++j) {
+    /* fully unrolled: as a loop, gcc -O3 zeroes a stack copy of c with memset */
+    FG_UNROLL
+    for (i = 0; i < FG_CROWS; ++i) {
         FG_UNROLL
-        for (i = 0; i < FG_CROWS; ++i) {
+        for (v = 0; v < FG_CV; ++v) {
             FG_UNROLL
-            for (v = 0; v < FG_CV; ++v)
+            for (j = 0; j < FG_VL; ++j)
                 c[i][v][j] = 0.0f;
         }
     }
-    for (cz = 0; cz < m->ncz; ++cz) {
+    /* every count is >= 1 */
+    cz = 0;
+    do {
         const float *restrict bc = b + (size_t)cz * m->czstep;
-        for (ky = 0; ky < m->kh; ++ky) {
+        ky = 0;
+        do {
             const float *restrict q = bc + (size_t)ky * m->ystep;
-            for (kx = 0; kx < m->kw; ++kx, q += m->xstep, a += FG_MBLOCK) {
+            kx = 0;
+            do {
 #if FG_CROWS == 4
                 if (rows == 4) {
                     const float x0 = a[0], x1 = a[1], x2 = a[2], x3 = a[3];
@@ -418,8 +423,7 @@ FG_INLINE void fg_ctile(const float *restrict a, const float *restrict b, const 
                             c[3][v][j] = FG_FMA(x3, bv, c[3][v][j]);
                         }
                     }
-                    continue;
-                }
+                } else
 #endif
                 {
                     const float x0 = a[0], x1 = a[1];
@@ -433,9 +437,11 @@ FG_INLINE void fg_ctile(const float *restrict a, const float *restrict b, const 
                         }
                     }
                 }
-            }
-        }
-    }
+                q += m->xstep;
+                a += FG_MBLOCK;
+            } while (++kx < m->kw);
+        } while (++ky < m->kh);
+    } while (++cz < m->ncz);
 }
 
 /* y[i*ldy + 0 .. nv*FG_VL) = act(c[i] + bias[i]) for i < rows */
@@ -443,9 +449,14 @@ FG_INLINE void fg_ctile_store(fg_cacc c, int rows, int nv, float *y, size_t ldy,
                               const float *bias, int act, float a, float b)
 {
     int i, j, v;
-    for (i = 0; i < rows; ++i) {
+    /* unrolled over FG_CROWS (constant row indices into c) */
+    FG_UNROLL
+    for (i = 0; i < FG_CROWS; ++i) {
         float *restrict o = y + (size_t)i * ldy;
-        const float br = bias ? bias[i] : 0.0f;
+        float br;
+        if (i >= rows)
+            break;
+        br = bias ? bias[i] : 0.0f;
         switch (act) {
         case FG_ACT_RELU:
             for (v = 0; v < nv; ++v) {
@@ -530,32 +541,6 @@ static const fg_ctile_fn fg_ctile_r4[FG_CV] = {fg_ctile_r4v1, fg_ctile_r4v2, fg_
                                                fg_ctile_r4v4};
 #endif
 
-/* Output channels 0 .. Kg-1 of one group at plane positions 0 .. nv*FG_VL of
- * b / y (b: the row matrix at the first position, y: row stride S). */
-static void fg_ctile_col(const float *wp, int Kg, int R, const float *b, const fg_rowmat *m,
-                         int nv, float *y, size_t S, const float *bias, int act, float pa,
-                         float pb)
-{
-    const fg_ctile_fn f2 = fg_ctile_r2[nv - 1];
-#if FG_CROWS == 4
-    const fg_ctile_fn f4 = fg_ctile_r4[nv - 1];
-#endif
-    int m0;
-    for (m0 = 0; m0 < Kg; m0 += FG_CROWS) {
-        const int rows = Kg - m0 < FG_CROWS ? Kg - m0 : FG_CROWS;
-        /* channel m0 is row m0 % 4 of packed block m0 / 4 */
-        const float *a = wp + (size_t)(m0 / FG_MBLOCK) * FG_MBLOCK * (size_t)R + m0 % FG_MBLOCK;
-        const float *bm = bias ? bias + m0 : NULL;
-#if FG_CROWS == 4
-        if (rows > 2) {
-            f4(a, b, m, rows, y + (size_t)m0 * S, S, bm, act, pa, pb);
-            continue;
-        }
-#endif
-        f2(a, b, m, rows, y + (size_t)m0 * S, S, bm, act, pa, pb);
-    }
-}
-
 /* Floats of the row matrix of one output plane, or 0 when the row path does
  * not apply: vertical stride > 1, planes narrower than one vector, or a row
  * matrix larger than the im2col scratch (only with dilation dh > OD*OH). */
@@ -609,10 +594,25 @@ static void fg_rowmat_build(const fg_conv_shape *s, const float *x, int od, int 
     }
 }
 
+/* One tile of `rows` (<= FG_CROWS) output channels and nv vectors. */
+static void fg_ctile_run(const float *a, const float *b, const fg_rowmat *m, int rows, int nv,
+                         float *y, size_t ldy, const float *bias, int act, float pa, float pb)
+{
+#if FG_CROWS == 4
+    if (rows > 2) {
+        fg_ctile_r4[nv - 1](a, b, m, rows, y, ldy, bias, act, pa, pb);
+        return;
+    }
+#endif
+    fg_ctile_r2[nv - 1](a, b, m, rows, y, ldy, bias, act, pa, pb);
+}
+
 /* One group: x its input channels, y its output channels, wp its packed
  * filters; rm: fg_rowmat_floats(s) floats. The plane's nvec vectors of
  * positions are split as evenly as possible into tiles of at most FG_CV
- * (a tile of few vectors has too few accumulators to hide the FMA latency). */
+ * vectors (a tile of few vectors has too few accumulators to hide the FMA
+ * latency). Output channels are the outer loop (the row matrix is reread
+ * per channel block; it is small). */
 static void fg_conv_rows(const fg_conv_shape *s, const float *x, float *y, const float *wp,
                          const float *bias, int act, float a, float b, float *rm)
 {
@@ -624,7 +624,7 @@ static void fg_conv_rows(const fg_conv_shape *s, const float *x, float *y, const
     const int ntile = (nvec + FG_CV - 1) / FG_CV;
     const size_t S = (size_t)s->OD * (size_t)N;
     fg_rowmat m;
-    int od;
+    int od, m0;
     m.ncz = (s->C / s->group) * s->kd;
     m.kh = s->kh;
     m.kw = s->kw;
@@ -632,22 +632,29 @@ static void fg_conv_rows(const fg_conv_shape *s, const float *x, float *y, const
     m.czstep = (size_t)s->kw * m.xstep;
     m.ystep = (size_t)s->dh * (size_t)s->OW;
     for (od = 0; od < s->OD; ++od) {
-        float *yp = y + (size_t)od * (size_t)N;
-        int t, q = 0;
         fg_rowmat_build(s, x, od, Hp, rm);
-        for (t = 0; t < ntile; ++t) {
-            int nv = nvec / ntile + (t < nvec % ntile);
-            if (q + nv * FG_VL > N) {
-                /* last tile: end at N, overlapping computed columns (same
-                 * operation sequence, same values) */
-                if (nv * FG_VL > N) { /* single narrow tile: split off one vector */
-                    fg_ctile_col(wp, Kg, R, rm, &m, nv - 1, yp, S, bias, act, a, b);
-                    nv = 1;
+        for (m0 = 0; m0 < Kg; m0 += FG_CROWS) {
+            const int rows = Kg - m0 < FG_CROWS ? Kg - m0 : FG_CROWS;
+            /* channel m0 is row m0 % 4 of packed block m0 / 4 */
+            const float *am =
+                wp + (size_t)(m0 / FG_MBLOCK) * FG_MBLOCK * (size_t)R + m0 % FG_MBLOCK;
+            const float *bm = bias ? bias + m0 : NULL;
+            float *ym = y + (size_t)m0 * S + (size_t)od * (size_t)N;
+            int t, q = 0;
+            for (t = 0; t < ntile; ++t) {
+                int nv = nvec / ntile + (t < nvec % ntile);
+                if (q + nv * FG_VL > N) {
+                    /* last tile: end at N, overlapping computed columns
+                     * (same operation sequence, same values) */
+                    if (nv * FG_VL > N) { /* one narrow tile: split off a vector */
+                        fg_ctile_run(am, rm, &m, rows, nv - 1, ym, S, bm, act, a, b);
+                        nv = 1;
+                    }
+                    q = N - nv * FG_VL;
                 }
-                q = N - nv * FG_VL;
+                fg_ctile_run(am, rm + q, &m, rows, nv, ym + q, S, bm, act, a, b);
+                q += nv * FG_VL;
             }
-            fg_ctile_col(wp, Kg, R, rm + q, &m, nv, yp + q, S, bias, act, a, b);
-            q += nv * FG_VL;
         }
     }
 }
