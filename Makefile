@@ -27,7 +27,7 @@ format: setup
 	$(VENV)/bin/ruff format faustgen tests benchmarks
 
 bench: setup
-	$(VENV)/bin/faustgen bench-demo
+	$(PY) benchmarks/bench_models.py
 
 fuzz: setup
 	FAUSTGEN_FUZZ_EXAMPLES=5000 $(PY) -m pytest -q tests/fuzz

@@ -1,6 +1,6 @@
 """Write a single fully connected layer (trained-like spectrum) as an ONNX model.
 
-    python benchmarks/make_fc_layer.py fc1024.onnx --size 1024
+python benchmarks/make_fc_layer.py fc1024.onnx --size 1024
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def fc_model(d_out: int, d_in: int, seed: int = 0) -> onnx.ModelProto:
     b = np.random.default_rng(seed + 1).standard_normal(d_out).astype(np.float32) * 0.01
     node = helper.make_node("Gemm", ["x", "W", "b"], ["y"], transB=1, name="fc")
     graph = helper.make_graph(
-        [node], "fc",
+        [node],
+        "fc",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", d_in])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", d_out])],
         [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")],
