@@ -207,7 +207,7 @@ def cmd_build(args) -> int:
     )
     result = build_bundle(args.model, args.out, opts)
     for m in result.messages:
-        print(f"faustgen: {m}", file=sys.stderr)
+        print(f"faustgen: {one_line(m)}", file=sys.stderr)
     t = result.report["totals"]
     print(
         f"built {result.out_dir}: {len(result.graph.nodes)} nodes, {t['parameters']} parameters "
@@ -332,6 +332,15 @@ COMMANDS = {
 }
 
 
+def one_line(message: object) -> str:
+    """A message for the terminal: model strings inside it may hold newlines or escape
+    sequences, shown escaped so that the error stays one line and cannot drive the terminal."""
+    return "".join(
+        c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii")
+        for c in str(message)
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -344,12 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     except VerificationError as e:
         if args.debug:
             traceback.print_exc()
-        print(f"faustgen: verification failed: {e}", file=sys.stderr)
+        print(f"faustgen: verification failed: {one_line(e)}", file=sys.stderr)
         return 1
     except FaustgenError as e:
         if args.debug:
             traceback.print_exc()
-        print(f"faustgen: error: {e}", file=sys.stderr)
+        print(f"faustgen: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("faustgen: interrupted", file=sys.stderr)
@@ -358,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(
-            f"faustgen: internal error: {type(e).__name__}: {e} (rerun with --debug)",
+            f"faustgen: internal error: {type(e).__name__}: {one_line(e)} (rerun with --debug)",
             file=sys.stderr,
         )
         return 3

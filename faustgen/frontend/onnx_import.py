@@ -110,7 +110,7 @@ def import_model(
     _check_size(model, source, max_params)
     model = _normalize_opset(model, source)
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(_checkable(model, source))
     except onnx.checker.ValidationError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid model"
         raise FaustgenError(f"{source}: the ONNX checker rejects the model: {first}") from None
@@ -119,6 +119,77 @@ def import_model(
         probe = _Importer(model, source, input_shape, batch=_PROBE_BATCH).run()
         _check_batch_axis(graph, probe)
     return graph
+
+
+def topological_order(g: onnx.GraphProto, source: str) -> list[onnx.NodeProto]:
+    """The graph's nodes in a dependency order (ONNX requires sorted files; onnxruntime
+    accepts unsorted ones, so do we). Dangling inputs, tensors produced twice and cycles
+    are errors naming the node."""
+
+    def fail(message: str) -> None:
+        raise FaustgenError(f"{source}: {message}")
+
+    nodes = list(g.node)
+    available = {i.name for i in g.initializer} | {i.name for i in g.input} | {""}
+    producer = {}
+    for idx, n in enumerate(nodes):
+        for o in n.output:
+            if o:
+                if o in producer or o in available:
+                    fail(f"tensor '{o}' is produced twice (node '{n.name or idx}')")
+                producer[o] = idx
+    for idx, n in enumerate(nodes):
+        for i in n.input:
+            if i not in available and i not in producer:
+                fail(
+                    f"node '{n.name or idx}' ({n.op_type}) reads '{i}', which no node, "
+                    f"initializer or input provides"
+                )
+    # Kahn's algorithm, keeping the file's order among ready nodes (deterministic).
+    deps = [{producer[i] for i in n.input if i in producer} for n in nodes]
+    users: dict[int, list[int]] = {}
+    for idx, d in enumerate(deps):
+        for p in d:
+            users.setdefault(p, []).append(idx)
+    pending = [len(d) for d in deps]
+    ready = sorted(i for i, c in enumerate(pending) if c == 0)
+    order = []
+    heapq.heapify(ready)
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for u in users.get(i, []):
+            pending[u] -= 1
+            if pending[u] == 0:
+                heapq.heappush(ready, u)
+    if len(order) != len(nodes):
+        stuck = next(i for i, c in enumerate(pending) if c > 0)
+        n = nodes[stuck]
+        fail(f"the graph has a cycle through node '{n.name or stuck}' ({n.op_type})")
+    return [nodes[i] for i in order]
+
+
+def _checkable(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
+    """A copy for the checker without two of its complaints that onnxruntime does not
+    share: nodes out of topological order (sorted here, after the structural errors the
+    checker reports poorly), and graph inputs/outputs without a shape field (given an empty
+    one: some exporters and hand-written graphs omit it; the importer infers shapes)."""
+    order = topological_order(model.graph, source)
+    missing = [
+        vi
+        for vi in (*model.graph.input, *model.graph.output)
+        if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")
+    ]
+    if not missing and list(model.graph.node) == order:
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    del copy.graph.node[:]
+    copy.graph.node.extend(order)
+    for vi in (*copy.graph.input, *copy.graph.output):
+        if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape"):
+            vi.type.tensor_type.shape.SetInParent()
+    return copy
 
 
 def _normalize_opset(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
@@ -303,44 +374,7 @@ class _Importer:
 
     # ---------------------------------------------------------------- nodes
     def _toposorted(self) -> list[onnx.NodeProto]:
-        nodes = list(self.g.node)
-        available = set(self.graph.tensors) | {""}
-        producer = {}
-        for idx, n in enumerate(nodes):
-            for o in n.output:
-                if o:
-                    if o in producer or o in available:
-                        self.fail(f"tensor '{o}' is produced twice (node '{n.name or idx}')")
-                    producer[o] = idx
-        for idx, n in enumerate(nodes):
-            for i in n.input:
-                if i not in available and i not in producer:
-                    self.fail(
-                        f"node '{n.name or idx}' ({n.op_type}) reads '{i}', which no node, "
-                        f"initializer or input provides"
-                    )
-        # Kahn's algorithm, keeping the file's order among ready nodes (deterministic).
-        deps = [{producer[i] for i in n.input if i in producer} for n in nodes]
-        users: dict[int, list[int]] = {}
-        for idx, d in enumerate(deps):
-            for p in d:
-                users.setdefault(p, []).append(idx)
-        pending = [len(d) for d in deps]
-        ready = sorted(i for i, c in enumerate(pending) if c == 0)
-        order = []
-        heapq.heapify(ready)
-        while ready:
-            i = heapq.heappop(ready)
-            order.append(i)
-            for u in users.get(i, []):
-                pending[u] -= 1
-                if pending[u] == 0:
-                    heapq.heappush(ready, u)
-        if len(order) != len(nodes):
-            stuck = next(i for i, c in enumerate(pending) if c > 0)
-            n = nodes[stuck]
-            self.fail(f"the graph has a cycle through node '{n.name or stuck}' ({n.op_type})")
-        return [nodes[i] for i in order]
+        return topological_order(self.g, self.source)
 
     def _node(self, index: int, proto: onnx.NodeProto) -> None:
         name = unique_name(

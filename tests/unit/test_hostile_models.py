@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto
 from onnx import helper as h
@@ -159,6 +160,48 @@ def test_dangling_input_is_a_clear_error(tmp_path, capsys):
     code = main(["build", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "nowhere" in err, err
+
+
+def _two_node_model(shapeless_output: bool = False, reversed_nodes: bool = False):
+    w = nh.from_array(np.arange(12, dtype=np.float32).reshape(4, 3), "W")
+    nodes = [
+        h.make_node("MatMul", ["x", "W"], ["t"], name="mm"),
+        h.make_node("Relu", ["t"], ["y"], name="relu"),
+    ]
+    g = h.make_graph(
+        nodes[::-1] if reversed_nodes else nodes,
+        "g",
+        [h.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [h.make_tensor_value_info("y", TensorProto.FLOAT, None if shapeless_output else ["N", 3])],
+        [w],
+    )
+    return h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("variant", ["unsorted nodes", "output without shape"])
+def test_models_onnxruntime_accepts_build(tmp_path, quick_build, variant):
+    """The ONNX checker rejects these two forms; onnxruntime runs them, and so must we."""
+    m = _two_node_model(
+        shapeless_output=variant == "output without shape",
+        reversed_nodes=variant == "unsorted nodes",
+    )
+    path = tmp_path / "m.onnx"
+    path.write_bytes(m.SerializeToString())
+    with pytest.raises(onnx.checker.ValidationError):
+        onnx.checker.check_model(m)
+    x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
+    expected = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(quick_build(path).predict(x), expected, rtol=1e-6)
+
+
+def test_escape_sequences_in_errors_are_neutralized(tmp_path, capsys):
+    m = _two_node_model()
+    m.graph.node[1].op_type = "Bogus\x1b[2J\nline"
+    m.graph.node[1].name = "relu\x07\r"
+    onnx.save(m, tmp_path / "m.onnx")
+    _clean_failure(tmp_path / "m.onnx", tmp_path, capsys, "Bogus\\x1b[2J")
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err
 
 
 def test_model_above_size_limit(tmp_path, capsys):
