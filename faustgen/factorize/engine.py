@@ -9,6 +9,13 @@ the same error in a fraction of the iterations:
   seen is what is returned, so the result is never worse than plain palm4MSA's first steps;
 * step sizes above 1/Lipschitz, which the restart makes safe.
 
+S_0's gradient is taken at the current point, not at the extrapolated one (iPALM with a
+zero gradient-extrapolation parameter for that block, i.e. heavy-ball inertia): its product
+``S_0 S_1`` is then the one the error check of the previous sweep formed, so a sweep costs
+four matmuls instead of five. Measured on the benchmark matrices: equal or lower final
+errors than the extrapolated gradient on all but one, at 15–20 % less time per sweep.
+S_1 keeps the extrapolated gradient (its product with the new S_0 has to be formed anyway).
+
 (An exact least-squares refit on the final supports was tried and dropped: after the
 inertial sweeps it gained less than 0.1 % relative error for the cost of several sweeps.)
 """
@@ -35,16 +42,26 @@ class TwoFactorState:
 
 
 def _fit_scale(W: np.ndarray, P: np.ndarray, w_norm: float) -> tuple[float, float]:
+    """Optimal λ for ``W ≈ λP`` and the relative error there; ``P`` may be consumed."""
     den = float(np.vdot(P, P))
-    lam = float(np.vdot(W, P)) / den if den > 0 else 0.0
-    # ‖W − λP‖² = ‖W‖² − λ⟨W,P⟩ at the optimal λ: no residual matrix needed.
-    err2 = max(w_norm * w_norm - lam * float(np.vdot(W, P)), 0.0)
-    return lam, float(np.sqrt(err2)) / w_norm
+    wp = float(np.vdot(W, P))
+    lam = wp / den if den > 0 else 0.0
+    if P.dtype == np.float64:
+        # ‖W − λP‖² = ‖W‖² − λ⟨W,P⟩ at the optimal λ: no residual matrix needed.
+        err2 = max(w_norm * w_norm - lam * wp, 0.0)
+        return lam, float(np.sqrt(err2)) / w_norm
+    # Single precision: that difference would cancel most of float32's digits at small
+    # errors, so form the residual (one cheap element-wise pass next to the matmuls).
+    R = np.multiply(P, -lam)
+    R += W
+    return lam, float(np.sqrt(float(np.vdot(R, R)))) / w_norm
 
 
 def start_state(W: np.ndarray, S0: np.ndarray, S1: np.ndarray) -> TwoFactorState:
-    """Normalize the factors and fit λ."""
-    S0, S1 = normalize_fro(np.array(S0, dtype=np.float64)), normalize_fro(np.array(S1, float))
+    """Normalize the factors and fit λ. The working copies take ``W``'s floating dtype (the
+    front end iterates in float32 on a unit-norm copy of W)."""
+    dt = W.dtype if W.dtype in (np.float32, np.float64) else np.float64
+    S0, S1 = normalize_fro(np.array(S0, dtype=dt)), normalize_fro(np.array(S1, dtype=dt))
     w_norm = float(np.linalg.norm(W)) or 1.0
     lam, err = _fit_scale(W, S0 @ S1, w_norm)
     if lam == 0.0:
@@ -64,19 +81,22 @@ def accelerated_two_factor(
     step: float = 1.0,
     norms: _SpectralNorm | None = None,
     callback: Callable[[int], None] | None = None,
+    give_up: Callable[[int, float], bool] | None = None,
 ) -> TwoFactorState:
     """Run up to ``n_iter`` inertial PALM sweeps (S_0 then S_1) from ``state``.
 
     ``beta`` is the inertia, ``step`` multiplies the 1/Lipschitz step (values above 1 are
     only safe because an error increase triggers a restart from the best point). Stops early
     once the best error improved by less than ``rel_tol`` (relative) over the last 10
-    sweeps. Returns the best state seen (the input state is updated in place).
+    sweeps, or when ``give_up(sweeps done, best error)`` says so. Returns the best state
+    seen (the input state is updated in place).
     """
     w_norm = float(np.linalg.norm(W)) or 1.0
     norms = norms or _SpectralNorm()
     S0, S1, lam = state.S0, state.S1, state.lam
     prev0, prev1 = S0, S1
-    best = (state.err, S0, S1, lam)
+    P = S0 @ S1  # product at the current point (S_0's gradient and the error)
+    best = (state.err, S0, S1, lam, P)
     mom = 0.0  # first sweep after a (re)start has no history to extrapolate from
     cur_step = step
     window: list[float] = []
@@ -85,34 +105,39 @@ def accelerated_two_factor(
         # as much as the matmuls when every one of them allocates.
         Y0 = _extrapolate(S0, prev0, mom)
         c = (1.0 + 1e-3) * lam * lam * norms.sq("S1", S1.T, 1e-4, 30) / cur_step
-        new0 = _step(Y0, Y0 @ S1, W, S1.T, lam, c, c0, right=True)
+        new0 = _step(Y0, P.copy(), W, S1.T, lam, c, c0, right=True)
         Y1 = _extrapolate(S1, prev1, mom)
         c = (1.0 + 1e-3) * lam * lam * norms.sq("S0", new0, 1e-4, 30) / cur_step
         new1 = _step(Y1, new0 @ Y1, W, new0.T, lam, c, c1, right=False)
-        new_lam, err = _fit_scale(W, new0 @ new1, w_norm)
+        newP = new0 @ new1
+        new_lam, err = _fit_scale(W, newP, w_norm)
         state.iterations += 1
         state.errors.append(err)
         if callback is not None:
             callback(it + 1)
+        if give_up is not None and give_up(it + 1, min(err, best[0])):
+            if err <= best[0]:
+                best = (err, new0, new1, new_lam, newP)
+            break
         if err > best[0]:
             # Restart: drop the momentum and go back to the best point. A failed step without
             # momentum means the long step overshot: fall back to 1/Lipschitz, which descends.
             if not mom:
                 cur_step = 1.0
-            _, S0, S1, lam = best
+            _, S0, S1, lam, P = best
             prev0, prev1 = S0, S1
             mom = 0.0
             continue
         prev0, prev1 = S0, S1
-        S0, S1, lam = new0, new1, new_lam
-        best = (err, S0, S1, lam)
+        S0, S1, lam, P = new0, new1, new_lam, newP
+        best = (err, S0, S1, lam, P)
         mom = beta
         window.append(err)
         if len(window) > 10:
             old = window.pop(0)
             if old - err <= rel_tol * old:
                 break
-    state.err, state.S0, state.S1, state.lam = best
+    state.err, state.S0, state.S1, state.lam, _ = best
     return state
 
 

@@ -39,7 +39,8 @@ class _SpectralNorm:
         v = self._vecs.get(key)
         if v is None or v.shape[0] != n:
             v = self._rng.standard_normal(n)
-        v = v / (np.linalg.norm(v) or 1.0)
+        # The iterate takes A's dtype: a float64 vector would make ``A @ v`` copy a float32 A.
+        v = (v / (np.linalg.norm(v) or 1.0)).astype(A.dtype, copy=False)
         est = 0.0
         for _ in range(max_iter):
             w = A.T @ (A @ v)
