@@ -80,13 +80,19 @@ def build_bundle(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise FaustgenError(f"{out}: exists and is not a directory")
-    imported = import_onnx(model_path, opts.input_shape, max_params=opts.max_params)
-    graph = optimize(imported)
-    compression = None
-    if not opts.dense:
-        graph, compression = _factorized(imported, graph, opts, target)
-    program = lower_graph(graph, opts.prefix)
-    plan = plan_memory(program)
+    try:
+        imported = import_onnx(model_path, opts.input_shape, max_params=opts.max_params)
+        graph = optimize(imported)
+        compression = None
+        if not opts.dense:
+            graph, compression = _factorized(imported, graph, opts, target)
+        program = lower_graph(graph, opts.prefix)
+        plan = plan_memory(program)
+    except FaustgenError as e:
+        source = str(model_path)
+        if str(e).startswith(source + ":"):
+            raise
+        raise FaustgenError(f"{source}: {e}") from e  # name the file in every error
     rendered = render(
         program,
         plan,

@@ -113,7 +113,7 @@ def test_pad_reflect_is_a_clear_error(tmp_path, capsys):
     pads = nh.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")
     m = _single("Pad", {"mode": "reflect"}, ("x", "pads"), inits=[pads], out_shape=[1, 3, 10, 10])
     onnx.save(m, tmp_path / "m.onnx")
-    _clean_failure(tmp_path / "m.onnx", tmp_path, capsys, "Pad", "the_node", "reflect")
+    _clean_failure(tmp_path / "m.onnx", tmp_path, capsys, "m.onnx:", "Pad", "the_node", "reflect")
 
 
 def test_nan_weight_names_the_initializer(tmp_path, capsys):
