@@ -95,6 +95,28 @@ def _top_singular(
     return u.reshape(*lead, -1), sigma.reshape(lead), v.reshape(*lead, -1)
 
 
+def _split_blocks(T: np.ndarray, m1: int, m2: int) -> np.ndarray:
+    """The rank-one problems of splitting compact blocks ``T`` (c, e, m, m), m = m1·m2, into
+    two compact factors, as a batch of m1 × m2 matrices (see :func:`_split`)."""
+    c, e = T.shape[:2]
+    blocks = T.reshape(c, e, m1, m2, m1, m2).transpose(0, 1, 4, 3, 2, 5)  # γ ε α β α' β''
+    return blocks.reshape(-1, m1, m2)
+
+
+def _split_factors(
+    T: np.ndarray, m1: int, m2: int, u: np.ndarray, sv: np.ndarray, v: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The two compact factors from the top singular triplets of :func:`_split_blocks`."""
+    c, e = T.shape[:2]
+    root = np.sqrt(sv)[:, None]
+    xu = (u * root).reshape(c, e, m1, m2, m1)  # (γ, ε, α, β, α')
+    yv = (v * root).reshape(c, e, m1, m2, m2)  # (γ, ε, α, β, β'')
+    left = xu.transpose(0, 3, 1, 4, 2).reshape(c, m2 * e, m1, m1)
+    right = yv.transpose(0, 2, 1, 3, 4).reshape(c * m1, e, m2, m2)
+    residual = max(float(np.sum(T * T)) - float(np.sum(sv * sv)), 0.0)
+    return left, right, residual
+
+
 def _split(T: np.ndarray, m1: int, m2: int) -> tuple[np.ndarray, np.ndarray, float]:
     """Split compact blocks ``T`` of shape (c, e, m, m), m = m1·m2, into two compact factors.
 
@@ -106,16 +128,8 @@ def _split(T: np.ndarray, m1: int, m2: int) -> tuple[np.ndarray, np.ndarray, flo
     (support ``I_c ⊗ 1_{m1} ⊗ I_{m2·e}``) and the right one as (c·m1, e, m2, m2) blocks
     (support ``I_{c·m1} ⊗ 1_{m2} ⊗ I_e``), with the squared error of this split.
     """
-    c, e = T.shape[:2]
-    blocks = T.reshape(c, e, m1, m2, m1, m2).transpose(0, 1, 4, 3, 2, 5)  # γ ε α β α' β''
-    u, sv, v = _top_singular(blocks)
-    root = np.sqrt(sv)
-    xu = u * root[..., None]  # (γ, ε, α, β, α')
-    yv = v * root[..., None]  # (γ, ε, α, β, β'')
-    left = xu.transpose(0, 3, 1, 4, 2).reshape(c, m2 * e, m1, m1)
-    right = yv.transpose(0, 2, 1, 3, 4).reshape(c * m1, e, m2, m2)
-    residual = max(float(np.sum(T * T)) - float(np.sum(sv * sv)), 0.0)
-    return left, right, residual
+    u, sv, v = _top_singular(_split_blocks(T, m1, m2))
+    return _split_factors(T, m1, m2, u, sv, v)
 
 
 @functools.lru_cache(maxsize=64)
@@ -154,19 +168,50 @@ def _apply_blocks(T: np.ndarray, X: np.ndarray) -> np.ndarray:
     return np.einsum("gemn,gnej->gmej", T, Xr).reshape(X.shape)
 
 
-def _factorize_range(
-    T: np.ndarray, groups: list[tuple[int, int]], out: list[np.ndarray], residuals: list[float]
-) -> None:
-    if len(groups) == 1:
-        out.append(T)
-        return
-    half = len(groups) // 2
-    m1 = 2 ** (groups[half - 1][1] - groups[0][0] + 1)
-    m2 = 2 ** (groups[-1][1] - groups[half][0] + 1)
-    left, right, residual = _split(T, m1, m2)
-    residuals.append(residual)
-    _factorize_range(left, groups[:half], out, residuals)
-    _factorize_range(right, groups[half:], out, residuals)
+def _factorize_tree(T: np.ndarray, groups: list[tuple[int, int]]) -> tuple[list, float]:
+    """All factors of the balanced split tree of ``T`` (leftmost first) and the summed
+    squared error of the splits.
+
+    The tree is walked one depth at a time and the rank-one problems of all splits at a
+    depth that have the same block shape go to :func:`_top_singular` as one batch (each
+    block is solved independently, so batching changes nothing but the number of calls:
+    3 instead of 7 for 8 factors). Residuals are summed in the recursive (pre-)order."""
+    nodes: list[tuple[tuple[int, ...], np.ndarray, list[tuple[int, int]]]] = [((), T, groups)]
+    residuals: list[tuple[tuple[int, ...], float]] = []
+    while any(len(g) > 1 for _, _, g in nodes):
+        todo = []  # (node index, m1, m2, blocks)
+        for i, (_, node, g) in enumerate(nodes):
+            if len(g) > 1:
+                half = len(g) // 2
+                m1 = 2 ** (g[half - 1][1] - g[0][0] + 1)
+                m2 = 2 ** (g[-1][1] - g[half][0] + 1)
+                todo.append((i, m1, m2, _split_blocks(node, m1, m2)))
+        triplets: dict[int, tuple] = {}
+        for shape in dict.fromkeys((m1, m2) for _, m1, m2, _ in todo):
+            batch = [t for t in todo if (t[1], t[2]) == shape]
+            sizes = [len(t[3]) for t in batch]
+            stacked = batch[0][3] if len(batch) == 1 else np.concatenate([t[3] for t in batch])
+            u, sv, v = _top_singular(stacked)
+            bounds = np.cumsum([0, *sizes])
+            for t, a, b in zip(batch, bounds[:-1], bounds[1:], strict=True):
+                triplets[t[0]] = (u[a:b], sv[a:b], v[a:b])
+        nxt = []
+        for i, (path, node, g) in enumerate(nodes):
+            if len(g) == 1:
+                nxt.append((path, node, g))
+                continue
+            half = len(g) // 2
+            m1 = 2 ** (g[half - 1][1] - g[0][0] + 1)
+            m2 = 2 ** (g[-1][1] - g[half][0] + 1)
+            left, right, residual = _split_factors(node, m1, m2, *triplets[i])
+            residuals.append((path, residual))
+            nxt.append(((*path, 0), left, g[:half]))
+            nxt.append(((*path, 1), right, g[half:]))
+        nodes = nxt
+    total = 0.0
+    for _, r in sorted(residuals, key=lambda x: x[0]):
+        total += r
+    return [node for _, node, _ in nodes], total
 
 
 def butterfly(W: np.ndarray, n_factors: int | None = None) -> FactorizedMatrix:
@@ -187,18 +232,16 @@ def butterfly(W: np.ndarray, n_factors: int | None = None) -> FactorizedMatrix:
             f"got {n}x{n2}."
         )
     groups = butterfly_groups(L, n_factors or L)
-    blocks: list[np.ndarray] = []
-    residuals: list[float] = []
-    _factorize_range(W.reshape(1, 1, n, n), groups, blocks, residuals)
+    blocks, residual = _factorize_tree(W.reshape(1, 1, n, n), groups)
     # Unit-norm factors and a separate scale, as palm4MSA returns them.
     norms = [float(np.sqrt(np.sum(b * b))) for b in blocks]
     scale = float(np.prod(norms)) if all(v > 0 for v in norms) else 0.0
     if scale > 0:
         blocks = [b / v for b, v in zip(blocks, norms, strict=True)]
     w_norm = float(np.linalg.norm(W)) or 1.0
-    if sum(residuals) <= (1e-14 * w_norm) ** 2:
+    if residual <= (1e-14 * w_norm) ** 2:
         # Every split was exact, so the product is W up to rounding: skip forming it.
-        err = float(np.sqrt(sum(residuals))) / w_norm
+        err = float(np.sqrt(residual)) / w_norm
     else:
         approx = np.eye(n)
         for b in reversed(blocks):
