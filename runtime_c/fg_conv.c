@@ -22,40 +22,8 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "fg_kernel.h"
 #include "fg_runtime.h"
-
-#if !defined(__clang__) && (defined(__FMA__) || defined(__FP_FAST_FMAF) || defined(__ARM_FEATURE_FMA))
-#define FG_FMA(a, b, c) fmaf((a), (b), (c))
-#else
-#define FG_FMA(a, b, c) ((a) * (b) + (c))
-#endif
-
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
-#define FG_UNROLL _Pragma("GCC unroll 16")
-#define FG_NOUNROLL _Pragma("GCC unroll 1")
-#else
-#define FG_UNROLL
-#define FG_NOUNROLL
-#endif
-
-/* As in fg_dense.c: gcc tuned for AMD Zen folds the B load into every FMA
- * that uses it; `+ 0.0f` (not an IEEE identity, so kept; it only turns -0.0f
- * into +0.0f) makes it load each B vector once. */
-#if defined(__GNUC__) && !defined(__clang__) &&                                                  \
-    (defined(__tune_znver1__) || defined(__tune_znver2__) || defined(__tune_znver3__) ||         \
-     defined(__tune_znver4__) || defined(__tune_znver5__))
-#define FG_BREG(v) ((v) + 0.0f)
-#else
-#define FG_BREG(v) (v)
-#endif
-
-#if defined(__GNUC__) || defined(__clang__)
-#define FG_INLINE static inline __attribute__((always_inline))
-#define FG_NOINLINE static __attribute__((noinline))
-#else
-#define FG_INLINE static inline
-#define FG_NOINLINE static
-#endif
 
 /* gcc -O3 unroll-and-jams the tap loop of the tiles (two taps per iteration:
  * twice the broadcasts, accumulators spilled; 10-15% slower with SSE2 and on

@@ -46,37 +46,11 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "fg_kernel.h"
 #include "fg_runtime.h"
 
 /* ---- compiler / target configuration ----------------------------------- */
 
-#if !defined(__clang__) && (defined(__FMA__) || defined(__FP_FAST_FMAF) || defined(__ARM_FEATURE_FMA))
-#define FG_FMA(a, b, c) fmaf((a), (b), (c))
-#else
-#define FG_FMA(a, b, c) ((a) * (b) + (c))
-#endif
-
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
-#define FG_UNROLL _Pragma("GCC unroll 16")
-#define FG_NOUNROLL _Pragma("GCC unroll 1")
-#else
-#define FG_UNROLL
-#define FG_NOUNROLL
-#endif
-
-#if defined(__GNUC__) && !defined(__clang__) &&                                                  \
-    (defined(__tune_znver1__) || defined(__tune_znver2__) || defined(__tune_znver3__) ||         \
-     defined(__tune_znver4__) || defined(__tune_znver5__))
-#define FG_BREG(v) ((v) + 0.0f)
-#else
-#define FG_BREG(v) (v)
-#endif
-
-#if defined(__GNUC__) || defined(__clang__)
-#define FG_INLINE static inline __attribute__((always_inline))
-#else
-#define FG_INLINE static inline
-#endif
 
 /* Register blocking. FG_VL = floats per SIMD register the compiler will use
  * for float math without special flags; FG_NR = columns of the GEMM tile.

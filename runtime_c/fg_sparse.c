@@ -11,7 +11,7 @@
  * output is a fixed, documented sequence of multiply-adds (below); what gets
  * vectorized are independent outputs (the 16 rows of a BSR panel, the rows of
  * an ELL block, the columns of an spmm chunk).
- *   - Fixed-size register blocks, fully unrolled (FG_UNROLL): the accumulator
+ *   - Fixed-size register blocks, fully unrolled (FG_UNROLL_WIDE): the accumulator
  *     arrays are scalarized and gcc's SLP vectorizer (on at -O2 since gcc 12)
  *     packs them into vector registers, following the def-use chains back from
  *     the stores of the results. Those stores therefore go straight to the
@@ -64,32 +64,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fg_kernel.h"
 #include "fg_runtime.h"
 
 /* ---- compiler / target configuration ----------------------------------- */
 
-#if !defined(__clang__) && (defined(__FMA__) || defined(__FP_FAST_FMAF) || defined(__ARM_FEATURE_FMA))
-#define FG_FMA(a, b, c) fmaf((a), (b), (c))
-#else
-#define FG_FMA(a, b, c) ((a) * (b) + (c))
-#endif
-
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
-#define FG_UNROLL _Pragma("GCC unroll 64")
-#define FG_NOUNROLL _Pragma("GCC unroll 1")
-#else
-#define FG_UNROLL
-#define FG_NOUNROLL
-#endif
-
-#if defined(__GNUC__) || defined(__clang__)
-#define FG_INLINE static inline __attribute__((always_inline))
-/* no instruction emitted: the compiler forgets what it knew about the value v */
-#define FG_OPAQUE(v) __asm__("" : "+r"(v))
-#else
-#define FG_INLINE static inline
-#define FG_OPAQUE(v) ((void)0)
-#endif
 
 /* FG_KSPLIT: partial accumulators of a BSR panel. FG_SW: columns of the wide
  * spmm chunk (8 vector accumulators; 16 of AArch64's 32 registers). FG_ER:
@@ -206,25 +185,25 @@ FG_INLINE void fg_bsr_panel(int wide, const float *restrict x, const uint16_t *c
     const int nb = q1 > q0 ? q1 - q0 : 0;
     int qk = q0 + (nb - nb % FG_KSPLIT);
     int r, e, q;
-    FG_UNROLL
+    FG_UNROLL_WIDE
     for (r = 0; r < FG_KSPLIT; ++r) {
-        FG_UNROLL
+        FG_UNROLL_WIDE
         for (e = 0; e < FG_BR; ++e)
             s[r][e] = 0.0f;
     }
-    FG_UNROLL
+    FG_UNROLL_WIDE
     for (e = 0; e < FG_BR; ++e)
         t[e] = 0.0f;
     for (q = q0; q < qk; q += FG_KSPLIT) {
         const float *restrict w = values + (size_t)q * FG_BR;
         float xr[FG_KSPLIT];
         FG_OPAQUE(qk);
-        FG_UNROLL
+        FG_UNROLL_WIDE
         for (r = 0; r < FG_KSPLIT; ++r)
             xr[r] = x[fg_ix(wide, c16, c32, (size_t)q + (size_t)r)];
-        FG_UNROLL
+        FG_UNROLL_WIDE
         for (r = 0; r < FG_KSPLIT; ++r) {
-            FG_UNROLL
+            FG_UNROLL_WIDE
             for (e = 0; e < FG_BR; ++e)
                 s[r][e] = FG_FMA(xr[r], w[r * FG_BR + e], s[r][e]);
         }
@@ -233,14 +212,14 @@ FG_INLINE void fg_bsr_panel(int wide, const float *restrict x, const uint16_t *c
         const float *restrict w = values + (size_t)q * FG_BR;
         const float xq = x[fg_ix(wide, c16, c32, (size_t)q)];
         FG_OPAQUE(q1);
-        FG_UNROLL
+        FG_UNROLL_WIDE
         for (e = 0; e < FG_BR; ++e)
             t[e] = FG_FMA(xq, w[e], t[e]);
     }
-    FG_UNROLL
+    FG_UNROLL_WIDE
     for (e = 0; e < FG_BR; ++e) {
         float u = s[0][e];
-        FG_UNROLL
+        FG_UNROLL_WIDE
         for (r = 1; r < FG_KSPLIT; ++r)
             u += s[r][e];
         out[e] = (u + t[e]) + bias16[e];
@@ -373,17 +352,17 @@ FG_INLINE void fg_ell_block(int wide, const float *restrict x, const uint16_t *i
 {
     float acc[FG_ER];
     int s, e;
-    FG_UNROLL
+    FG_UNROLL_WIDE
     for (e = 0; e < FG_ER; ++e)
         acc[e] = 0.0f;
     for (s = 0; s < k; ++s) {
         const size_t base = (size_t)s * m + i0;
         const float *restrict d = data + base;
-        FG_UNROLL FG_GATHER
+        FG_UNROLL_WIDE FG_GATHER
         for (e = 0; e < FG_ER; ++e)
             acc[e] = FG_FMA(d[e], x[fg_ix(wide, i16, i32, base + (size_t)e)], acc[e]);
     }
-    FG_UNROLL
+    FG_UNROLL_WIDE
     for (e = 0; e < FG_ER; ++e)
         out[e] = acc[e] + bias_blk[e];
 }
@@ -450,18 +429,18 @@ FG_INLINE void fg_spmm_chunk(int W, int wide, int m, size_t ncols, size_t c0,
         float *restrict yo = Y + (size_t)i * ncols + c0;
         float acc[FG_SW], bi;
         size_t p;
-        FG_UNROLL
+        FG_UNROLL_WIDE
         for (c = 0; c < W; ++c)
             acc[c] = 0.0f;
         for (p = lo; p < hi; ++p) {
             const float d = data[p];
             const float *restrict xr = X + (size_t)fg_ix(wide, i16, i32, p) * ncols + c0;
-            FG_UNROLL
+            FG_UNROLL_WIDE
             for (c = 0; c < W; ++c)
                 acc[c] = FG_FMA(d, xr[c], acc[c]);
         }
         bi = bias ? bias[i] : 0.0f; /* read late: one register less in the loop */
-        FG_UNROLL
+        FG_UNROLL_WIDE
         for (c = 0; c < W; ++c)
             yo[c] = acc[c] + bi;
         fg_act_block(yo, W, act, a, b);

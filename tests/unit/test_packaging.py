@@ -43,6 +43,7 @@ def test_wheel_contains_data(tmp_path):
         "templates/model.c.j2",
         "templates/weights.c.j2",
         "runtime_c/fg_runtime.h",
+        "runtime_c/fg_kernel.h",
         "runtime_c/fg_dense.c",
         "targets/host.toml",
         "targets/rpi.toml",
