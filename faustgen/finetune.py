@@ -4,6 +4,13 @@ The nonzero values of every factor are trained, supports fixed, so that the
 factorized model reproduces the dense model's outputs on the calibration inputs
 (distillation, no labels), as the PSM-nets follow-up of the seed does. The graph is
 run by a small torch interpreter of the IR; biases and every other weight stay fixed.
+
+Recipe (measured on Fashion-MNIST, see `faustgen demo`): Adam, each factor's step size
+scaled by its mean |value|, base lr 1e-2 decayed to 0 on a cosine, batch 64, MSE on the
+outputs normalized by the teacher's mean square. Fine-tuning needs no labels, so the more
+inputs the better: an MLP/LeNet-5 at RCG 8 lost 1.3/12 points tuned on 10000 images and
+0.7/0.7 points on all 60000 (2 epochs each). The part of the graph in front of the first
+factorized layer is fixed; its outputs are computed once and cached when they fit.
 """
 
 from __future__ import annotations
@@ -51,6 +58,11 @@ class _FactorParam:
         self.factor.matrix = m
 
 
+FACTORIZED = ("FactorizedDense", "FactorizedConv")
+_VIEWS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")
+CACHE_BYTES = 512 << 20  # cache the fixed prefix's outputs for all inputs up to this size
+
+
 class TorchGraph:
     """Differentiable forward pass of an IR graph over a batch (axis 0)."""
 
@@ -71,6 +83,7 @@ class TorchGraph:
             for k, t in graph.tensors.items()
             if t.is_const
         }
+        self._split()
 
     def parameters(self):
         return [p.values for ps in self.params.values() for p in ps]
@@ -80,12 +93,41 @@ class TorchGraph:
             for p in ps:
                 p.write_back()
 
-    def __call__(self, x):
-        vals = {self.graph.inputs[0]: x}
-        for node in self.graph.nodes:
+    def __call__(self, x, start: dict | None = None):
+        """The outputs for input batch x, or from `start` (the fixed prefix's values)."""
+        vals = dict(start) if start is not None else {self.graph.inputs[0]: x}
+        for node in self.live if start is not None else self.graph.nodes:
             ins = [self.consts[i] if i in self.consts else vals[i] for i in node.inputs if i]
             vals[node.outputs[0]] = self._op(node, ins)
         return [vals[o] for o in self.graph.outputs]
+
+    def _split(self) -> None:
+        """`fixed`: the nodes no trainable factor feeds; `live`: the others; `reads`: the
+        fixed tensors the live nodes and the graph's outputs read."""
+        live: set[str] = set()
+        self.fixed, self.live = [], []
+        for node in self.graph.nodes:
+            if node.op in FACTORIZED or any(i in live for i in node.inputs if i):
+                live.update(node.outputs)
+                self.live.append(node)
+            else:
+                self.fixed.append(node)
+        reads = [
+            i
+            for node in self.live
+            for i in node.inputs
+            if i and i not in live and i not in self.consts
+        ]
+        reads += [o for o in self.graph.outputs if o not in live]
+        self.reads = list(dict.fromkeys(reads))
+
+    def prefix_values(self, x) -> list:
+        """The `reads` tensors for input batch x (runs the fixed nodes only)."""
+        vals = {self.graph.inputs[0]: x}
+        for node in self.fixed:
+            ins = [self.consts[i] if i in self.consts else vals[i] for i in node.inputs if i]
+            vals[node.outputs[0]] = self._op(node, ins)
+        return [vals[n] for n in self.reads]
 
     # ------------------------------------------------------------------ ops
     def _act(self, y, act):
@@ -264,11 +306,15 @@ def finetune(
     xs: np.ndarray,
     epochs: int,
     batch: int = 64,
-    lr: float = 2e-3,
+    lr: float = 1e-2,
     seed: int = 0,
     progress: bool = False,
 ) -> dict:
-    """Train fact's factor values to match dense's outputs on xs; updates fact in place."""
+    """Train fact's factor values to match dense's outputs on xs; updates fact in place.
+
+    lr is the base step size (times each factor's mean |value|), decayed to 0 on a cosine
+    over the epochs * ceil(len(xs) / batch) steps.
+    """
     torch = _torch()
     from tqdm import tqdm
 
@@ -277,13 +323,16 @@ def finetune(
     torch.manual_seed(seed)
     per_call = dense.tensors[dense.inputs[0]].shape
     x_all = xs.reshape(-1, *per_call[1:]) if dense.batch_symbolic else xs
-    if dense.batch_symbolic:  # the teacher runs batched in torch: much faster than numpy
-        teacher_model = TorchGraph(dense)
+
+    def chunked(fn, size=256):
         with torch.no_grad():
-            chunks = [
-                teacher_model(torch.from_numpy(np.ascontiguousarray(x_all[i : i + 256])))
-                for i in range(0, len(xs), 256)
+            return [
+                fn(torch.from_numpy(np.ascontiguousarray(x_all[i : i + size])))
+                for i in range(0, len(xs), size)
             ]
+
+    if dense.batch_symbolic:  # the teacher runs batched in torch: much faster than numpy
+        chunks = chunked(TorchGraph(dense))
         targets = [
             torch.cat([c[k].reshape(len(c[k]), -1) for c in chunks])
             for k in range(len(dense.outputs))
@@ -295,25 +344,39 @@ def finetune(
     params = model.parameters()
     if not params:
         return {"epochs": 0}
-    opt = torch.optim.Adam(
-        [{"params": [p], "lr": lr * float(p.detach().abs().mean() + 1e-12)} for p in params]
-    )
+    # The layers in front of the first factor never change: run them once over xs.
+    cache = None
+    if dense.batch_symbolic and any(n.op not in _VIEWS for n in model.fixed):
+        per_sample = sum(int(np.prod(fact.tensors[r].shape[1:])) for r in model.reads)
+        if per_sample * 4 * len(xs) <= CACHE_BYTES:
+            chunks = chunked(model.prefix_values)
+            cache = {r: torch.cat([c[k] for c in chunks]) for k, r in enumerate(model.reads)}
+    base = [lr * float(p.detach().abs().mean() + 1e-12) for p in params]
+    opt = torch.optim.Adam([{"params": [p], "lr": b} for p, b in zip(params, base, strict=True)])
     scale = [float(t.pow(2).mean()) + 1e-12 for t in targets]
     rng = np.random.default_rng(seed)
     history = []
     steps = epochs * -(-len(xs) // batch)
+    step = 0
     bar = tqdm(total=steps, desc="finetune", disable=not progress, leave=False, unit="step")
     for _ in range(epochs):
         order = rng.permutation(len(xs))
         total = 0.0
         for i in range(0, len(xs), batch):
             idx = order[i : i + batch]
-            xb = torch.from_numpy(
-                np.ascontiguousarray(
-                    x_all[idx] if dense.batch_symbolic else x_all[idx[0]].reshape(per_call)
+            decay = 0.5 * (1.0 + math.cos(math.pi * step / steps))
+            for group, b in zip(opt.param_groups, base, strict=True):
+                group["lr"] = b * decay
+            if cache is not None:
+                t_idx = torch.from_numpy(idx)
+                outs = model(None, start={r: v[t_idx] for r, v in cache.items()})
+            else:
+                xb = torch.from_numpy(
+                    np.ascontiguousarray(
+                        x_all[idx] if dense.batch_symbolic else x_all[idx[0]].reshape(per_call)
+                    )
                 )
-            )
-            outs = model(xb)
+                outs = model(xb)
             loss = sum(
                 ((o.reshape(len(idx), -1) - t[idx]) ** 2).mean() / s
                 for o, t, s in zip(outs, targets, scale, strict=True)
@@ -322,6 +385,7 @@ def finetune(
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
+            step += 1
             bar.update(1)
         history.append(total / len(xs))
     bar.close()

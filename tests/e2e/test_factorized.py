@@ -106,6 +106,38 @@ def test_calibration_and_finetune(mlp_path, tmp_path):
     }
 
 
+def test_finetune_caches_the_fixed_prefix(tmp_path, monkeypatch):
+    """LeNet-5's convs feed no factor: fine-tuning runs them once over the inputs and
+    trains from the cached activations, as it would through the whole graph."""
+    from faustgen import finetune as ft
+
+    model = zoo.lenet5()
+    zoo.randomize_batchnorm(model)
+    x = _samples(96, seed=3)
+    path = zoo.export(model, x[:1], tmp_path / "lenet.onnx")
+    opts = BuildOptions(dense=False, rcg=8, compile=False)
+    res = build_bundle(path, tmp_path / "f", opts)
+    dense = build_bundle(path, tmp_path / "d", BuildOptions(compile=False)).graph
+    tg = ft.TorchGraph(res.graph)
+    assert {n.op for n in tg.fixed} >= {"Conv", "MaxPool"}
+    assert next(n.op for n in tg.live) == "FactorizedDense"
+    calls = []
+    prefix_values = ft.TorchGraph.prefix_values
+    monkeypatch.setattr(
+        ft.TorchGraph, "prefix_values", lambda self, xb: calls.append(1) or prefix_values(self, xb)
+    )
+    runs = []
+    for cache_bytes in (ft.CACHE_BYTES, 0):
+        monkeypatch.setattr(ft, "CACHE_BYTES", cache_bytes)
+        g = build_bundle(path, tmp_path / "f", opts).graph
+        info = ft.finetune(dense, g, x, 2, batch=32)
+        assert info["loss"][-1] < info["loss"][0]
+        runs.append(run_batch(g, x[:8])[g.outputs[0]])
+        assert bool(calls) == (cache_bytes > 0)
+        calls.clear()
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-3, atol=1e-4 * np.abs(runs[1]).max())
+
+
 def _conv_model(kind):
     torch.manual_seed(0)
     if kind == "grouped":
