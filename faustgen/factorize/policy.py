@@ -38,7 +38,7 @@ from .palm4msa import _as_matrix, chain_shapes
 from .projections import proj_sp, sp
 from .result import FactorizationError, FactorizedMatrix
 from .twofactor import Candidate as _Candidate
-from .twofactor import palm_two_factor
+from .twofactor import palm_two_factor, split_three
 
 __all__ = ["factorize"]
 
@@ -145,7 +145,13 @@ def _candidates_for_budget(
         # no iterative method can do better.
         return cands
     if method in ("auto", "palm4msa") and factors in (None, 2):
-        cands.extend(palm_two_factor(W, budget, seed, effort, progress))
+        two = palm_two_factor(W, budget, seed, effort, progress)
+        cands.extend(two)
+        if two and factors is None and method == "auto" and 3 * budget <= D * d:
+            # At RCG >= 3, three factors refitted from the best two-factor solution.
+            c3 = split_three(W, min(two, key=lambda c: c.error), budget, effort)
+            if c3 is not None:
+                cands.append(c3)
     if method == "palm4msa" and factors not in (None, 2):
         cands.append(_palm_chain(W, budget, int(factors), effort))
     if method == "hierarchical" or (method == "auto" and factors is not None and factors >= 3):
