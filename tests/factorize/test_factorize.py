@@ -176,3 +176,12 @@ def test_bad_arguments_raise() -> None:
         factorize(W, max_error=-0.1)
     with pytest.raises(FactorizationError):
         factorize(W, rcg=2.0, factors=0)
+
+
+def test_heavy_tailed_separates_trained_weights_from_gaussian_ones() -> None:
+    from faustgen.factorize.twofactor import heavy_tailed
+
+    rng = np.random.default_rng(0)
+    assert not heavy_tailed(rng.standard_normal((64, 96)))
+    assert not heavy_tailed(trained_like(64, 160, seed=1))
+    assert heavy_tailed(rng.standard_t(4, size=(64, 96)))
