@@ -16,6 +16,10 @@ Candidates, cheapest first:
   factors beat pruning at low compression, a narrow one makes them a sparse low-rank model
   at high compression): a short probe run per k along a ladder of factor densities, then
   the best k runs to convergence, so iterations go where they matter;
+* at RCG ≥ 3 (``factors`` not given), three sparse factors refitted from a two-factor
+  solution with an identity inserted between its factors (see :func:`.twofactor.split_three`;
+  for heavy-tailed matrices, e.g. trained layers, from a converged run at a wide inner
+  dimension that the short probes rank too low);
 * with ``factors=J ≥ 3``, hierarchical palm4MSA with an even nonzero split.
 
 ``block=bh`` restricts every factor to blocks of bh rows × 1 column and counts bh stored
