@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 
 from faustgen.ops.base import Op, prod, register_op
-from faustgen.ops.spatial import Window, parse_window, window_taps
+from faustgen.ops.spatial import Window, parse_window
 
 _POOL_FIELDS = (
     "C",
@@ -77,19 +77,33 @@ class Pool(Op):
 
 
 def pool_reference(x: np.ndarray, op: str, win: Window, count_include_pad: int) -> np.ndarray:
-    """Direct loops over output positions (test-sized inputs only)."""
+    """Reference pooling in float64: one vectorized step per kernel tap (the kernel is small,
+    the planes are not). A tap counts towards count_include_pad's divisor when it lies in the
+    input or its explicit padding; windows past the padding (ceil_mode) count only the rest."""
     n, c = x.shape[:2]
     x5 = x.reshape(n, c, *win.in_size).astype(np.float64)
-    y = np.zeros((n, c, *win.out_size))
-    for o in itertools.product(*(range(s) for s in win.out_size)):
-        padded = [window_taps(win, ax, o[ax], padded_only=True) for ax in range(3)]
-        inside = [[t for t in taps if 0 <= t < win.in_size[ax]] for ax, taps in enumerate(padded)]
-        vals = x5[:, :, inside[0]][:, :, :, inside[1]][:, :, :, :, inside[2]].reshape(n, c, -1)
-        if op == "MaxPool":
-            y[(slice(None), slice(None), *o)] = vals.max(axis=2) if vals.shape[2] else -np.inf
+    maxpool = op == "MaxPool"
+    acc = np.full((n, c, *win.out_size), -np.inf if maxpool else 0.0)
+    count = np.zeros(win.out_size)
+    for k in itertools.product(*(range(win.kernel[ax]) for ax in range(3))):
+        idx, inside, padded = [], [], []
+        for ax in range(3):
+            o = np.arange(win.out_size[ax])
+            i = o * win.strides[ax] - win.pads_begin[ax] + k[ax] * win.dilations[ax]
+            inside.append((i >= 0) & (i < win.in_size[ax]))
+            padded.append(i < win.in_size[ax] + win.pads_end[ax])
+            idx.append(np.clip(i, 0, win.in_size[ax] - 1))
+        vals = x5[np.ix_(range(n), range(c), *idx)]
+        mask = inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :]
+        if maxpool:
+            acc = np.maximum(acc, np.where(mask, vals, -np.inf))
         else:
-            count = prod([len(p) for p in padded]) if count_include_pad else vals.shape[2]
-            y[(slice(None), slice(None), *o)] = vals.sum(axis=2) / max(count, 1)
+            acc += np.where(mask, vals, 0.0)
+            counted = padded if count_include_pad else inside
+            count += (
+                counted[0][:, None, None] & counted[1][None, :, None] & counted[2][None, None, :]
+            )
+    y = acc if maxpool else acc / np.maximum(count, 1)
     return y.astype(np.float32).reshape(n, c, *win.out_size[3 - win.rank :])
 
 

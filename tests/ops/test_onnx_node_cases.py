@@ -152,3 +152,25 @@ def test_helper_builds_single_input_model():
     assert {i.name for i in model.graph.initializer} >= {"b", "c"}
     assert x.dtype == np.float32
     assert helper.get_attribute_value(model.graph.node[0].attribute[0]) is not None
+
+
+@pytest.mark.parametrize("name", [n for n in case_names() if n not in UNSUPPORTED])
+def test_interpreter_matches_case(name):
+    """The numpy interpreter (calibration errors, fine-tuning's teacher) on the same cases,
+    after the same passes as a build."""
+    from faustgen.frontend.onnx_import import import_model
+    from faustgen.interpret import run_batch, run_graph
+    from faustgen.passes import optimize
+
+    model, x, expected = single_input_model(_cases()[name])
+    graph = optimize(import_model(model, source=name))
+    if graph.batch_symbolic:
+        out = run_batch(graph, x)
+    else:
+        out = run_graph(graph, x.reshape(graph.tensors[graph.inputs[0]].shape))
+    for o, ref in zip(graph.outputs, expected, strict=True):
+        y = out[o].reshape(ref.shape)
+        scale = max(float(np.max(np.abs(ref))), 1e-30) if ref.size else 1.0
+        err = float(np.max(np.abs(y.astype(np.float64) - ref))) if ref.size else 0.0
+        bound = LOW_PRECISION_EXPECTED.get(name, 1e-5)
+        assert err <= bound * scale + 1e-7, f"{o}: max abs error {err:.3g} (scale {scale:.3g})"
