@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .palm4msa import _SpectralNorm
+from .palm4msa import _SpectralNorm, suffix_products
 from .projections import Constraint, normalize_fro
 
 __all__ = ["TwoFactorState", "accelerated_two_factor", "start_state"]
@@ -132,13 +132,19 @@ def accelerated_two_factor(
         S0, S1, lam, P = new0, new1, new_lam, newP
         best = (err, S0, S1, lam, P)
         mom = beta
-        window.append(err)
-        if len(window) > 10:
-            old = window.pop(0)
-            if old - err <= rel_tol * old:
-                break
+        if _stalled(window, err, rel_tol):
+            break
     state.err, state.S0, state.S1, state.lam, _ = best
     return state
+
+
+def _stalled(window: list[float], err: float, rel_tol: float) -> bool:
+    """True once the error has improved by at most rel_tol (relative) over 10 sweeps."""
+    window.append(err)
+    if len(window) <= 10:
+        return False
+    old = window.pop(0)
+    return old - err <= rel_tol * old
 
 
 def _extrapolate(S: np.ndarray, prev: np.ndarray, mom: float) -> np.ndarray:
@@ -209,11 +215,7 @@ def accelerated_multi_factor(
     window: list[float] = []
     for _ in range(n_iter):
         new = list(S)
-        right: list[np.ndarray | None] = [None] * J
-        acc = None
-        for j in range(J - 1, 0, -1):
-            acc = S[j] if acc is None else S[j] @ acc
-            right[j - 1] = acc
+        right = suffix_products(S)
         left = None
         for j in range(J):
             Y = _extrapolate(S[j], prev[j], mom)
@@ -246,9 +248,6 @@ def accelerated_multi_factor(
         prev, S, lam = S, new, new_lam
         best = (err, list(S), lam)
         mom = beta
-        window.append(err)
-        if len(window) > 10:
-            old = window.pop(0)
-            if old - err <= rel_tol * old:
-                break
+        if _stalled(window, err, rel_tol):
+            break
     return best

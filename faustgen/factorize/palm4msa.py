@@ -64,6 +64,16 @@ def chain_shapes(shape: tuple[int, int], inner_dims: Sequence[int]) -> list[tupl
     return [(dims[i], dims[i + 1]) for i in range(len(dims) - 1)]
 
 
+def suffix_products(S: Sequence[np.ndarray]) -> list[np.ndarray | None]:
+    """right[j] = S[j+1] @ ... @ S[-1] (None for the last factor), built right to left."""
+    right: list[np.ndarray | None] = [None] * len(S)
+    acc = None
+    for j in range(len(S) - 1, 0, -1):
+        acc = S[j] if acc is None else S[j] @ acc
+        right[j - 1] = acc
+    return right
+
+
 def default_init(shapes: Sequence[tuple[int, int]], first_updated: int) -> list[np.ndarray]:
     """The paper's initialisation: the first factor to be updated is zero, the others are
     (rectangular) identities, so the first sweep starts from a projected ``W``."""
@@ -95,11 +105,7 @@ def palm_core(
     for it in range(n_iter):
         # Suffix products use the factors as they are at the start of the sweep: in
         # left-to-right order no factor right of j has been touched yet when j is updated.
-        right: list[np.ndarray | None] = [None] * J
-        acc = None
-        for j in range(J - 1, 0, -1):
-            acc = S[j] if acc is None else S[j] @ acc
-            right[j - 1] = acc
+        right = suffix_products(S)
         left = None
         for j in range(J):
             R = right[j]
