@@ -195,11 +195,12 @@ def filter_matrix(w: np.ndarray, group: int, g: int) -> np.ndarray:
 
 
 def conv_scratch_floats(c_per_group: int, win: Window) -> int:
-    """Mirror of fg_conv_scratch: the im2col matrix of one group, none for pointwise convs."""
-    pointwise = (
-        win.kernel == (1, 1, 1)
-        and win.strides == (1, 1, 1)
-        and win.pads_begin == (0, 0, 0)
-        and win.pads_end == (0, 0, 0)
-    )
-    return 0 if pointwise else c_per_group * prod(win.kernel) * prod(win.out_size)
+    """fg_conv_scratch for one group of this window (the C mirror lives in codegen.pack)."""
+    from faustgen.codegen.pack import conv_scratch_floats as mirror
+
+    (D, H, W), (OD, OH, OW) = win.in_size, win.out_size
+    (kd, kh, kw), (sd, sh, sw), (pd, ph, pw) = win.kernel, win.strides, win.pads_begin
+    return mirror(
+        C=c_per_group, D=D, H=H, W=W, OD=OD, OH=OH, OW=OW, kd=kd, kh=kh, kw=kw,
+        sd=sd, sh=sh, sw=sw, pd=pd, ph=ph, pw=pw,
+    )  # fmt: skip
