@@ -17,9 +17,9 @@ def compile_onnx(
 ):
     """Build `path` into `out_dir` and return a CompiledModel whose .predict(x) runs the C.
 
-    Extra keyword options are those of faustgen.build.BuildOptions (input_shape, ...).
+    Extra keyword options are those of faustgen.backend.BuildOptions (input_shape, ...).
     """
-    from faustgen.build import BuildOptions, CompiledModel, build_bundle
+    from faustgen.backend import BuildOptions, CompiledModel, build_bundle
 
     command = (
         f"faustgen.compile_onnx({os.path.basename(os.fspath(path))!r}, target={target!r}, "

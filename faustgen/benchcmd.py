@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from faustgen.backend import BuildOptions, CompiledModel, build_bundle
 from faustgen.bench import interleaved, ort_runner
-from faustgen.build import BuildOptions, CompiledModel, build_bundle
 
 
 def bench_model(

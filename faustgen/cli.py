@@ -177,7 +177,7 @@ def _save_npy(path: str, y: np.ndarray) -> None:
 
 
 def cmd_build(args) -> int:
-    from faustgen.build import BuildOptions, build_bundle
+    from faustgen.backend import BuildOptions, build_bundle
 
     for flag in ("rcg", "max_error", "factors", "min_size", "finetune"):
         value = getattr(args, flag)
@@ -218,7 +218,7 @@ def cmd_build(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from faustgen.build import CompiledModel
+    from faustgen.backend import CompiledModel
 
     model = CompiledModel(args.out)
     x = _load_npy(args.input)
@@ -237,7 +237,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from faustgen.build import CompiledModel
+    from faustgen.backend import CompiledModel
     from faustgen.reference import compare, ort_predict, ort_session
 
     model = CompiledModel(args.out)
@@ -268,7 +268,7 @@ def cmd_verify(args) -> int:
 def cmd_targets(args) -> int:
     import json
 
-    from faustgen.build import load_target, target_names
+    from faustgen.backend import load_target, target_names
 
     rows = []
     for name in target_names():

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faustgen import zoo
+from faustgen.backend import BuildOptions, CompiledModel, build_bundle, load_target
 from faustgen.bench import interleaved, ort_runner, torch_runner
-from faustgen.build import BuildOptions, CompiledModel, build_bundle, load_target
 from faustgen.datasets import default_dataset
 from faustgen.errors import FaustgenError
 from faustgen.interpret import run_batch

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from faustgen.build import BuildOptions, CompiledModel, build_bundle
+from faustgen.backend import BuildOptions, CompiledModel, build_bundle
 from faustgen.codegen.render import RUNTIME_SOURCES
 from faustgen.resources import data_dir
 
@@ -107,7 +107,7 @@ def target_runtime(tmp_path_factory):
 def target_build(tmp_path, target_runtime):
     """build(model_path, target_name) -> CompiledModel with a harness for that target, linked
     against the runtime compiled once per session (the model itself at the target's flags)."""
-    from faustgen.build import load_target
+    from faustgen.backend import load_target
 
     counter = iter(range(10**6))
 

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from faustgen.build import BuildOptions, CompiledModel, build_bundle
+from faustgen.backend import BuildOptions, CompiledModel, build_bundle
 from faustgen.cli import main
 from faustgen.interpret import run_batch
 from faustgen.ops.factorized import chain_dense

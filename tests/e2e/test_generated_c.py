@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from faustgen import zoo  # noqa: E402
-from faustgen.build import BuildOptions, CompiledModel, build_bundle  # noqa: E402
+from faustgen.backend import BuildOptions, CompiledModel, build_bundle  # noqa: E402
 from faustgen.codegen.render import RUNTIME_SOURCES  # noqa: E402
 
 STRICT = [

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from faustgen.build import BuildOptions, CompiledModel, build_bundle, load_target
+from faustgen.backend import BuildOptions, CompiledModel, build_bundle, load_target
 from faustgen.reference import compare, ort_predict, ort_session
 
 ARM_TARGETS = ["rpi", "rpi64", "rpi0"]

@@ -218,7 +218,7 @@ def _check_against_ort(path: Path, out: Path) -> None:
     """A build that succeeded must compute what onnxruntime computes (when it can run it)."""
     import onnxruntime as ort
 
-    from faustgen.build import CompiledModel
+    from faustgen.backend import CompiledModel
     from faustgen.reference import compare, ort_predict
 
     try:

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
-from faustgen.build import BuildOptions, build_bundle
+from faustgen.backend import BuildOptions, build_bundle
 from faustgen.codegen.render import RUNTIME_SOURCES
 from faustgen.resources import data_dir
 from tests.conftest import STRICT

@@ -12,7 +12,7 @@ from onnx import TensorProto
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from faustgen.build import BuildOptions, build_bundle
+from faustgen.backend import BuildOptions, build_bundle
 from faustgen.cli import main
 from faustgen.errors import FaustgenError
 

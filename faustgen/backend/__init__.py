@@ -1,8 +1,8 @@
 """Toolchains, bundle building and the host binding."""
 
-from faustgen.build.bundle import BuildOptions, BuildResult, build_bundle
-from faustgen.build.host import CompiledModel
-from faustgen.build.toolchain import Target, load_target, target_names
+from faustgen.backend.bundle import BuildOptions, BuildResult, build_bundle
+from faustgen.backend.host import CompiledModel
+from faustgen.backend.toolchain import Target, load_target, target_names
 
 __all__ = [
     "BuildOptions",

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from faustgen import __version__
-from faustgen.build.toolchain import (
+from faustgen.backend.toolchain import (
     Target,
     compile_bundle,
     load_target,

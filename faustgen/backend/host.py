@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faustgen.build.toolchain import load_target
+from faustgen.backend.toolchain import load_target
 from faustgen.errors import FaustgenError
 
 
