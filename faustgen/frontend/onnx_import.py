@@ -26,6 +26,7 @@ from onnx import helper, numpy_helper
 from faustgen.errors import FaustgenError
 from faustgen.ir import Graph, Node, Tensor, unique_name
 from faustgen.ops import REGISTRY, ParseContext, supported_onnx_ops
+from faustgen.ops.tensor import ONNX_DTYPES
 
 MIN_OPSET = 6
 _PROBE_BATCH = 3
@@ -109,20 +110,21 @@ def import_model(
 ) -> Graph:
     _check_size(model, source, max_params)
     model = _normalize_opset(model, source)
+    order = topological_order(model.graph, source)
     try:
-        onnx.checker.check_model(_checkable(model, source))
+        onnx.checker.check_model(_checkable(model, order))
     except onnx.checker.ValidationError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid model"
         raise FaustgenError(f"{source}: the ONNX checker rejects the model: {first}") from None
-    graph = _Importer(model, source, input_shape, batch=1).run()
+    graph = _Importer(model, source, input_shape, 1, order).run()
     if graph.batch_symbolic:
-        probe = _Importer(model, source, input_shape, batch=_PROBE_BATCH).run()
+        probe = _Importer(model, source, input_shape, _PROBE_BATCH, order).run()
         _check_batch_axis(graph, probe)
     return graph
 
 
-def topological_order(g: onnx.GraphProto, source: str) -> list[onnx.NodeProto]:
-    """The graph's nodes in a dependency order (ONNX requires sorted files; onnxruntime
+def topological_order(g: onnx.GraphProto, source: str) -> list[int]:
+    """Indices of the graph's nodes in a dependency order (ONNX requires sorted files; onnxruntime
     accepts unsorted ones, so do we). Dangling inputs, tensors produced twice and cycles
     are errors naming the node."""
 
@@ -166,26 +168,26 @@ def topological_order(g: onnx.GraphProto, source: str) -> list[onnx.NodeProto]:
         stuck = next(i for i, c in enumerate(pending) if c > 0)
         n = nodes[stuck]
         fail(f"the graph has a cycle through node '{n.name or stuck}' ({n.op_type})")
-    return [nodes[i] for i in order]
+    return order
 
 
-def _checkable(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
+def _checkable(model: onnx.ModelProto, order: list[int]) -> onnx.ModelProto:
     """A copy for the checker without two of its complaints that onnxruntime does not
     share: nodes out of topological order (sorted here, after the structural errors the
     checker reports poorly), and graph inputs/outputs without a shape field (given an empty
     one: some exporters and hand-written graphs omit it; the importer infers shapes)."""
-    order = topological_order(model.graph, source)
     missing = [
         vi
         for vi in (*model.graph.input, *model.graph.output)
         if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")
     ]
-    if not missing and list(model.graph.node) == order:
+    if not missing and order == list(range(len(order))):
         return model
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
+    nodes = list(model.graph.node)
     del copy.graph.node[:]
-    copy.graph.node.extend(order)
+    copy.graph.node.extend(nodes[i] for i in order)
     for vi in (*copy.graph.input, *copy.graph.output):
         if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape"):
             vi.type.tensor_type.shape.SetInParent()
@@ -232,26 +234,17 @@ def _attr_value(attr: onnx.AttributeProto, where: str) -> Any:
     return v
 
 
-_NP_DTYPES = {
-    1: "float32",
-    2: "uint8",
-    3: "int8",
-    5: "int16",
-    6: "int32",
-    7: "int64",
-    9: "bool",
-    10: "float16",
-    11: "float64",
-    12: "uint32",
-    13: "uint64",
-}
-
-
 class _Importer:
     def __init__(
-        self, model: onnx.ModelProto, source: str, input_shape: Sequence[int] | None, batch: int
+        self,
+        model: onnx.ModelProto,
+        source: str,
+        input_shape: Sequence[int] | None,
+        batch: int,
+        order: list[int],
     ):
         self.model = model
+        self.order = order
         self.g = model.graph
         self.source = source
         self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
@@ -277,8 +270,9 @@ class _Importer:
     def run(self) -> Graph:
         self._initializers()
         self._inputs()
-        for index, proto in enumerate(self._toposorted()):
-            self._node(index, proto)
+        nodes = list(self.g.node)
+        for index, i in enumerate(self.order):
+            self._node(index, nodes[i])
         self._outputs()
         return self.graph
 
@@ -314,7 +308,7 @@ class _Importer:
         if not vi.type.HasField("tensor_type"):
             self.fail(f"input '{vi.name}' is not a tensor")
         if tt.elem_type != onnx.TensorProto.FLOAT:
-            dtype = _NP_DTYPES.get(tt.elem_type, f"type {tt.elem_type}")
+            dtype = ONNX_DTYPES.get(tt.elem_type, f"type {tt.elem_type}")
             self.fail(f"input '{vi.name}' has dtype {dtype}; only float32 inputs are supported")
         dims: list[int | str] = []
         if tt.HasField("shape"):
@@ -373,9 +367,6 @@ class _Importer:
         self.graph.outputs = names
 
     # ---------------------------------------------------------------- nodes
-    def _toposorted(self) -> list[onnx.NodeProto]:
-        return topological_order(self.g, self.source)
-
     def _node(self, index: int, proto: onnx.NodeProto) -> None:
         name = unique_name(
             (n.name for n in self.graph.nodes), proto.name or f"{proto.op_type}_{index}"

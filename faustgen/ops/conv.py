@@ -55,8 +55,7 @@ class Conv(Op):
         win: Window = node.attrs["window"]
         x_shape = em.shape_in(0)
         n, c, k, group = x_shape[0], x_shape[1], w.shape[0], node.attrs["group"]
-        fields = {"C": c, **_spatial_in(win), "K": k, **_spatial_out(win), "group": group}
-        s = em.struct("fg_conv_shape", "conv", **{f: fields[f] for f in _CONV_FIELDS})
+        s = em.struct("fg_conv_shape", "conv", **conv_shape_fields(c, k, group, win))
         act, a, b = node.attrs.get("act") or ("FG_ACT_NONE", 0.0, 0.0)
         bias = em.x(2) if node.input(2) else "NULL"
         in_size, out_size = prod(x_shape[1:]), prod(em.shape_out()[1:])
@@ -102,58 +101,10 @@ class Conv(Op):
                 )
 
 
-_CONV_FIELDS = (
-    "C",
-    "D",
-    "H",
-    "W",
-    "K",
-    "OD",
-    "OH",
-    "OW",
-    "kd",
-    "kh",
-    "kw",
-    "sd",
-    "sh",
-    "sw",
-    "dd",
-    "dh",
-    "dw",
-    "pd",
-    "ph",
-    "pw",
-    "group",
-)
-
-
-def _spatial_in(win: Window) -> dict[str, int]:
+def conv_shape_fields(c: int, k: int, group: int, win: Window) -> dict[str, int]:
+    """The members of fg_conv_shape, in the struct's order."""
     f = win.fields()
-    return {
-        k: f[k]
-        for k in (
-            "D",
-            "H",
-            "W",
-            "kd",
-            "kh",
-            "kw",
-            "sd",
-            "sh",
-            "sw",
-            "dd",
-            "dh",
-            "dw",
-            "pd",
-            "ph",
-            "pw",
-        )
-    }
-
-
-def _spatial_out(win: Window) -> dict[str, int]:
-    f = win.fields()
-    return {k: f[k] for k in ("OD", "OH", "OW")}
+    return {"C": c, "D": f["D"], "H": f["H"], "W": f["W"], "K": k, **f, "group": group}
 
 
 def conv_reference(

@@ -140,15 +140,14 @@ class FactorizedConv(Op):
 
     def lower(self, node, em):
         from faustgen.codegen.sparse import emit_factor_chain
-        from faustgen.ops.conv import _CONV_FIELDS, _spatial_in, _spatial_out, conv_scratch_floats
+        from faustgen.ops.conv import conv_scratch_floats, conv_shape_fields
 
         win: Window = node.attrs["window"]
         group = node.attrs["group"]
         x_shape = em.shape_in(0)
         n, c = x_shape[0], x_shape[1]
         k = node.attrs["out_shape"][1]
-        fields = {"C": c, **_spatial_in(win), "K": k, **_spatial_out(win), "group": group}
-        s = em.struct("fg_conv_shape", "conv", **{f: fields[f] for f in _CONV_FIELDS})
+        s = em.struct("fg_conv_shape", "conv", **conv_shape_fields(c, k, group, win))
         cg, kg, p = c // group, k // group, prod(win.out_size)
         spatial_in = prod(win.in_size)
         cols_floats = conv_scratch_floats(cg, win)

@@ -10,28 +10,6 @@ import numpy as np
 from faustgen.ops.base import Op, prod, register_op
 from faustgen.ops.spatial import Window, parse_window
 
-_POOL_FIELDS = (
-    "C",
-    "D",
-    "H",
-    "W",
-    "OD",
-    "OH",
-    "OW",
-    "kd",
-    "kh",
-    "kw",
-    "sd",
-    "sh",
-    "sw",
-    "dd",
-    "dh",
-    "dw",
-    "pd",
-    "ph",
-    "pw",
-)
-
 
 @register_op("MaxPool", "AveragePool")
 class Pool(Op):
@@ -63,8 +41,7 @@ class Pool(Op):
     def lower(self, node, em):
         win: Window = node.attrs["window"]
         x_shape = em.shape_in(0)
-        fields = {"C": prod(x_shape[:2]), **win.fields()}
-        fields = {f: fields[f] for f in _POOL_FIELDS}
+        fields = {"C": prod(x_shape[:2]), **win.fields()}  # fg_pool_shape's order
         fields.update(
             pd_end=win.pads_end[0],
             ph_end=win.pads_end[1],

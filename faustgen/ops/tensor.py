@@ -103,7 +103,8 @@ class Range(Op):
         return [np.arange(start, limit, delta).astype(ins[0].dtype)]
 
 
-_ONNX_DTYPES = {
+# ONNX TensorProto element types -> numpy dtype names (the ones faustgen handles)
+ONNX_DTYPES = {
     1: "float32",
     2: "uint8",
     3: "int8",
@@ -122,9 +123,9 @@ _ONNX_DTYPES = {
 class Cast(Op):
     def parse(self, ctx):
         to = int(ctx.attr("to", 1))
-        if to not in _ONNX_DTYPES:
+        if to not in ONNX_DTYPES:
             ctx.fail(f"cast to ONNX type {to} is not supported")
-        return ctx.node({"to": _ONNX_DTYPES[to]})
+        return ctx.node({"to": ONNX_DTYPES[to]})
 
     def infer(self, node, ins):
         return [(ins[0].shape, node.attrs["to"])]
