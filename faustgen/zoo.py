@@ -114,3 +114,56 @@ def torch_predict(model, x: np.ndarray) -> np.ndarray:
     torch = _torch()
     with torch.no_grad():
         return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+
+
+_TORCHVISION_SCHEMAS = (
+    "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+    "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+)
+
+
+def torchvision_models():
+    """`torchvision.models`, importable on the CPU build of torch.
+
+    The torchvision wheel that matches torch 2.13 is a CUDA build whose compiled extension
+    does not load here; its Python model zoo only needs the `torchvision::nms`/`qnms`
+    operator schemas to exist at import time, so they are defined first (no kernels: the
+    detection ops are never called by the classification models).
+    """
+    torch = _torch()
+    import sys
+
+    if "torchvision" not in sys.modules and not _KEEP:
+        try:
+            lib = torch.library.Library("torchvision", "DEF")
+            for schema in _TORCHVISION_SCHEMAS:
+                lib.define(schema)
+            _KEEP.append(lib)  # a dropped Library object unregisters its schemas
+        except RuntimeError:  # already defined (by torchvision's own extension, or earlier)
+            pass
+    try:
+        import torchvision
+    except ImportError:  # pragma: no cover - depends on the installation
+        from faustgen.errors import FaustgenError
+
+        raise FaustgenError(
+            "this needs torchvision: pip install --no-deps torchvision==0.28.0"
+        ) from None
+    return torchvision.models
+
+
+_KEEP: list = []
+
+
+def timm():
+    """The `timm` package (installed with --no-deps by scripts/setup.sh), after torchvision."""
+    torchvision_models()
+    try:
+        import timm as _timm
+    except ImportError:  # pragma: no cover - depends on the installation
+        from faustgen.errors import FaustgenError
+
+        raise FaustgenError(
+            "this needs timm: pip install --no-deps timm huggingface_hub safetensors pyyaml"
+        ) from None
+    return _timm
