@@ -51,6 +51,6 @@ fi
     | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install -q huggingface_hub safetensors pyyaml 2>&1 \
     | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import faustgen, numpy, scipy, onnx, onnxruntime, jinja2, cffi, torch, timm" \
+.venv/bin/python -c "import faustgen, numpy, scipy, onnx, onnxruntime, jinja2, cffi, torch; from faustgen import zoo; zoo.timm()" \
     || { echo "setup: Python dependencies failed to install" >&2; exit 1; }
 echo "setup: ready (.venv)"
