@@ -90,7 +90,7 @@ def trained_mlp_layer(log) -> np.ndarray:
         return np.load(MLP_CACHE)
     import torch
 
-    from faustgen import datasets, train, zoo
+    from faustgen.demo import datasets, train, zoo
 
     data = datasets.default_dataset()
     log(f"training MLP 784-300-100-10 on {data.name}, 10 epochs, seed 0 (cached) ...")

@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_fc_layer import fc_model
 
 from faustgen import zoo
-from faustgen.backend import BuildOptions, CompiledModel, build_bundle
-from faustgen.bench import interleaved, ort_runner
+from faustgen.backend import CompiledModel
+from faustgen.compiler import BuildOptions, build_bundle
+from faustgen.tune.bench import interleaved, ort_runner
 
 
 def trained_like_weights(model, seed: int = 0) -> None:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from faustgen.backend import BuildOptions, CompiledModel, build_bundle
+from faustgen.backend import CompiledModel
 from faustgen.codegen.render import RUNTIME_SOURCES
+from faustgen.compiler import BuildOptions, build_bundle
 from faustgen.resources import data_dir
 
 STRICT = [

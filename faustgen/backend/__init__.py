@@ -1,15 +1,18 @@
-"""Toolchains, bundle building and the host binding."""
+"""Toolchains, bundle writing, the cffi binding and emulator runs: what happens to generated C.
 
-from faustgen.backend.bundle import BuildOptions, BuildResult, build_bundle
+The backend never imports the frontend or the passes; the driver (faustgen.compiler) hands
+it the rendered files.
+"""
+
+from faustgen.backend.bundle import check_out_dir, write_bundle
 from faustgen.backend.host import CompiledModel
 from faustgen.backend.toolchain import Target, load_target, target_names
 
 __all__ = [
-    "BuildOptions",
-    "BuildResult",
     "CompiledModel",
     "Target",
-    "build_bundle",
+    "check_out_dir",
     "load_target",
     "target_names",
+    "write_bundle",
 ]

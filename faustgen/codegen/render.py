@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,6 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from faustgen import __version__
 from faustgen.codegen.emit import Buf, Program, Scratch, output_offsets
 from faustgen.codegen.literals import (
     c_comment,
@@ -21,6 +19,7 @@ from faustgen.codegen.literals import (
 )
 from faustgen.codegen.memory import MemoryPlan
 from faustgen.resources import data_dir
+from faustgen.version import __version__
 
 RUNTIME_SOURCES = ("fg_dense.c", "fg_conv.c", "fg_pool.c", "fg_act.c", "fg_tensor.c", "fg_sparse.c")
 RUNTIME_HEADERS = ("fg_runtime.h", "fg_kernel.h")
@@ -196,10 +195,3 @@ def _field(v: Any) -> str:
     if isinstance(v, (float, np.floating)):
         return c_float(v)
     return c_int(v)
-
-
-def copy_runtime(dest: Path) -> None:
-    """The hand-written kernels go into every bundle verbatim."""
-    src = data_dir("runtime_c")
-    for name in (*RUNTIME_HEADERS, *RUNTIME_SOURCES):
-        shutil.copyfile(src / name, dest / name)

@@ -10,10 +10,11 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from faustgen.backend import BuildOptions, CompiledModel, build_bundle
+from faustgen.backend import CompiledModel
 from faustgen.cli import main
-from faustgen.interpret import run_batch
+from faustgen.compiler import BuildOptions, build_bundle
 from faustgen.ops.factorized import chain_dense
+from faustgen.tune.interpret import run_batch
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -109,7 +110,7 @@ def test_calibration_and_finetune(mlp_path, tmp_path):
 def test_finetune_caches_the_fixed_prefix(tmp_path, monkeypatch):
     """LeNet-5's convs feed no factor: fine-tuning runs them once over the inputs and
     trains from the cached activations, as it would through the whole graph."""
-    from faustgen import finetune as ft
+    from faustgen.tune import finetune as ft
 
     model = zoo.lenet5()
     zoo.randomize_batchnorm(model)

@@ -12,8 +12,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from faustgen import zoo  # noqa: E402
-from faustgen.backend import BuildOptions, CompiledModel, build_bundle  # noqa: E402
+from faustgen.backend import CompiledModel  # noqa: E402
 from faustgen.codegen.render import RUNTIME_SOURCES  # noqa: E402
+from faustgen.compiler import BuildOptions, build_bundle  # noqa: E402
 
 STRICT = [
     "-std=c99",

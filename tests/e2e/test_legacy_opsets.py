@@ -12,7 +12,7 @@ from onnx import TensorProto
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from faustgen.reference import compare
+from faustgen.tune.reference import compare
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

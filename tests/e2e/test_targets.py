@@ -10,8 +10,9 @@ import numpy as np
 import onnx
 import pytest
 
-from faustgen.backend import BuildOptions, CompiledModel, build_bundle, load_target
-from faustgen.reference import compare, ort_predict, ort_session
+from faustgen.backend import CompiledModel, load_target
+from faustgen.compiler import BuildOptions, build_bundle
+from faustgen.tune.reference import compare, ort_predict, ort_session
 
 ARM_TARGETS = ["rpi", "rpi64", "rpi0"]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.linalg import hadamard
 
-from faustgen import cli_factorize
+from faustgen.cli import factorize as cli_factorize
 from faustgen.errors import FaustgenError
 from faustgen.factorize import FactorizedMatrix
 

@@ -219,7 +219,7 @@ def _check_against_ort(path: Path, out: Path) -> None:
     import onnxruntime as ort
 
     from faustgen.backend import CompiledModel
-    from faustgen.reference import compare, ort_predict
+    from faustgen.tune.reference import compare, ort_predict
 
     try:
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

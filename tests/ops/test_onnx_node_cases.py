@@ -159,8 +159,8 @@ def test_interpreter_matches_case(name):
     """The numpy interpreter (calibration errors, fine-tuning's teacher) on the same cases,
     after the same passes as a build."""
     from faustgen.frontend.onnx_import import import_model
-    from faustgen.interpret import run_batch, run_graph
     from faustgen.passes import optimize
+    from faustgen.tune.interpret import run_batch, run_graph
 
     model, x, expected = single_input_model(_cases()[name])
     graph = optimize(import_model(model, source=name))

@@ -12,8 +12,8 @@ import numpy as np
 import onnx
 import pytest
 
-from faustgen.backend import BuildOptions, build_bundle
 from faustgen.codegen.render import RUNTIME_SOURCES
+from faustgen.compiler import BuildOptions, build_bundle
 from faustgen.resources import data_dir
 from tests.conftest import STRICT
 from tests.ops.test_onnx_node_cases import UNSUPPORTED, _cases, case_names, single_input_model

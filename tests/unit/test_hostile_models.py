@@ -12,8 +12,8 @@ from onnx import TensorProto
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from faustgen.backend import BuildOptions, build_bundle
 from faustgen.cli import main
+from faustgen.compiler import BuildOptions, build_bundle
 from faustgen.errors import FaustgenError
 
 PAYLOADS = [

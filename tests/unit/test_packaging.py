@@ -49,4 +49,5 @@ def test_wheel_contains_data(tmp_path):
         "targets/rpi.toml",
     ):
         assert f"faustgen/_data/{rel}" in names, rel
-    assert "faustgen/cli.py" in names
+    for module in ("cli/main.py", "compiler.py", "tune/finetune.py", "demo/zoo.py"):
+        assert f"faustgen/{module}" in names, module

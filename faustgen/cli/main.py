@@ -1,4 +1,4 @@
-"""faustgen command line: the one place that wires the stages together.
+"""faustgen command line: parse the flags, call the driver (faustgen.compiler) or a command.
 
 Exit codes: 0 success, 1 verification failed, 2 bad input (one line on stderr).
 """
@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 verification failed, 2 bad input (one line on stderr).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -15,8 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from faustgen import __version__
+from faustgen.backend import CompiledModel, load_target, target_names
+from faustgen.cli import bench, report
+from faustgen.cli import factorize as cli_factorize
+from faustgen.compiler import BuildOptions, build_bundle
+from faustgen.demo.job import main_demo
 from faustgen.errors import FaustgenError, VerificationError
+from faustgen.tune.reference import compare, ort_predict, ort_session
+from faustgen.version import __version__
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -145,12 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="small subset, for a smoke run")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    try:
-        from faustgen import cli_factorize
-    except ImportError:  # pragma: no cover - during development only
-        cli_factorize = None
-    if cli_factorize is not None:
-        cli_factorize.register(sub)
+    cli_factorize.register(sub)
     return p
 
 
@@ -177,8 +179,6 @@ def _save_npy(path: str, y: np.ndarray) -> None:
 
 
 def cmd_build(args) -> int:
-    from faustgen.backend import BuildOptions, build_bundle
-
     for flag in ("rcg", "max_error", "factors", "min_size", "finetune"):
         value = getattr(args, flag)
         if value is not None and value <= 0 and flag != "finetune":
@@ -218,8 +218,6 @@ def cmd_build(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from faustgen.backend import CompiledModel
-
     model = CompiledModel(args.out)
     x = _load_npy(args.input)
     y = model.predict(x)
@@ -237,9 +235,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from faustgen.backend import CompiledModel
-    from faustgen.reference import compare, ort_predict, ort_session
-
     model = CompiledModel(args.out)
     if args.input:
         x = _load_npy(args.input)
@@ -266,10 +261,6 @@ def cmd_verify(args) -> int:
 
 
 def cmd_targets(args) -> int:
-    import json
-
-    from faustgen.backend import load_target, target_names
-
     rows = []
     for name in target_names():
         t = load_target(name)
@@ -297,28 +288,12 @@ def cmd_targets(args) -> int:
 
 
 def cmd_report(args) -> int:
-    import json
-
-    from faustgen.report import format_report, load_report, plot_report
-
-    r = load_report(args.out)
-    print(json.dumps(r, indent=2) if args.json else format_report(r))
+    r = report.load_report(args.out)
+    print(json.dumps(r, indent=2) if args.json else report.format_report(r))
     if args.plot:
-        plot_report(r, args.plot)
+        report.plot_report(r, args.plot)
         print(f"wrote {args.plot}")
     return 0
-
-
-def cmd_bench(args) -> int:
-    from faustgen.benchcmd import cmd_bench as run
-
-    return run(args)
-
-
-def cmd_demo(args) -> int:
-    from faustgen.demo import main_demo
-
-    return main_demo(args)
 
 
 COMMANDS = {
@@ -326,9 +301,9 @@ COMMANDS = {
     "run": cmd_run,
     "verify": cmd_verify,
     "targets": cmd_targets,
-    "demo": cmd_demo,
+    "demo": main_demo,
     "report": cmd_report,
-    "bench": cmd_bench,
+    "bench": bench.cmd_bench,
 }
 
 
@@ -346,8 +321,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "factorize":
-            from faustgen import cli_factorize
-
             return cli_factorize.run(args)
         return COMMANDS[args.command](args)
     except VerificationError as e:
@@ -371,7 +344,3 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 3
-
-
-if __name__ == "__main__":
-    sys.exit(main())

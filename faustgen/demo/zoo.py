@@ -6,19 +6,22 @@ once, so the demo and the tests exercise exactly the same networks.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
+
+from faustgen.errors import FaustgenError
 
 
 def _torch():
     try:
         import torch
     except ImportError:  # pragma: no cover - depends on the installation
-        from faustgen.errors import FaustgenError
-
         raise FaustgenError("this needs PyTorch: pip install 'faustgen[torch]'") from None
     return torch
 
@@ -100,13 +103,9 @@ def export(
             args["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=4096)},)
         else:
             args["dynamic_axes"] = {"x": {0: "batch"}, "y": {0: "batch"}}
-    with torch.no_grad():
-        import contextlib
-        import io
-
-        # The exporters print progress banners; keep the user's terminal for faustgen's output.
-        with contextlib.redirect_stdout(io.StringIO()):
-            torch.onnx.export(model, (x,), str(path), **args)
+    # The exporters print progress banners; keep the user's terminal for faustgen's output.
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(model, (x,), str(path), **args)
     return path
 
 
@@ -131,8 +130,6 @@ def torchvision_models():
     detection ops are never called by the classification models).
     """
     torch = _torch()
-    import sys
-
     if "torchvision" not in sys.modules and not _KEEP:
         try:
             lib = torch.library.Library("torchvision", "DEF")
@@ -144,8 +141,6 @@ def torchvision_models():
     try:
         import torchvision
     except ImportError:  # pragma: no cover - depends on the installation
-        from faustgen.errors import FaustgenError
-
         raise FaustgenError(
             "this needs torchvision: pip install --no-deps torchvision==0.28.0"
         ) from None
@@ -161,8 +156,6 @@ def timm():
     try:
         import timm as _timm
     except ImportError:  # pragma: no cover - depends on the installation
-        from faustgen.errors import FaustgenError
-
         raise FaustgenError(
             "this needs timm: pip install --no-deps timm huggingface_hub safetensors pyyaml"
         ) from None

@@ -9,14 +9,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from faustgen import zoo
-from faustgen.backend import BuildOptions, CompiledModel, build_bundle, load_target
-from faustgen.bench import interleaved, ort_runner, torch_runner
-from faustgen.datasets import default_dataset
+from faustgen.backend import CompiledModel, load_target
+from faustgen.compiler import BuildOptions, build_bundle
+from faustgen.demo import zoo
+from faustgen.demo.datasets import default_dataset
+from faustgen.demo.train import accuracy, train
 from faustgen.errors import FaustgenError
-from faustgen.interpret import run_batch
-from faustgen.reference import compare, ort_predict, ort_session
-from faustgen.train import accuracy, train
+from faustgen.tune.bench import interleaved, ort_runner, torch_runner
+from faustgen.tune.interpret import run_batch
+from faustgen.tune.reference import compare, ort_predict, ort_session
 
 
 @dataclass

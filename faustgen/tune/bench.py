@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from faustgen.tune.reference import ort_predict, ort_session
+
 
 def median_us(fn: Callable[[], object], repeat: int, warmup: int = 20) -> float:
     for _ in range(warmup):
@@ -37,8 +39,6 @@ def interleaved(
 
 def ort_runner(model_path, x: np.ndarray, per_call_shape, batch_symbolic: bool):
     """A zero-argument callable running onnxruntime (1 thread) on x."""
-    from faustgen.reference import ort_predict, ort_session
-
     sess = ort_session(model_path, threads=1)
     return lambda: ort_predict(sess, x, per_call_shape, batch_symbolic)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from faustgen.datasets import Dataset
+from faustgen.demo.datasets import Dataset
 
 
 def train(

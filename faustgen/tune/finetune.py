@@ -21,10 +21,10 @@ import numpy as np
 import scipy.sparse as sps
 
 from faustgen.errors import FaustgenError
-from faustgen.interpret import run_batch
 from faustgen.ir import Graph
 from faustgen.ops.activation import SELU_ALPHA, SELU_GAMMA
 from faustgen.ops.factorized import Factor
+from faustgen.tune.interpret import run_batch
 
 
 def _torch():

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from faustgen.interpret import run_batch
 from faustgen.ir import Graph
 from faustgen.ops import REGISTRY
+from faustgen.tune.interpret import run_batch
 
 FACTORIZED = ("FactorizedDense", "FactorizedConv")
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from faustgen.backend import BuildOptions, CompiledModel, build_bundle
-from faustgen.bench import interleaved, ort_runner
+from faustgen.backend import CompiledModel
+from faustgen.compiler import BuildOptions, build_bundle
+from faustgen.tune.bench import interleaved, ort_runner
 
 
 def bench_model(

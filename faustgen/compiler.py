@@ -1,0 +1,266 @@
+"""The driver: ONNX file -> C bundle, the pipeline read top to bottom.
+
+    frontend   import_onnx          ONNX -> typed IR (shapes, constants, opset differences)
+    passes     optimize             fold, canonicalize, fuse (and factorize, when asked)
+    tune       calibrate/finetune   output errors on calibration inputs; factor fine-tuning
+    codegen    lower_graph, plan_memory, render     IR -> kernel calls -> arena -> C text
+    backend    write_bundle         the directory, written atomically, compiled for the target
+
+The CLI and `faustgen.compile_onnx` parse their options and call `build_bundle`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from faustgen.backend import CompiledModel, Target, check_out_dir, load_target, write_bundle
+from faustgen.codegen.emit import lower_graph
+from faustgen.codegen.memory import plan_memory
+from faustgen.codegen.render import RUNTIME_HEADERS, RUNTIME_SOURCES, render
+from faustgen.errors import FaustgenError
+from faustgen.frontend import import_onnx
+from faustgen.ir import Graph
+from faustgen.passes import optimize
+from faustgen.passes.costmodel import CostModel
+from faustgen.passes.factorize import FactorizePolicy
+from faustgen.tune.calibrate import calibration_report
+from faustgen.tune.finetune import finetune
+from faustgen.version import __version__
+
+_PREFIX_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
+
+
+@dataclass
+class BuildOptions:
+    target: str = "host"
+    prefix: str = "model"
+    dense: bool = True
+    input_shape: tuple[int, ...] | None = None
+    command: str = "faustgen build"
+    compile: bool = True
+    extra_cflags: tuple[str, ...] = ()
+    # factorization (ignored with dense=True)
+    rcg: float | None = None
+    max_error: float | None = None
+    factors: int | None = None
+    keep_dense: tuple[str, ...] = ()
+    convs: bool | None = None  # None: only when rcg / max_error is given explicitly
+    unstructured: bool = False  # unstructured sparse factors instead of 16x1 blocks
+    min_size: int = 4096
+    calib: np.ndarray | None = None  # calibration inputs, first axis = samples
+    finetune: int = 0  # epochs of factor fine-tuning on the calibration inputs
+    seed: int = 0
+    progress: bool = False
+    max_params: int = 50_000_000
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    report: dict[str, Any]
+    graph: Graph
+    messages: list[str] = field(default_factory=list)
+
+
+def build_bundle(
+    model_path: str | os.PathLike, out_dir: str | os.PathLike, options: BuildOptions | None = None
+) -> BuildResult:
+    opts = options or BuildOptions()
+    if not _PREFIX_RE.fullmatch(opts.prefix):
+        raise FaustgenError(
+            f"--name '{opts.prefix}' is not a valid C identifier prefix "
+            "(a letter, then up to 31 letters, digits or underscores)"
+        )
+    target = load_target(opts.target)
+    out = Path(out_dir)
+    check_out_dir(out)
+    try:
+        imported = import_onnx(model_path, opts.input_shape, max_params=opts.max_params)
+        graph = optimize(imported)
+        compression = None
+        if not opts.dense:
+            graph, compression = _factorized(imported, graph, opts, target)
+        program = lower_graph(graph, opts.prefix)
+        plan = plan_memory(program)
+    except FaustgenError as e:
+        source = str(model_path)
+        if str(e).startswith(source + ":"):
+            raise
+        raise FaustgenError(f"{source}: {e}") from e  # name the file in every error
+    rendered = render(
+        program,
+        plan,
+        command=opts.command,
+        target=target.name,
+        cc=target.device_cc,
+        cflags=" ".join(target.cflags),
+        ldflags=" ".join(target.ldflags),
+    )
+    report = build_report(graph, opts, target, rendered.weight_bytes, rendered.arena_bytes)
+    if compression is not None:
+        report["compression"] = compression
+    messages: list[str] = list((compression or {}).get("warnings", []))
+    messages += write_bundle(
+        out,
+        rendered.files,
+        (*RUNTIME_HEADERS, *RUNTIME_SOURCES),
+        report,
+        target,
+        prefix=opts.prefix,
+        compile=opts.compile,
+        extra_cflags=opts.extra_cflags,
+    )
+    return BuildResult(out, report, graph, messages)
+
+
+def compile_onnx(
+    path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    target: str = "host",
+    dense: bool = True,
+    name: str = "model",
+    **options,
+) -> CompiledModel:
+    """Build `path` into `out_dir` and return a CompiledModel whose .predict(x) runs the C.
+
+    Extra keyword options are those of BuildOptions (input_shape, ...).
+    """
+    command = (
+        f"faustgen.compile_onnx({os.path.basename(os.fspath(path))!r}, target={target!r}, "
+        f"dense={dense!r}, name={name!r})"
+    )
+    opts = BuildOptions(target=target, dense=dense, prefix=name, command=command, **options)
+    result = build_bundle(path, out_dir, opts)
+    return CompiledModel(result.out_dir)
+
+
+def _factorized(
+    imported: Graph, dense: Graph, opts: BuildOptions, target: Target
+) -> tuple[Graph, dict[str, Any]]:
+    """The factorized graph, fine-tuned and calibrated as the options ask."""
+    explicit = opts.rcg is not None or opts.max_error is not None
+    policy = FactorizePolicy.default(
+        rcg=opts.rcg,
+        max_error=opts.max_error,
+        factors=opts.factors,
+        keep_dense=tuple(opts.keep_dense),
+        min_size=opts.min_size,
+        convs=explicit if opts.convs is None else opts.convs,
+        block=None if opts.unstructured else 16,
+        seed=opts.seed,
+        cost=CostModel.from_target(dict(target.cost)),
+        progress=_progress(opts.progress),
+    )
+    g = imported.copy()
+    g.meta["factorize"] = policy
+    graph = optimize(g)
+    graph.meta.pop("factorize", None)
+    warnings = [
+        f"warning: layer '{n.name}' {n.attrs['factorization']['reason']}"
+        for n in graph.nodes
+        if n.attrs.get("factorization", {}).get("fault")
+    ]
+    info: dict[str, Any] = {
+        "policy": policy.describe(),
+        "block": policy.block,
+        "convs": policy.convs,
+        "warnings": warnings,
+    }
+    if opts.finetune > 0 and opts.calib is None:
+        raise FaustgenError("--finetune needs calibration inputs (--calib X.npy)")
+    if opts.calib is not None:
+        xs = _calib_samples(opts.calib, dense)
+        info["calibration"] = calibration_report(dense, graph, xs)
+        if opts.finetune > 0:
+            info["finetune"] = finetune(
+                dense, graph, xs, opts.finetune, seed=opts.seed, progress=opts.progress
+            )
+            info["calibration_after_finetune"] = calibration_report(dense, graph, xs)
+    return graph, info
+
+
+def _calib_samples(x: np.ndarray, graph: Graph) -> np.ndarray:
+    per_call = graph.tensors[graph.inputs[0]].shape
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        raise FaustgenError(f"calibration inputs have dtype {x.dtype}; expected float32")
+    if tuple(x.shape) == tuple(per_call):
+        return x[None] if per_call[0] != 1 else x
+    if (
+        x.ndim == len(per_call)
+        and tuple(x.shape[1:]) == tuple(per_call[1:])
+        and (graph.batch_symbolic or per_call[0] == 1)
+    ):
+        return x
+    raise FaustgenError(
+        f"calibration inputs have shape {x.shape}; expected "
+        f"(B, {', '.join(map(str, per_call[1:]))})"
+    )
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+
+    def show(message: str) -> None:
+        print(f"faustgen: factorizing layer {message}", file=sys.stderr, flush=True)
+
+    return show
+
+
+def build_report(
+    graph: Graph, opts: BuildOptions, target: Target, weight_bytes: int, arena_bytes: int
+) -> dict[str, Any]:
+    """report.json: the model, totals and one entry per layer (target_sizes is filled in by
+    the backend once the bundle is compiled)."""
+    (inp,) = graph.inputs
+    layers = []
+    params = dense_params = 0
+    for node in graph.nodes:
+        own = sum(graph.tensors[i].size for i in node.inputs if i and graph.is_const(i))
+        layer: dict[str, Any] = {
+            "name": node.name,
+            "op": node.op,
+            "fused": list(node.attrs.get("fused", [])),
+            "output_shape": list(graph.tensors[node.outputs[0]].shape),
+            "parameters": own,
+        }
+        fact = node.attrs.get("factorization")
+        if fact is not None:
+            layer["factorization"] = fact
+            if fact["factorized"]:
+                layer["parameters"] = own + fact["stored"]
+                dense_params += fact["dense_parameters"] - fact["stored"]
+        params += layer["parameters"]
+        layers.append(layer)
+    dense_params += params
+    return {
+        "faustgen_version": __version__,
+        "command": opts.command,
+        "model": {
+            "source": Path(graph.meta.get("source", "")).name,
+            "producer": graph.meta.get("producer", ""),
+            "opset": graph.meta.get("opset"),
+            "prefix": opts.prefix,
+            "target": target.name,
+            "input_shape": list(graph.tensors[inp].shape),
+            "output_shapes": [list(graph.tensors[o].shape) for o in graph.outputs],
+            "batch_symbolic": graph.batch_symbolic,
+        },
+        "totals": {
+            "parameters": params,
+            "dense_parameters": dense_params,
+            "rcg": dense_params / max(params, 1),
+            "weight_bytes": weight_bytes,
+            "arena_bytes": arena_bytes,
+        },
+        "target_sizes": None,
+        "layers": layers,
+    }
