@@ -80,6 +80,22 @@ def randomize_batchnorm(model, seed: int = 0) -> None:
             m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
 
 
+def calibrate_batchnorm(model, input_shape, batches: int = 2, seed: int = 0) -> None:
+    """Set BatchNorm statistics from random batches, as training would: a random-weight
+    network otherwise collapses (its outputs the same for every input, or ~1e-14)."""
+    torch = _torch()
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            model(torch.randn(*input_shape, generator=g))
+    model.eval()
+
+
 def export(
     model,
     example: np.ndarray,
