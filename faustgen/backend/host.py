@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faustgen.backend.toolchain import load_target
+from faustgen.backend.toolchain import killed_message, load_target
 from faustgen.errors import FaustgenError
 
 
@@ -151,6 +151,10 @@ class CompiledModel:
             x.tofile(fin)
             cmd = [*self.target.run_prefix(), str(exe), str(fin), str(fout)]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            if proc.returncode < 0:
+                raise FaustgenError(
+                    f"running {exe.name}: {killed_message(exe.name, -proc.returncode)}"
+                )
             if proc.returncode != 0:
                 raise FaustgenError(
                     f"running {exe.name} under {' '.join(cmd[:1]) or 'the host'} "

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import tomllib
@@ -90,10 +91,28 @@ def run_compiler(cmd: list[str], cwd: Path, what: str) -> None:
         raise FaustgenError(f"compiler '{cmd[0]}' not found") from None
     except subprocess.TimeoutExpired:
         raise FaustgenError(f"compiling {what} timed out") from None
+    if proc.returncode < 0:
+        raise FaustgenError(f"compiling {what}: {killed_message(cmd[0], -proc.returncode)}")
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         detail = " | ".join(lines[:3]) if lines else f"exit code {proc.returncode}"
+        if "No space left on device" in proc.stderr:
+            detail += " (free disk space in the output directory and in $TMPDIR)"
         raise FaustgenError(f"compiling {what} failed: {detail}")
+
+
+def killed_message(program: str, signum: int) -> str:
+    """What a child killed by `signum` means and what to do about it."""
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    if signum == signal.SIGKILL:
+        return (
+            f"{program} was killed ({name}), most likely by the out-of-memory killer: free "
+            "memory, or build fewer weights at a time (--max-params, a smaller model)"
+        )
+    return f"{program} was killed by {name}"
 
 
 def cache_dir() -> Path:

@@ -7,6 +7,7 @@ stderr), 3 internal error, 130 interrupted (README.md lists them).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shlex
@@ -348,11 +349,41 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("faustgen: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # a bug in faustgen: still one line, with --debug for details
+    except Exception as e:
         if args.debug:
             traceback.print_exc()
-        print(
+        message = resource_error(e, args.command)
+        if message is not None:
+            print(f"faustgen: error: {one_line(message)}", file=sys.stderr)
+            return 2
+        print(  # a bug in faustgen: still one line, with --debug for details
             f"faustgen: internal error: {type(e).__name__}: {one_line(e)} (rerun with --debug)",
             file=sys.stderr,
         )
         return 3
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def resource_error(e: BaseException, command: str) -> str | None:
+    """The one-line message for a resource that ran out (memory, disk) or a place that cannot
+    be written, saying what to do; None for an error that is a bug in faustgen."""
+    if isinstance(e, MemoryError):
+        return (
+            f"out of memory during '{command}': free memory, or give the model fewer weights "
+            "(--max-params refuses large models before they are loaded; --dense skips the "
+            "factorization)"
+        )
+    if not isinstance(e, OSError):
+        return None
+    where = f" ({e.filename})" if e.filename else ""
+    if e.errno in _DISK_FULL:
+        return (
+            f"no space left on the device{where} during '{command}': free disk space there, "
+            "or write the output (-o) and the cache ($FAUSTGEN_CACHE) elsewhere"
+        )
+    if e.errno in _NOT_WRITABLE and where:
+        return f"cannot write{where}: {e.strerror}; choose another output directory"
+    return None

@@ -48,6 +48,8 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
+    except MemoryError:
+        raise
     except Exception:
         raise FaustgenError(f"{p}: not an ONNX model (protobuf parse failed)") from None
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
@@ -285,6 +287,8 @@ class _Importer:
         for init in self.g.initializer:
             try:
                 value = numpy_helper.to_array(init)
+            except MemoryError:
+                raise
             except Exception as e:
                 self.fail(f"initializer '{init.name}' cannot be read ({e})")
             if value.dtype.kind == "f":
@@ -397,7 +401,7 @@ class _Importer:
         try:
             node = op.parse(ctx)
             self._evaluate(op, node)
-        except FaustgenError:
+        except (FaustgenError, MemoryError):
             raise
         except Exception as e:  # a malformed model must not surface as a traceback
             raise FaustgenError(f"{where}: cannot import ({type(e).__name__}: {e})") from None

@@ -179,7 +179,7 @@ class Float64Session:
 
         try:
             self._ev = ReferenceEvaluator(float64_model(model), new_ops=_reference_ops())
-        except Float64Unavailable:
+        except (Float64Unavailable, MemoryError):
             raise
         except Exception as e:
             raise Float64Unavailable(f"onnx.reference cannot load the model ({_first(e)})") from e
@@ -192,6 +192,8 @@ class Float64Session:
         feeds = {k: np.asarray(v, np.float64) for k, v in feeds.items()}
         try:
             outs = self._ev.run(names, feeds)
+        except MemoryError:
+            raise
         except Exception as e:
             raise Float64Unavailable(f"onnx.reference failed ({_first(e)})") from e
         for o in outs:
