@@ -24,6 +24,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from faustgen.errors import FaustgenError
+from faustgen.frontend.fold import fold_node, foldable
 from faustgen.ir import Graph, Node, Tensor, unique_name
 from faustgen.ops import REGISTRY, ParseContext, supported_onnx_ops
 from faustgen.ops.tensor import ONNX_DTYPES
@@ -118,9 +119,9 @@ def import_model(
     except onnx.checker.ValidationError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid model"
         raise FaustgenError(f"{source}: the ONNX checker rejects the model: {first}") from None
-    graph = _Importer(model, source, input_shape, 1, order).run()
+    graph = _Importer(model, source, input_shape, 1, order, max_params).run()
     if graph.batch_symbolic:
-        probe = _Importer(model, source, input_shape, _PROBE_BATCH, order).run()
+        probe = _Importer(model, source, input_shape, _PROBE_BATCH, order, max_params).run()
         _check_batch_axis(graph, probe)
     return graph
 
@@ -244,8 +245,10 @@ class _Importer:
         input_shape: Sequence[int] | None,
         batch: int,
         order: list[int],
+        max_params: int = DEFAULT_MAX_PARAMS,
     ):
         self.model = model
+        self.max_params = max_params
         self.order = order
         self.g = model.graph
         self.source = source
@@ -383,6 +386,8 @@ class _Importer:
                 + ", ".join(supported_onnx_ops())
             )
         op = REGISTRY.get(proto.op_type)
+        if (op is None or not op.onnx) and self._fold(proto, where):
+            return
         if op is None or not op.onnx:
             raise FaustgenError(
                 f"{self.source}: unsupported op '{proto.op_type}' (node '{name}'); "
@@ -405,6 +410,19 @@ class _Importer:
             raise
         except Exception as e:  # a malformed model must not surface as a traceback
             raise FaustgenError(f"{where}: cannot import ({type(e).__name__}: {e})") from None
+
+    def _fold(self, proto: onnx.NodeProto, where: str) -> bool:
+        """Fold a node of an op faustgen has no kernel for when all its inputs are constants."""
+        tensors = self.graph.tensors
+        names = [i for i in proto.input if i]
+        if not foldable(proto) or not all(tensors[i].is_const for i in names):
+            return False
+        inputs = {i: tensors[i].value for i in names}
+        values = fold_node(proto, inputs, self.opset, self.max_params, where)
+        for name, v in zip(proto.output, values, strict=False):
+            if name and v is not None:
+                tensors[name] = Tensor(name, tuple(v.shape), str(v.dtype), v)
+        return True
 
     def _evaluate(self, op, node: Node) -> None:
         tensors = self.graph.tensors
