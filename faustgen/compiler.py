@@ -11,9 +11,9 @@ The CLI and `faustgen.compile_onnx` parse their options and call `build_bundle`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from faustgen.ir import Graph
 from faustgen.passes import optimize
 from faustgen.passes.costmodel import CostModel
 from faustgen.passes.factorize import FactorizePolicy
+from faustgen.progress import Progress
 from faustgen.tune.calibrate import calibration_report
 from faustgen.tune.finetune import finetune
 from faustgen.version import __version__
@@ -81,12 +82,23 @@ def build_bundle(
     target = load_target(opts.target)
     out = Path(out_dir)
     check_out_dir(out)
+    with Progress() if opts.progress else contextlib.nullcontext() as progress:
+        return _build(model_path, out, opts, target, progress)
+
+
+def _build(
+    model_path: str | os.PathLike,
+    out: Path,
+    opts: BuildOptions,
+    target: Target,
+    progress: Progress | None,
+) -> BuildResult:
     try:
         imported = import_onnx(model_path, opts.input_shape, max_params=opts.max_params)
         graph = optimize(imported)
         compression = None
         if not opts.dense:
-            graph, compression = _factorized(imported, graph, opts, target)
+            graph, compression = _factorized(imported, graph, opts, target, progress)
         program = lower_graph(graph, opts.prefix)
         plan = plan_memory(program)
     except FaustgenError as e:
@@ -116,6 +128,7 @@ def build_bundle(
         prefix=opts.prefix,
         compile=opts.compile,
         extra_cflags=opts.extra_cflags,
+        progress=progress,
     )
     return BuildResult(out, report, graph, messages)
 
@@ -142,7 +155,7 @@ def compile_onnx(
 
 
 def _factorized(
-    imported: Graph, dense: Graph, opts: BuildOptions, target: Target
+    imported: Graph, dense: Graph, opts: BuildOptions, target: Target, progress: Progress | None
 ) -> tuple[Graph, dict[str, Any]]:
     """The factorized graph, fine-tuned and calibrated as the options ask."""
     explicit = opts.rcg is not None or opts.max_error is not None
@@ -156,7 +169,7 @@ def _factorized(
         block=None if opts.unstructured else 16,
         seed=opts.seed,
         cost=CostModel.from_target(dict(target.cost)),
-        progress=_progress(opts.progress),
+        progress=None if progress is None else lambda m: progress(f"factorizing layer {m}"),
     )
     g = imported.copy()
     g.meta["factorize"] = policy
@@ -203,16 +216,6 @@ def _calib_samples(x: np.ndarray, graph: Graph) -> np.ndarray:
         f"calibration inputs have shape {x.shape}; expected "
         f"(B, {', '.join(map(str, per_call[1:]))})"
     )
-
-
-def _progress(enabled: bool):
-    if not enabled:
-        return None
-
-    def show(message: str) -> None:
-        print(f"faustgen: factorizing layer {message}", file=sys.stderr, flush=True)
-
-    return show
 
 
 def build_report(

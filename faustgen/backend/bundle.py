@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ def write_bundle(
     prefix: str,
     compile: bool,
     extra_cflags: Sequence[str] = (),
+    progress: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Write `files`, the runtime kernels named in `runtime` and report.json (with the
     target's section sizes filled in once compiled) into OUT; returns messages for the user."""
@@ -51,7 +52,9 @@ def write_bundle(
             shutil.copyfile(src / name, tmp / name)
         sources = [name for name in runtime if name.endswith(".c")]
         if compile:
-            report["target_sizes"] = _compile(tmp, prefix, sources, target, extra_cflags, messages)
+            report["target_sizes"] = _compile(
+                tmp, prefix, sources, target, extra_cflags, messages, progress
+            )
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         _replace_dir(tmp, out)
     except BaseException:
@@ -67,6 +70,7 @@ def _compile(
     target: Target,
     extra_cflags: Sequence[str],
     messages: list[str],
+    progress: Callable[[str], None] | None,
 ) -> dict[str, int] | None:
     if not target.cc:
         return None
@@ -76,7 +80,7 @@ def _compile(
             f"(install it with: {target.install_hint}; then run make in the bundle)"
         )
         return None
-    exe = compile_bundle(tmp, prefix, sources, target, tuple(extra_cflags))
+    exe = compile_bundle(tmp, prefix, sources, target, tuple(extra_cflags), progress=progress)
     return section_sizes(exe, target)
 
 

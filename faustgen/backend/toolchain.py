@@ -10,6 +10,7 @@ import signal
 import subprocess
 import tempfile
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +85,11 @@ def load_target(name: str) -> Target:
     )
 
 
-def run_compiler(cmd: list[str], cwd: Path, what: str) -> None:
+def run_compiler(
+    cmd: list[str], cwd: Path, what: str, progress: Callable[[str], None] | None = None
+) -> None:
+    if progress is not None:
+        progress(f"compiling {what}")
     try:
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
     except FileNotFoundError:
@@ -132,16 +137,19 @@ def _compiler_id(cc: str) -> str:
         return cc
 
 
-def _compile_object(src: Path, obj: Path, target: Target, flags: list[str], include: Path) -> None:
+def _compile_object(
+    src: Path, obj: Path, target: Target, flags: list[str], include: Path, progress=None
+) -> None:
     run_compiler(
         [target.cc, *target.cflags, *flags, "-I", str(include), "-c", str(src), "-o", str(obj)],
         src.parent,
         src.name,
+        progress,
     )
 
 
 def runtime_objects(
-    runtime_dir: Path, sources: list[str], target: Target, flags: list[str]
+    runtime_dir: Path, sources: list[str], target: Target, flags: list[str], progress=None
 ) -> list[Path]:
     """Object files of the runtime kernels for this compiler and these flags, compiled once
     and kept in the cache (the kernels are the same in every bundle; only the model changes)."""
@@ -160,7 +168,7 @@ def runtime_objects(
         fd, tmp = tempfile.mkstemp(suffix=".o", dir=d)
         os.close(fd)
         try:
-            _compile_object(runtime_dir / src, Path(tmp), target, flags, runtime_dir)
+            _compile_object(runtime_dir / src, Path(tmp), target, flags, runtime_dir, progress)
             os.replace(tmp, obj)  # atomic: concurrent builds never see half an object
         finally:
             Path(tmp).unlink(missing_ok=True)
@@ -173,15 +181,16 @@ def compile_bundle(
     runtime: list[str],
     target: Target,
     extra_flags: tuple[str, ...] = (),
+    progress: Callable[[str], None] | None = None,
 ) -> Path:
     """The bundle's harness executable (and, for native targets, lib<prefix>.so for cffi)."""
     pic = ["-fPIC"] if target.native else []
     flags = [*extra_flags, *pic]
-    objs = runtime_objects(out_dir, runtime, target, flags)
+    objs = runtime_objects(out_dir, runtime, target, flags, progress)
     model_o = out_dir / f"{prefix}.o"
     main_o = out_dir / "main.o"
-    _compile_object(out_dir / f"{prefix}.c", model_o, target, flags, out_dir)
-    _compile_object(out_dir / "main.c", main_o, target, flags, out_dir)
+    _compile_object(out_dir / f"{prefix}.c", model_o, target, flags, out_dir, progress)
+    _compile_object(out_dir / "main.c", main_o, target, flags, out_dir, progress)
     exe = out_dir / prefix
     run_compiler(
         [
@@ -198,6 +207,7 @@ def compile_bundle(
         ],
         out_dir,
         prefix,
+        progress,
     )
     if target.native:
         lib = f"lib{prefix}.so"
@@ -215,6 +225,7 @@ def compile_bundle(
             ],
             out_dir,
             lib,
+            progress,
         )
     model_o.unlink()
     main_o.unlink()

@@ -209,7 +209,7 @@ def cmd_build(args) -> int:
         calib=_load_npy(args.calib) if args.calib else None,
         finetune=args.finetune,
         seed=args.seed,
-        progress=sys.stderr.isatty(),
+        progress=True,  # lines on a terminal; rate-limited in logs (faustgen.progress)
         max_params=args.max_params,
     )
     result = build_bundle(args.model, args.out, opts)
