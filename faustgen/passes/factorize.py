@@ -20,6 +20,10 @@ from faustgen.ops.base import prod
 from faustgen.ops.factorized import Factor, chain_dense
 from faustgen.passes.costmodel import CostModel
 
+# A matrix with fewer rows or columns than this has no useful product of sparse factors: a
+# 3x3 depthwise filter is a 1x9 vector, and "factorizing" it keeps 2 of its 9 taps.
+MIN_FACTOR_DIM = 4
+
 
 @dataclass
 class FactorizePolicy:
@@ -113,6 +117,17 @@ def _factorize_node(g: Graph, node: Node, policy: FactorizePolicy) -> Node | Non
             node,
             shape,
             "kept dense: convolutions are factorized only with --rcg/--max-error or --convs",
+        )
+        return None
+    rows = w.shape[0] // node.attrs["group"] if is_conv else w.shape[1]
+    cols = w.size // w.shape[0] if is_conv else w.shape[0]
+    if min(rows, cols) < MIN_FACTOR_DIM:
+        what = f"each of its {node.attrs['group']} filter groups is" if is_conv else "it is"
+        node.attrs["factorization"] = _dense_report(
+            node,
+            shape,
+            f"kept dense: {what} a {rows}x{cols} matrix, too thin to factorize (a product of "
+            "sparse factors of a vector would only prune its entries)",
         )
         return None
     if is_conv:
