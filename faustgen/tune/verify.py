@@ -346,6 +346,17 @@ def verify_bundle(
     seeded standard-normal inputs) and judge the C."""
 
     model = CompiledModel(out_dir)
+    factorized = [
+        layer["name"]
+        for layer in model.report.get("layers", [])
+        if str(layer.get("op", "")).startswith("Factorized")
+    ]
+    if factorized and rtol is None and atol is None:
+        raise FaustgenError(
+            f"{out_dir} is a factorized build ({len(factorized)} layers): its outputs differ "
+            f"from {model_path} by the factorization's error, not by rounding; give the error "
+            "you accept with --rtol/--atol (faustgen report shows each layer's)"
+        )
     if x is None:
         shape = model.input_shape
         if model.batch_symbolic or shape[0] == 1:

@@ -132,3 +132,27 @@ def test_output_without_signal_is_a_warning_not_a_silent_pass(quick_build, tmp_p
     assert "carry no signal" in captured.out
     (line,) = captured.err.strip().splitlines()
     assert line.startswith("faustgen: warning: output 'y' is the same for every sample")
+
+
+def test_factorized_build_needs_an_explicit_tolerance(quick_build, tmp_path, capsys):
+    from onnx import TensorProto
+    from onnx import helper as h
+
+    w = np.random.default_rng(0).standard_normal((128, 128)).astype(np.float32)
+    g = h.make_graph(
+        [h.make_node("MatMul", ["x", "W"], ["y"], name="fc")],
+        "g",
+        [h.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 128])],
+        [h.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 128])],
+        [nh.from_array(w, "W")],
+    )
+    path = tmp_path / "fc.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), path)
+    out = quick_build(path, dense=False, rcg=4).out_dir
+    assert main(["verify", str(path), str(out)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "is a factorized build (1 layers)" in line and "--rtol/--atol" in line
+    code, v, _ = _verify(capsys, path, out, "--rtol", "2")
+    assert code == 0 and v["decided_by"] == "tolerance"
+    code, v, _ = _verify(capsys, path, out, "--rtol", "1e-3")
+    assert code == 1
