@@ -6,14 +6,9 @@ from __future__ import annotations
 import io
 import time
 
-import numpy as np
-import onnx
-from onnx import TensorProto
-from onnx import helper as h
-from onnx import numpy_helper as nh
-
 from faustgen.cli import main
 from faustgen.progress import Progress
+from tests.unit.test_resource_errors import _model as tiny_model
 
 
 def _lines(stream: io.StringIO) -> list[str]:
@@ -54,15 +49,7 @@ def test_log_rate_is_bounded_and_long_steps_get_a_heartbeat():
 
 def test_build_in_a_log_prints_compile_progress(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("FAUSTGEN_PROGRESS_SECONDS", "0.01")
-    g = h.make_graph(
-        [h.make_node("MatMul", ["x", "W"], ["y"])],
-        "g",
-        [h.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [h.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
-        [nh.from_array(np.ones((4, 3), np.float32), "W")],
-    )
-    path = tmp_path / "m.onnx"
-    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), path)
+    path = tiny_model(tmp_path)
     assert main(["build", str(path), "-o", str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err
     assert "faustgen: compiling model.c" in err
