@@ -143,8 +143,8 @@ def _conv_model(kind):
     torch.manual_seed(0)
     if kind == "grouped":
         return nn.Sequential(nn.Conv2d(8, 32, 3, padding=1, groups=2), nn.ReLU()).eval(), 8
-    if kind == "depthwise":
-        return nn.Sequential(nn.Conv2d(16, 32, 5, padding=2, groups=16)).eval(), 16
+    if kind == "depthwise":  # channel multiplier 4: each group's filter matrix is 4x25
+        return nn.Sequential(nn.Conv2d(16, 64, 5, padding=2, groups=16)).eval(), 16
     if kind == "pointwise":
         return nn.Sequential(nn.Conv2d(24, 48, 1), nn.ReLU()).eval(), 24
     return nn.Sequential(nn.Conv2d(6, 32, 5, stride=2, padding=1), nn.ReLU()).eval(), 6
