@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import erf
 
-from faustgen.ops.base import Op, ParseContext, prod, register_op
+from faustgen.ops.base import Op, ParseContext, float_like, prod, register_op
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Unary:
 
 
 def _f32(fn):
-    return lambda x, **a: np.asarray(fn(x.astype(np.float32), **a), dtype=np.float32)
+    return lambda x, **a: np.asarray(fn(x.astype(float_like(x)), **a), dtype=float_like(x))
 
 
 SELU_ALPHA = 1.67326319217681884765625

@@ -143,6 +143,12 @@ def ints(values: Any) -> list[int]:
     return [int(v) for v in np.asarray(values).reshape(-1)]
 
 
+def float_like(x: np.ndarray) -> type:
+    """The float type a reference computes its result in: float64 for float64 inputs (the
+    float64 evaluation that judges the C), else float32 (the C's type)."""
+    return np.float64 if np.asarray(x).dtype == np.float64 else np.float32
+
+
 def prod(values: Sequence[int]) -> int:
     return int(np.prod(values, dtype=np.int64))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from faustgen.ops.activation import apply_act
-from faustgen.ops.base import Op, prod, register_op
+from faustgen.ops.base import Op, float_like, prod, register_op
 from faustgen.ops.spatial import Window, parse_window
 
 
@@ -136,7 +136,7 @@ def conv_reference(
     if bias is not None:
         y += bias.reshape(1, k, 1, 1, 1)
     out_shape = (n, k, *win.out_size[3 - win.rank :])
-    return apply_act(y.astype(np.float32), act).reshape(out_shape)
+    return apply_act(y.astype(float_like(x)), act).reshape(out_shape)
 
 
 def filter_matrix(w: np.ndarray, group: int, g: int) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sps
 
 from faustgen.ops.activation import apply_act
-from faustgen.ops.base import Op, prod, register_op
+from faustgen.ops.base import Op, float_like, prod, register_op
 from faustgen.ops.conv import conv_reference
 from faustgen.ops.spatial import Window
 
@@ -102,7 +102,7 @@ class FactorizedDense(Op):
         y = np.asarray(t).T
         if len(ins) > 1:
             y = y + ins[1]
-        y = apply_act(y.astype(np.float32), node.attrs.get("act"))
+        y = apply_act(y.astype(float_like(ins[0])), node.attrs.get("act"))
         return [y.reshape(node.attrs["out_shape"])]
 
     def lower(self, node, em):

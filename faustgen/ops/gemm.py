@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from faustgen.ops.activation import apply_act
-from faustgen.ops.base import Op, fail, prod, register_op
+from faustgen.ops.base import Op, fail, float_like, prod, register_op
 
 
 @register_op("Gemm")
@@ -53,10 +53,11 @@ class Gemm(Op):
         at = node.attrs
         a = ins[0].T if at["transA"] else ins[0]
         b = ins[1].T if at["transB"] else ins[1]
-        y = np.float32(at["alpha"]) * (a.astype(np.float32) @ b.astype(np.float32))
+        t = float_like(ins[0])
+        y = t(at["alpha"]) * (a.astype(t) @ b.astype(t))
         if len(ins) > 2:
-            y = y + np.float32(at["beta"]) * ins[2]
-        return [y.astype(np.float32)]
+            y = y + t(at["beta"]) * ins[2]
+        return [y.astype(t)]
 
     def batch_axes_ok(self, node, ins):
         return not node.attrs["transA"] and ins[1].is_const
@@ -157,10 +158,11 @@ class Dense(Op):
 
     def compute(self, node, ins):
         x, w = ins[0], ins[1]
-        y = x.reshape(-1, w.shape[0]).astype(np.float32) @ w.astype(np.float32)
+        t = float_like(x)
+        y = x.reshape(-1, w.shape[0]).astype(t) @ w.astype(t)
         if len(ins) > 2:
             y = y + ins[2]
-        y = apply_act(y.astype(np.float32), node.attrs.get("act"))
+        y = apply_act(y.astype(t), node.attrs.get("act"))
         return [y.reshape(node.attrs.get("out_shape") or (*x.shape[:-1], w.shape[1]))]
 
     def lower(self, node, em):

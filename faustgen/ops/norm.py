@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from faustgen.ops.base import Op, prod, register_op
+from faustgen.ops.base import Op, float_like, prod, register_op
 
 
 @register_op("BatchNormalization")
@@ -50,7 +50,7 @@ class BatchNorm(Op):
         shape = (1, -1) + (1,) * (x.ndim - 2)
         return [
             (x * node.attrs["scale"].reshape(shape) + node.attrs["shift"].reshape(shape)).astype(
-                np.float32
+                float_like(x)
             )
         ]
 
@@ -89,6 +89,7 @@ class LRN(Op):
         )
 
     def compute(self, node, ins):
+        t = float_like(ins[0])
         x = ins[0].astype(np.float64)
         a = node.attrs
         c = x.shape[1]
@@ -97,7 +98,7 @@ class LRN(Op):
         for i in range(c):
             sq[:, i] = (x[:, max(0, i - lo) : min(c, i + hi + 1)] ** 2).sum(axis=1)
         y = x / (a["bias"] + a["alpha"] / a["size"] * sq) ** a["beta"]
-        return [y.astype(np.float32)]
+        return [y.astype(t)]
 
     def lower(self, node, em):
         s = em.shape_in(0)

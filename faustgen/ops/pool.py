@@ -7,7 +7,7 @@ import itertools
 
 import numpy as np
 
-from faustgen.ops.base import Op, prod, register_op
+from faustgen.ops.base import Op, float_like, prod, register_op
 from faustgen.ops.spatial import Window, parse_window
 
 
@@ -81,7 +81,7 @@ def pool_reference(x: np.ndarray, op: str, win: Window, count_include_pad: int) 
                 counted[0][:, None, None] & counted[1][None, :, None] & counted[2][None, None, :]
             )
     y = acc if maxpool else acc / np.maximum(count, 1)
-    return y.astype(np.float32).reshape(n, c, *win.out_size[3 - win.rank :])
+    return y.astype(float_like(x)).reshape(n, c, *win.out_size[3 - win.rank :])
 
 
 @register_op("GlobalAveragePool", "GlobalMaxPool")
@@ -94,7 +94,7 @@ class GlobalPool(Op):
         x = ins[0]
         axes = tuple(range(2, x.ndim))
         f = np.mean if node.op == "GlobalAveragePool" else np.max
-        return [f(x.astype(np.float64), axis=axes, keepdims=True).astype(np.float32)]
+        return [f(x.astype(np.float64), axis=axes, keepdims=True).astype(float_like(x))]
 
     def lower(self, node, em):
         s = em.shape_in(0)

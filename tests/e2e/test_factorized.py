@@ -15,6 +15,7 @@ from faustgen.cli import main
 from faustgen.compiler import BuildOptions, build_bundle
 from faustgen.ops.factorized import chain_dense
 from faustgen.tune.interpret import run_batch
+from faustgen.tune.verify import judge_factorized
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -58,8 +59,13 @@ def test_factorized_c_equals_factor_product(mlp_path, tmp_path, unstructured):
     assert layers, "nothing was factorized"
     x = _samples()
     y = CompiledModel(res.out_dir).predict(x)
-    ref = run_batch(res.graph, x)[res.graph.outputs[0]].reshape(y.shape)
-    assert np.max(np.abs(y - ref)) <= 1e-5 * np.max(np.abs(ref))
+    verdict = judge_factorized(path, res.graph, x, y)
+    assert verdict.ok and verdict.decided_by == "float64", verdict.lines()
+    # a wrong entry in one factor is far outside the rule
+    node = next(n for n in res.graph.nodes if n.op == "FactorizedDense")
+    m = node.attrs["factors"][0].matrix
+    m.data[0] = -m.data[0]
+    assert not judge_factorized(path, res.graph, x, y).ok
 
 
 def test_report_matches_recomputation(mlp_path, tmp_path):
