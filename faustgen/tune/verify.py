@@ -25,6 +25,7 @@ from onnx import numpy_helper
 from faustgen.backend import CompiledModel
 from faustgen.errors import FaustgenError
 from faustgen.frontend import load_model
+from faustgen.tune.interpret import run_batch
 from faustgen.tune.reference import ort_predict, ort_session
 
 K_PEER = 4.0  # the C may be this many times further from float64 than onnxruntime...
@@ -411,7 +412,6 @@ def judge_factorized(
     exists besides the C, so onnxruntime's relative error on the dense model (vs its own
     float64 evaluation) stands for float32 rounding on this network: the factor chains
     replace each product by shorter sparse ones, with rounding of the same order."""
-    from faustgen.tune.interpret import run_batch
 
     per_call = graph.tensors[graph.inputs[0]].shape
     c = c if isinstance(c, list) else [c]

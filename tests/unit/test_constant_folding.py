@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from faustgen.reference import compare, ort_predict, ort_session
 from onnx import TensorProto
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
 from faustgen.errors import FaustgenError
 from faustgen.frontend import import_model
+from faustgen.tune.reference import compare, ort_predict, ort_session
 
 
 def _cls_token_model() -> onnx.ModelProto:

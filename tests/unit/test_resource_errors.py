@@ -13,7 +13,8 @@ from onnx import TensorProto
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from faustgen.backend import bundle, load_target
+from faustgen import compiler
+from faustgen.backend import load_target
 from faustgen.cli import main
 
 
@@ -46,7 +47,7 @@ def test_memory_error_is_one_line(tmp_path, capsys, monkeypatch):
     def exhausted(graph):
         raise MemoryError("Unable to allocate 17.0 GiB for an array")
 
-    monkeypatch.setattr(bundle, "optimize", exhausted)
+    monkeypatch.setattr(compiler, "optimize", exhausted)
     line = _build(tmp_path, capsys)
     assert "out of memory during 'build'" in line and "--max-params" in line
 
@@ -69,7 +70,7 @@ def _fake_compiler(tmp_path, monkeypatch, body: str) -> None:
     cc.write_text("#!/bin/sh\n" + body + "\n")
     cc.chmod(0o755)
     host = dataclasses.replace(load_target("host"), cc=str(cc))
-    monkeypatch.setattr(bundle, "load_target", lambda name: host)
+    monkeypatch.setattr(compiler, "load_target", lambda name: host)
     monkeypatch.setenv("FAUSTGEN_CACHE", str(tmp_path / "cache"))
 
 
@@ -94,7 +95,7 @@ def test_a_bug_is_still_an_internal_error_with_code_3(tmp_path, capsys, monkeypa
     def bug(graph):
         raise KeyError("oops")
 
-    monkeypatch.setattr(bundle, "optimize", bug)
+    monkeypatch.setattr(compiler, "optimize", bug)
     code = main(["build", str(_model(tmp_path)), "-o", str(tmp_path / "out")])
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert code == 3 and line.startswith("faustgen: internal error: KeyError")

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from faustgen.report import format_report
 from onnx import TensorProto
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from faustgen.backend import BuildOptions, build_bundle
+from faustgen.cli.report import format_report
+from faustgen.compiler import BuildOptions, build_bundle
 
 
 def _model(tmp_path) -> str:
