@@ -166,3 +166,33 @@ def test_weight_scale_is_the_median_rms():
     )
     assert V.weight_scale(model) == pytest.approx(1.0)
     assert onnx.checker.check_model(model) is None
+
+
+def test_float64_interpreter_matches_onnx_reference_in_double():
+    """The interpreter's float64 mode (the factorized path's truth) agrees with the ONNX
+    package's evaluator on a float64 copy, far below float32 rounding."""
+    from faustgen.frontend import import_model
+    from faustgen.tune.interpret import run_batch
+
+    rng = np.random.default_rng(0)
+    nodes = [
+        h.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        h.make_node("Relu", ["c"], ["r"]),
+        h.make_node("MaxPool", ["r"], ["p"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+        h.make_node("Flatten", ["p"], ["f"]),
+        h.make_node("Gemm", ["f", "g"], ["z"], transB=1),
+        h.make_node("Sigmoid", ["z"], ["y"]),
+    ]
+    inits = {
+        "w": rng.standard_normal((8, 3, 3, 3)).astype(np.float32),
+        "b": rng.standard_normal(8).astype(np.float32),
+        "g": rng.standard_normal((5, 8 * 4 * 4)).astype(np.float32) * 0.1,
+    }
+    model = _model(nodes, inits, ["N", 3, 8, 8], ["N", 5])
+    x = rng.standard_normal((3, 3, 8, 8)).astype(np.float32)
+    (ref,) = V.Float64Session(model).run(None, {"x": x})
+    got = run_batch(import_model(model), x, float64=True)["y"].reshape(ref.shape)
+    assert got.dtype == np.float64
+    assert np.abs(got - ref).max() < 1e-12
+    f32 = run_batch(import_model(model), x)["y"].reshape(ref.shape)
+    assert f32.dtype == np.float32 and np.abs(f32 - ref).max() > 1e-12
