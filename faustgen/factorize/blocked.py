@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .hierarchical import hierarchical
+from .large import is_large, large_two_factor, svd_tail_error
 from .palm4msa import chain_shapes, palm4msa
 from .projections import Constraint, block_energy, proj_spblock, spblock
 from .result import FactorizationError, FactorizedMatrix
@@ -61,11 +62,16 @@ def block_svd(W: np.ndarray, budget: int, bh: int, svd: tuple) -> Candidate | No
     if r < 1:
         return None
     U, s, Vt = svd
+    if len(s) < r:
+        return None
     root = np.sqrt(s[:r])
     fm = FactorizedMatrix(
         [U[:, :r] * root, root[:, None] * Vt[:r]], 1.0, {"method": "svd"}, block=bh
     )
-    err = float(np.sqrt(np.sum(s[r:] ** 2) / max(float(np.sum(s**2)), 1e-300)))
+    if len(s) < min(W.shape):  # a partial (randomized) SVD
+        err = svd_tail_error(s, r, float(np.vdot(W, W)))
+    else:
+        err = float(np.sqrt(np.sum(s[r:] ** 2) / max(float(np.sum(s**2)), 1e-300)))
     return Candidate(f"svd-block(r={r})", fm, err)
 
 
@@ -191,7 +197,8 @@ def block_candidates(
     if cands and min(c.error for c in cands) <= _EXACT:
         return cands
     if method in ("auto", "palm4msa") and factors in (None, 2):
-        cands.extend(palm_two_factor(W, budget, seed, effort, progress, bh, svd))
+        two = large_two_factor if is_large(W.shape) else palm_two_factor
+        cands.extend(two(W, budget, seed, effort, progress, bh, svd))
     J = factors or 3
     if J >= 3 and method == "palm4msa":
         cands.append(block_chain(W, budget, J, bh, effort))

@@ -82,6 +82,7 @@ def accelerated_two_factor(
     norms: _SpectralNorm | None = None,
     callback: Callable[[int], None] | None = None,
     give_up: Callable[[int, float], bool] | None = None,
+    gram: bool = False,
 ) -> TwoFactorState:
     """Run up to ``n_iter`` inertial PALM sweeps (S_0 then S_1) from ``state``.
 
@@ -90,13 +91,19 @@ def accelerated_two_factor(
     once the best error improved by less than ``rel_tol`` (relative) over the last 10
     sweeps, or when ``give_up(sweeps done, best error)`` says so. Returns the best state
     seen (the input state is updated in place).
+
+    ``gram=True`` never forms the D×d product: the gradients and the error go through
+    ``W S_1ᵀ``, ``S_0ᵀ W`` and the k×k Gram matrices (see :class:`_GramSweep`), two D·d·k
+    products per sweep instead of four, which is what makes large layers affordable when
+    the inner dimension k is below min(D, d). Same iterates up to rounding.
     """
     w_norm = float(np.linalg.norm(W)) or 1.0
     norms = norms or _SpectralNorm()
+    ops = _GramSweep(W, w_norm) if gram else _DenseSweep(W, w_norm)
     S0, S1, lam = state.S0, state.S1, state.lam
     prev0, prev1 = S0, S1
-    P = S0 @ S1  # product at the current point (S_0's gradient and the error)
-    best = (state.err, S0, S1, lam, P)
+    aux = ops.start(S0, S1)  # what S_0's gradient at the current point needs
+    best = (state.err, S0, S1, lam, aux)
     mom = 0.0  # first sweep after a (re)start has no history to extrapolate from
     cur_step = step
     window: list[float] = []
@@ -105,37 +112,113 @@ def accelerated_two_factor(
         # as much as the matmuls when every one of them allocates.
         Y0 = _extrapolate(S0, prev0, mom)
         c = (1.0 + 1e-3) * lam * lam * norms.sq("S1", S1.T, 1e-4, 30) / cur_step
-        new0 = _step(Y0, P.copy(), W, S1.T, lam, c, c0, right=True)
+        new0 = _finish_step(Y0, ops.grad0(S0, S1, aux, lam), lam, c, c0)
         Y1 = _extrapolate(S1, prev1, mom)
         c = (1.0 + 1e-3) * lam * lam * norms.sq("S0", new0, 1e-4, 30) / cur_step
-        new1 = _step(Y1, new0 @ Y1, W, new0.T, lam, c, c1, right=False)
-        newP = new0 @ new1
-        new_lam, err = _fit_scale(W, newP, w_norm)
+        new1 = _finish_step(Y1, ops.grad1(new0, Y1, lam), lam, c, c1)
+        new_lam, err, new_aux = ops.fit(new0, new1)
         state.iterations += 1
         state.errors.append(err)
         if callback is not None:
             callback(it + 1)
         if give_up is not None and give_up(it + 1, min(err, best[0])):
             if err <= best[0]:
-                best = (err, new0, new1, new_lam, newP)
+                best = (err, new0, new1, new_lam, new_aux)
             break
         if err > best[0]:
             # Restart: drop the momentum and go back to the best point. A failed step without
             # momentum means the long step overshot: fall back to 1/Lipschitz, which descends.
             if not mom:
                 cur_step = 1.0
-            _, S0, S1, lam, P = best
+            _, S0, S1, lam, aux = best
             prev0, prev1 = S0, S1
             mom = 0.0
             continue
         prev0, prev1 = S0, S1
-        S0, S1, lam, P = new0, new1, new_lam, newP
-        best = (err, S0, S1, lam, P)
+        S0, S1, lam, aux = new0, new1, new_lam, new_aux
+        best = (err, S0, S1, lam, aux)
         mom = beta
         if _stalled(window, err, rel_tol):
             break
     state.err, state.S0, state.S1, state.lam, _ = best
     return state
+
+
+class _DenseSweep:
+    """Gradients through the D×d product P = S_0 S_1 (cheapest when k ≥ min(D, d))."""
+
+    def __init__(self, W: np.ndarray, w_norm: float) -> None:
+        self.W, self.w_norm = W, w_norm
+
+    def start(self, S0: np.ndarray, S1: np.ndarray) -> np.ndarray:
+        return S0 @ S1
+
+    def grad0(self, S0: np.ndarray, S1: np.ndarray, P: np.ndarray, lam: float) -> np.ndarray:
+        """(λP − W) S_1ᵀ, the left factor's gradient divided by λ."""
+        E = np.multiply(P, lam)
+        E -= self.W
+        return E @ S1.T
+
+    def grad1(self, S0: np.ndarray, Y1: np.ndarray, lam: float) -> np.ndarray:
+        E = S0 @ Y1
+        E *= lam
+        E -= self.W
+        return S0.T @ E
+
+    def fit(self, S0: np.ndarray, S1: np.ndarray) -> tuple[float, float, np.ndarray]:
+        P = S0 @ S1
+        lam, err = _fit_scale(self.W, P, self.w_norm)
+        return lam, err, P
+
+
+class _GramSweep:
+    """Gradients without the D×d product: with G = S_1 S_1ᵀ and A = S_0ᵀ S_0 (k×k),
+    (λ S_0 S_1 − W) S_1ᵀ = λ S_0 G − W S_1ᵀ and S_0ᵀ (λ S_0 Y − W) = λ A Y − S_0ᵀ W, and
+    ‖W − λ S_0 S_1‖² = ‖W‖² − 2λ⟨S_0ᵀW, S_1⟩ + λ²⟨A, G⟩. ``S_0ᵀ W`` serves both S_1's
+    gradient and the error; ``W S_1ᵀ`` is formed once per accepted S_1. The inner products
+    are taken in float64 (the error is a difference of near-equal terms)."""
+
+    def __init__(self, W: np.ndarray, w_norm: float) -> None:
+        self.W, self.w_norm = W, w_norm
+        self.w2 = w_norm * w_norm
+        self._last: tuple | None = None  # (S0, A, S0ᵀW) of the latest grad1
+
+    def start(self, S0: np.ndarray, S1: np.ndarray) -> list:
+        return [S1 @ S1.T, None]  # G and W S_1ᵀ (formed when first needed)
+
+    def grad0(self, S0: np.ndarray, S1: np.ndarray, aux: list, lam: float) -> np.ndarray:
+        G, WS1t = aux
+        if WS1t is None:
+            WS1t = aux[1] = self.W @ S1.T
+        out = S0 @ G
+        out *= lam
+        out -= WS1t
+        return out
+
+    def grad1(self, S0: np.ndarray, Y1: np.ndarray, lam: float) -> np.ndarray:
+        A = S0.T @ S0
+        B = S0.T @ self.W
+        self._last = (S0, A, B)
+        out = A @ Y1
+        out *= lam
+        out -= B
+        return out
+
+    def fit(self, S0: np.ndarray, S1: np.ndarray) -> tuple[float, float, list]:
+        last = self._last
+        assert last is not None and last[0] is S0
+        _, A, B = last
+        G = S1 @ S1.T
+        den = _dot64(A, G)
+        wp = _dot64(B, S1)
+        lam = wp / den if den > 0 else 0.0
+        err2 = max(self.w2 - lam * wp, 0.0)
+        return lam, float(np.sqrt(err2)) / self.w_norm, [G, None]
+
+
+def _dot64(a: np.ndarray, b: np.ndarray) -> float:
+    """⟨a, b⟩ accumulated in float64."""
+    return float(np.dot(a.ravel().astype(np.float64), b.ravel().astype(np.float64)))
 
 
 def _stalled(window: list[float], err: float, rel_tol: float) -> bool:
@@ -156,25 +239,13 @@ def _extrapolate(S: np.ndarray, prev: np.ndarray, mom: float) -> np.ndarray:
     return Y
 
 
-def _step(
-    Y: np.ndarray,
-    prod: np.ndarray,
-    W: np.ndarray,
-    other_t: np.ndarray,
-    lam: float,
-    c: float,
-    cons: Constraint,
-    right: bool,
+def _finish_step(
+    Y: np.ndarray, G: np.ndarray, lam: float, c: float, cons: Constraint
 ) -> np.ndarray:
-    """Projected gradient step on one factor; ``prod`` is the current product (consumed).
-
-    For the left factor the gradient is λ E Rᵀ, for the right one λ Lᵀ E, with E = λ·prod − W.
-    """
+    """Projected gradient step ``Y − (λ/c)·G`` on one factor; ``G`` is the gradient divided
+    by λ (consumed)."""
     if not c > 0:
         return cons.project(Y)
-    prod *= lam
-    prod -= W
-    G = prod @ other_t if right else other_t @ prod
     G *= -lam / c
     G += Y
     if cons.kind in ("dense", "support") or not cons.normalize:
@@ -192,6 +263,7 @@ def accelerated_multi_factor(
     step: float = 1.3,
     rel_tol: float = 1e-4,
     norms: _SpectralNorm | None = None,
+    callback: Callable[[int], None] | None = None,
 ) -> tuple[float, list[np.ndarray], float]:
     """Inertial PALM sweeps (left to right) on J ≥ 2 dense factors of ``W ≈ λ ∏ S_j``, the
     same scheme as :func:`accelerated_two_factor` (extrapolation, steps above 1/Lipschitz,
@@ -213,7 +285,9 @@ def accelerated_multi_factor(
     best = (err, list(S), lam)
     mom, cur_step = 0.0, step
     window: list[float] = []
-    for _ in range(n_iter):
+    for it in range(n_iter):
+        if callback is not None:
+            callback(it)
         new = list(S)
         right = suffix_products(S)
         left = None

@@ -38,6 +38,7 @@ import numpy as np
 from .blocked import block_candidates
 from .butterfly import _log2_exact, butterfly, butterfly_nnz
 from .hierarchical import default_hierarchical_constraints, hadamard_constraints, hierarchical
+from .large import _LARGE_FLOPS, is_large, large_two_factor, randomized_svd, svd_tail_error
 from .palm4msa import _as_matrix, chain_shapes
 from .projections import proj_sp, sp
 from .result import FactorizationError, FactorizedMatrix
@@ -71,10 +72,15 @@ def _svd(W: np.ndarray, budget: int, svd: tuple) -> _Candidate | None:
     if r < 1:
         return None
     U, s, Vt = svd
+    if len(s) < r:
+        return None
     root = np.sqrt(s[:r])
     fm = FactorizedMatrix([U[:, :r] * root, root[:, None] * Vt[:r]], 1.0, {"method": "svd"})
-    tail = float(np.sum(s[r:] ** 2))
-    err = math.sqrt(tail / max(float(np.sum(s**2)), 1e-300))
+    if len(s) < min(D, d):  # a partial (randomized) SVD: the tail is what ‖W‖² leaves
+        err = svd_tail_error(s, r, float(np.vdot(W, W)))
+    else:
+        tail = float(np.sum(s[r:] ** 2))
+        err = math.sqrt(tail / max(float(np.sum(s**2)), 1e-300))
     return _Candidate(f"svd(r={r})", fm, err)
 
 
@@ -156,28 +162,8 @@ def _candidates_for_budget(
         # no iterative method can do better.
         return cands
     if method in ("auto", "palm4msa") and factors in (None, 2):
-        two = palm_two_factor(W, budget, seed, effort, progress)
-        cands.extend(two)
-        if two and factors is None and method == "auto" and 3 * budget <= D * d:
-            # At RCG >= 3, three factors refitted from the best two-factor solution.
-            base = min(two, key=lambda c: c.error)
-            kw = wide_inner_dim(D, d, budget)
-            heavy = heavy_tailed(W)
-            if heavy and kw > base.result.factors[0].shape[1]:
-                # Heavy-tailed (trained) matrices: three factors from a wide inner dimension,
-                # which the short two-factor probes rank too low (see twofactor.heavy_tailed);
-                # its converged run replaces its probe, if there was one.
-                wide = two_factor_at(W, budget, kw, seed, effort)
-                if wide is not None:
-                    cands[:] = [c for c in cands if c.name != wide.name]
-                    cands.append(wide)
-                    base = wide
-            # Light-tailed matrices gain less from the third factor (1-3 % relative on the
-            # benchmark's Gaussian and trained-like ones): a third of the refit arithmetic.
-            flops = _FINAL_FLOPS if heavy else _FINAL_FLOPS / 3
-            c3 = split_three(W, base, budget, effort, flops)
-            if c3 is not None:
-                cands.append(c3)
+        three = factors is None and method == "auto" and 3 * budget <= D * d
+        cands.extend(_sparse_products(W, budget, seed, effort, progress, three))
     if method == "palm4msa" and factors not in (None, 2):
         cands.append(_palm_chain(W, budget, int(factors), effort))
     if method == "hierarchical" or (method == "auto" and factors is not None and factors >= 3):
@@ -185,6 +171,58 @@ def _candidates_for_budget(
         if J >= 2:
             cands.extend(_hierarchical(W, budget, J, effort, progress))
     return [c for c in cands if c.result.nnz <= budget]
+
+
+def _sparse_products(
+    W: np.ndarray, budget: int, seed: int, effort: float, progress: Progress, three: bool
+) -> list[_Candidate]:
+    """Two sparse factors (searched inner dimension) and, with ``three`` (RCG ≥ 3), three
+    refitted from the best of them. Progress runs once from 0 to the end over all stages."""
+    D, d = W.shape
+    large = is_large(W.shape)
+    search = large_two_factor if large else palm_two_factor
+    two = search(W, budget, seed, effort, _phase(progress, 0, 600 if three else 1000))
+    cands = list(two)
+    if not (two and three):
+        return cands
+    base = min(two, key=lambda c: c.error)
+    k = base.result.factors[0].shape[1]
+    if large:
+        # The three-factor refit only when ten of its sweeps fit a quarter of the budget.
+        flops = _LARGE_FLOPS * effort / 4
+        if 10 * 10.0 * D * k * d > flops:
+            return cands
+    else:
+        kw = wide_inner_dim(D, d, budget)
+        heavy = heavy_tailed(W)
+        if heavy and kw > k:
+            # Heavy-tailed (trained) matrices: three factors from a wide inner dimension,
+            # which the short two-factor probes rank too low (see twofactor.heavy_tailed);
+            # its converged run replaces its probe, if there was one.
+            wide = two_factor_at(W, budget, kw, seed, effort, _phase(progress, 600, 800))
+            if wide is not None:
+                cands = [c for c in cands if c.name != wide.name]
+                cands.append(wide)
+                base = wide
+        # Light-tailed matrices gain less from the third factor (1-3 % relative on the
+        # benchmark's Gaussian and trained-like ones): a third of the refit arithmetic.
+        flops = _FINAL_FLOPS if heavy else _FINAL_FLOPS / 3
+    c3 = split_three(W, base, budget, effort, flops, _phase(progress, 800, 1000))
+    if c3 is not None:
+        cands.append(c3)
+    return cands
+
+
+def _phase(progress: Progress, lo: int, hi: int) -> Progress:
+    """A stage's ``progress(done, total, message)`` mapped onto [lo, hi] of 1000 units."""
+    if progress is None:
+        return None
+
+    def report(done: int, total: int, message: str) -> None:
+        frac = min(done, total) / max(total, 1)
+        progress(lo + int((hi - lo) * frac), 1000, message)
+
+    return report
 
 
 def _palm_chain(W: np.ndarray, budget: int, J: int, effort: float) -> _Candidate:
@@ -260,7 +298,13 @@ def factorize(
     # The truncated-SVD baseline is a two-factor candidate (and bounds max_error searches).
     # With blocks it is also palm4MSA's starting point.
     use_svd = method == "auto" or (block is not None and method == "palm4msa")
-    svd = np.linalg.svd(W, full_matrices=False) if use_svd and factors in (None, 2) else None
+    use_svd = use_svd and factors in (None, 2)
+    if use_svd and max_error is None and is_large(W.shape):
+        # Only the ranks the candidates use: the baseline's (and, with blocks, the start's).
+        rank = math.floor(D * d / rcg + 1e-9) // (D + d)
+        svd = randomized_svd(W, max(rank, 1), seed)
+    else:
+        svd = np.linalg.svd(W, full_matrices=False) if use_svd else None
     make = (
         _candidates_for_budget if block is None else functools.partial(block_candidates, bh=block)
     )

@@ -132,6 +132,7 @@ def palm_two_factor(
     progress: Progress,
     bh: int | None = None,
     svd: tuple | None = None,
+    ladder: tuple[float, ...] | None = None,
 ) -> list[Candidate]:
     """Two sparse factors: a short run for a few inner dimensions, then the best one runs to
     convergence. The first iterations use a 1.5/Lipschitz step and light inertia (fast
@@ -151,7 +152,8 @@ def palm_two_factor(
     n_check = max(int(12 * effort), 2)
     total = n_probe * 4 + n_final
     done = 0
-    ladder = _BLOCK_LADDER if bh else _LADDER
+    full = _BLOCK_LADDER if bh else _LADDER
+    ladder = full if ladder is None else tuple(ladder)
     if bh and svd is None:
         svd = np.linalg.svd(W, full_matrices=False)
 
@@ -170,7 +172,7 @@ def palm_two_factor(
             return
         S0, S1 = _svd_init(W, k, rng, svd, c0, c1) if bh else _two_factor_init(D, d, k, rng)
         st = start_state(Wk, S0, S1)
-        run = [k, st, c0, c1, _SpectralNorm(seed)]
+        run = [k, st, c0, c1, _SpectralNorm(seed), density]
         # A probe far behind the best earlier one at the same sweep stops early.
         ref = [min(r[1].errors[: n_check + 1]) for r in runs.values() if len(r[1].errors) > n_check]
 
@@ -187,7 +189,9 @@ def palm_two_factor(
         k = _inner_dim(D, d, budget, ladder[i], bh)
         return runs[k][1].err if k in runs else math.inf
 
-    lo, hi = (1, 3) if bh else (ladder.index(0.3), ladder.index(0.2))
+    lo, hi = (_nearest(ladder, x) for x in ((0.75, 0.45) if bh else (0.3, 0.2)))
+    if lo == hi:
+        lo, hi = max(hi - 1, 0), min(lo + 1, len(ladder) - 1)
     launch(ladder[lo])
     launch(ladder[hi])
     if not runs:
@@ -200,7 +204,7 @@ def palm_two_factor(
         if err_at(i + step) >= err_at(i):
             break
         i += step
-    k, st, c0, c1, norms = min(runs.values(), key=lambda r: r[1].err)
+    k, st, c0, c1, norms, _ = min(runs.values(), key=lambda r: r[1].err)
     # Small problems converge slowly but iterate fast: give them up to 400 sweeps within a
     # fixed amount of arithmetic (_FINAL_FLOPS at effort 1, a few seconds of BLAS).
     flops = 10.0 * D * d * k
@@ -214,19 +218,20 @@ def palm_two_factor(
     accelerated_two_factor(Wk, st, c0, c1, n_final, 0.9, 3e-4, 1.3, norms, tick)
     out = []
     name = "palm4msa-2-block" if bh else "palm4msa-2"
-    for k, st, _c0, _c1, _n in runs.values():
+    for k, st, _c0, _c1, _n, density in runs.values():
         S0, S1 = st.S0.astype(np.float64), st.S1.astype(np.float64)
         lam = st.lam * w_norm
-        fm = FactorizedMatrix(
-            [S0, S1],
-            lam,
-            {"method": "palm4msa", "inner_dim": k, "iterations": st.iterations},
-            block=bh,
-        )
+        info = {"method": "palm4msa", "inner_dim": k, "iterations": st.iterations}
+        info["density"] = density
+        fm = FactorizedMatrix([S0, S1], lam, info, block=bh)
         # st.err was measured in float32 on W/‖W‖: recompute in float64 on W.
         err = float(np.linalg.norm(W - lam * (S0 @ S1))) / w_norm
         out.append(Candidate(f"{name}(k={k})", fm, err))
     return out
+
+
+def _nearest(ladder: tuple[float, ...], density: float) -> int:
+    return min(range(len(ladder)), key=lambda i: abs(math.log(ladder[i] / density)))
 
 
 # Share of the nonzero budget given to the middle factor of the three-factor candidate
@@ -235,7 +240,12 @@ _MIDDLE_SHARE = 0.1
 
 
 def split_three(
-    W: np.ndarray, cand: Candidate, budget: int, effort: float, flops: float = _FINAL_FLOPS
+    W: np.ndarray,
+    cand: Candidate,
+    budget: int,
+    effort: float,
+    flops: float = _FINAL_FLOPS,
+    progress: Progress = None,
 ) -> Candidate | None:
     """Three sparse factors from a two-factor solution ``λ S_0 S_1``: an identity is inserted
     between them (``S_0 · I · S_1``, the same product), the budget is re-split with
@@ -260,7 +270,14 @@ def split_three(
     # Sweeps within ``flops`` of arithmetic (a sweep costs about 10·D·k·d flops), at most
     # 150 (measured on the MLP layer: most of the gain is in the first 50-150).
     n_iter = min(int(150 * effort), max(int(flops * effort / (10.0 * D * k * d)), 10))
-    _, factors, lam = accelerated_multi_factor(Wk, start, cons, n_iter, norms=_SpectralNorm(0))
+
+    def tick(it: int) -> None:
+        if progress is not None:
+            progress(it, n_iter, "three factors")
+
+    _, factors, lam = accelerated_multi_factor(
+        Wk, start, cons, n_iter, norms=_SpectralNorm(0), callback=tick
+    )
     factors = [f.astype(np.float64) for f in factors]
     lam *= w_norm
     P = factors[0] @ factors[1] @ factors[2]
@@ -290,7 +307,9 @@ def wide_inner_dim(D: int, d: int, budget: int) -> int:
     return _inner_dim(D, d, budget, _WIDE_DENSITY)
 
 
-def two_factor_at(W: np.ndarray, budget: int, k: int, seed: int, effort: float) -> Candidate | None:
+def two_factor_at(
+    W: np.ndarray, budget: int, k: int, seed: int, effort: float, progress: Progress = None
+) -> Candidate | None:
     """Two sparse factors at a given inner dimension k: the schedule of the searched run's
     winner (2 × the probe sweeps, then the converging ones), at most 100·effort final sweeps."""
     D, d = W.shape
@@ -303,8 +322,14 @@ def two_factor_at(W: np.ndarray, budget: int, k: int, seed: int, effort: float) 
     st = start_state(Wk, S0, S1)
     c0, c1, norms = sp(n0), sp(n1), _SpectralNorm(seed)
     n_probe = max(int(20 * effort), 3)
-    accelerated_two_factor(Wk, st, c0, c1, 2 * n_probe, 0.8, 0.0, 1.5, norms)
-    accelerated_two_factor(Wk, st, c0, c1, max(int(100 * effort), 10), 0.9, 3e-4, 1.3, norms)
+    n_final = max(int(100 * effort), 10)
+
+    def tick(_: int) -> None:
+        if progress is not None:
+            progress(st.iterations, 2 * n_probe + n_final, f"inner dimension {k}")
+
+    accelerated_two_factor(Wk, st, c0, c1, 2 * n_probe, 0.8, 0.0, 1.5, norms, tick)
+    accelerated_two_factor(Wk, st, c0, c1, n_final, 0.9, 3e-4, 1.3, norms, tick)
     S0, S1 = st.S0.astype(np.float64), st.S1.astype(np.float64)
     lam = st.lam * w_norm
     fm = FactorizedMatrix(

@@ -143,6 +143,19 @@ def test_progress_callback_is_called() -> None:
     assert all(isinstance(m, str) and m for _, _, m in calls)
 
 
+def test_progress_reaches_the_end_only_after_the_three_factor_refit() -> None:
+    # The refit used to run after the bar had reached its total.
+    calls = []
+    W = trained_like(48, 96, seed=3)
+    F = factorize(W, rcg=4.0, effort=0.2, progress=lambda d, t, m: calls.append((d, t, m)))
+    assert F.info["candidates"] and any("palm4msa-3" in n for n in F.info["candidates"])
+    fractions = [d / t for d, t, _ in calls]
+    assert fractions == sorted(fractions), "progress went backwards"
+    refit = [i for i, (_, _, m) in enumerate(calls) if m == "three factors"]
+    assert refit, "the refit reported no progress"
+    assert all(fractions[i] < 1.0 for i in range(refit[-1] + 1))
+
+
 @pytest.mark.parametrize(
     ("W", "match"),
     [

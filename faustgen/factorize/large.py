@@ -1,0 +1,210 @@
+"""Two sparse factors for large matrices (network layers of millions of weights).
+
+The small-matrix search (:func:`.twofactor.palm_two_factor`) probes four or more inner
+dimensions for 20 sweeps each and runs the winner for 100 or more: at 25088×4096 that is
+hours, since one sweep costs a few D·d·k products. Here:
+
+* the inner dimension is chosen by the same ladder search on a seeded random submatrix of
+  about ``_SUB_ENTRIES`` entries (rows and columns sampled alike, same RCG): the winning
+  factor density transfers (measured on 2048×1024 Gaussian and heavy-tailed matrices: the
+  same ladder rung wins at scale 1, 1/2 and 1/4);
+* only densities whose full-size sweeps fit ``_MIN_SWEEPS`` times into the arithmetic budget
+  are probed, so the inner dimension is capped as the layer grows;
+* the full-size run uses the Gram form of the sweep (:class:`.engine._GramSweep`, two
+  D·d·k products per sweep instead of four) and as many sweeps as ``_LARGE_FLOPS · effort``
+  allows (between ``_MIN_SWEEPS`` and the small path's 100 · effort);
+* the truncated SVD (baseline and block start) is a randomized range finder with power
+  iterations in float32 (:func:`randomized_svd`), at the ranks actually used.
+
+Everything is seeded: a given seed reproduces the result bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from .engine import accelerated_two_factor, start_state
+from .palm4msa import _SpectralNorm
+from .projections import sp, spblock
+from .result import FactorizedMatrix
+from .twofactor import (
+    _BLOCK_LADDER,
+    _LADDER,
+    _WORK_DTYPE,
+    Candidate,
+    _inner_dim,
+    _split_blocks,
+    _split_budget,
+    _svd_init,
+    _two_factor_init,
+    palm_two_factor,
+)
+
+__all__ = ["is_large", "large_two_factor", "randomized_svd", "sweep_flops"]
+
+Progress = Callable[[int, int, str], None] | None
+
+# Matrices with at least this many entries take the large path (4096×1024 and 2048×2048 do;
+# every BENCHMARKS.md matrix and demo layer stays on the small path, unchanged).
+LARGE_ENTRIES = 1 << 22
+# Entries of the submatrix the inner dimension is searched on (about 1024×1024).
+_SUB_ENTRIES = 1 << 20
+# Arithmetic of the full-size run at effort 1: about 100 s of single-core float32 BLAS here.
+_LARGE_FLOPS = 1.0e13
+_MIN_SWEEPS = 15
+# Oversampling and power iterations of the randomized SVD.
+_OVERSAMPLE = 16
+_POWER_ITERS = 2
+
+
+def is_large(shape: tuple[int, int]) -> bool:
+    return shape[0] * shape[1] >= LARGE_ENTRIES
+
+
+def use_gram(D: int, d: int, k: int) -> bool:
+    """The Gram sweep (2·D·d·k + 2·(D+d)·k² multiply-adds) beats the dense one (4·D·d·k)
+    when k < D·d/(D + d); a margin keeps the dense one near the break-even point."""
+    return k < 0.8 * D * d / (D + d)
+
+
+def sweep_flops(D: int, d: int, k: int) -> float:
+    """Floating-point operations of one two-factor sweep (matmuls only)."""
+    if use_gram(D, d, k):
+        return 4.0 * D * d * k + 4.0 * (D + d) * k * k
+    return 8.0 * D * d * k
+
+
+def randomized_svd(W: np.ndarray, rank: int, seed: int) -> tuple:
+    """Rank-``rank`` truncated SVD by a randomized range finder (Halko, Martinsson & Tropp
+    2011, Alg. 4.4: ``_POWER_ITERS`` subspace iterations, QR-orthonormalized) in float32,
+    returned in float64 like ``np.linalg.svd``'s thin form. Its ``s`` has only ``rank``
+    values: tails must be taken against ‖W‖_F² (see :func:`svd_tail_error`)."""
+    D, d = W.shape
+    rank = min(rank, D, d)
+    ell = min(rank + _OVERSAMPLE, D, d)
+    A = W.astype(np.float32)
+    rng = np.random.default_rng(seed)
+    Q = np.linalg.qr(A @ rng.standard_normal((d, ell), dtype=np.float32))[0]
+    for _ in range(_POWER_ITERS):
+        Z = np.linalg.qr(A.T @ Q)[0]
+        Q = np.linalg.qr(A @ Z)[0]
+    B = (Q.T @ A).astype(np.float64)
+    Ub, s, Vt = np.linalg.svd(B, full_matrices=False)
+    U = Q.astype(np.float64) @ Ub[:, :rank]
+    return U, s[:rank], Vt[:rank]
+
+
+def svd_tail_error(s: np.ndarray, r: int, total: float) -> float:
+    """Relative error of the rank-r truncation, ``total`` = ‖W‖_F²: with a partial ``s``
+    (randomized SVD) the tail is what the first r values leave of the total."""
+    if total <= 0:
+        return 0.0
+    return math.sqrt(max(total - float(np.sum(s[:r] ** 2)), 0.0) / total)
+
+
+def _subsample(W: np.ndarray, budget: int, seed: int, bh: int | None) -> tuple:
+    D, d = W.shape
+    scale = math.sqrt(_SUB_ENTRIES / (D * d))
+    Ds = max(round(D * scale), bh or 1, 2)
+    ds = max(round(d * scale), 2)
+    rng = np.random.default_rng([seed, 1])
+    rows = np.sort(rng.choice(D, Ds, replace=False))
+    cols = np.sort(rng.choice(d, ds, replace=False))
+    sub_budget = max(int(budget * (Ds * ds) / (D * d)), bh or 1)
+    return np.ascontiguousarray(W[np.ix_(rows, cols)]), sub_budget
+
+
+def large_two_factor(
+    W: np.ndarray,
+    budget: int,
+    seed: int,
+    effort: float,
+    progress: Progress,
+    bh: int | None = None,
+    svd: tuple | None = None,
+) -> list[Candidate]:
+    """Two sparse (``bh``: block-sparse) factors of a large W within an arithmetic budget.
+
+    Returns one candidate, the full-size run; ``svd`` (possibly partial, see
+    :func:`randomized_svd`) is the block start and is computed here when needed."""
+    D, d = W.shape
+    flops = _LARGE_FLOPS * effort
+    ladder = _BLOCK_LADDER if bh else _LADDER
+    fits = [
+        x
+        for x in ladder
+        if sweep_flops(D, d, _inner_dim(D, d, budget, x, bh)) * _MIN_SWEEPS <= flops
+    ]
+    allowed = tuple(fits) or (ladder[0],)
+    total_sweeps = 100  # progress units: 20 for the submatrix search, the rest full size
+    if len(allowed) > 1:
+        Ws, sub_budget = _subsample(W, budget, seed, bh)
+
+        def sub_progress(done: int, total: int, msg: str) -> None:
+            if progress is not None:
+                progress(int(20 * done / max(total, 1)), total_sweeps, f"submatrix: {msg}")
+
+        sub = palm_two_factor(Ws, sub_budget, seed, effort, sub_progress, bh, ladder=allowed)
+        density = min(sub, key=lambda c: c.error).result.info["density"] if sub else allowed[0]
+    else:
+        density = allowed[0]
+    k = _inner_dim(D, d, budget, density, bh)
+    if bh:
+        n0, n1 = _split_blocks(budget, D, d, k, bh)
+        c0, c1 = spblock(n0, bh), spblock(n1, bh)
+    else:
+        n0, n1 = _split_budget(budget, D, d, k)
+        c0, c1 = sp(n0), sp(n1)
+    if n0 < 1 or n1 < 1:
+        return []
+    rng = np.random.default_rng(seed)
+    if bh:
+        if svd is None or len(svd[1]) < min(k, D, d):
+            svd = randomized_svd(W, min(k, D, d), seed)
+        S0, S1 = _svd_init(W, k, rng, svd, c0, c1)
+    else:
+        S0, S1 = _two_factor_init(D, d, k, rng)
+    w_norm = float(np.linalg.norm(W)) or 1.0
+    Wk = (W / w_norm).astype(_WORK_DTYPE)
+    st = start_state(Wk, S0, S1)
+    n_sweeps = int(min(max(flops / sweep_flops(D, d, k), _MIN_SWEEPS), 100 * effort))
+    n_sweeps = max(n_sweeps, 2)
+    n_fast = max(min(20, n_sweeps // 3), 1)  # the probes' fast support discovery first
+    gram = use_gram(D, d, k)
+    norms = _SpectralNorm(seed)
+
+    def tick(_: int) -> None:
+        if progress is not None:
+            done = 20 + int(80 * st.iterations / n_sweeps)
+            progress(min(done, total_sweeps), total_sweeps, f"inner dimension {k}")
+
+    accelerated_two_factor(Wk, st, c0, c1, n_fast, 0.8, 0.0, 1.5, norms, tick, gram=gram)
+    accelerated_two_factor(
+        Wk, st, c0, c1, n_sweeps - n_fast, 0.9, 3e-4, 1.3, norms, tick, gram=gram
+    )
+    del Wk
+    S0, S1 = st.S0.astype(np.float64), st.S1.astype(np.float64)
+    lam = st.lam * w_norm
+    info = {"method": "palm4msa", "inner_dim": k, "iterations": st.iterations}
+    info["density"] = density
+    fm = FactorizedMatrix([S0, S1], lam, info, block=bh)
+    name = "palm4msa-2-block" if bh else "palm4msa-2"
+    return [Candidate(f"{name}(k={k})", fm, product_error(W, st.S0, st.S1, st.lam * w_norm))]
+
+
+def product_error(W: np.ndarray, S0: np.ndarray, S1: np.ndarray, lam: float) -> float:
+    """‖W − λ S_0 S_1‖_F / ‖W‖_F, the product formed in float32 blocks of rows (no D×d
+    float64 temporary), the squares summed in float64."""
+    D = W.shape[0]
+    step = max(1, (1 << 22) // max(W.shape[1], 1))
+    S1f = S1.astype(np.float32)
+    acc = 0.0
+    for i in range(0, D, step):
+        R = (S0[i : i + step].astype(np.float32) @ S1f).astype(np.float64)
+        R *= -lam
+        R += W[i : i + step]
+        acc += float(np.vdot(R, R))
+    return math.sqrt(acc) / (float(np.linalg.norm(W)) or 1.0)
