@@ -42,7 +42,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 # torch is pinned to the CPU build (an unpinned torch pulls several GB of CUDA wheels).
-.venv/bin/python -m pip install -q -e '.[torch,dev]' 2>&1 | grep -v "^WARNING: Location" || true
+# ray (the cluster extra) lets the tests run --ray against a real local Ray.
+.venv/bin/python -m pip install -q -e '.[torch,dev,cluster]' 2>&1 | grep -v "^WARNING: Location" || true
 # The model zoo used by the tests and benchmarks (torchvision, timm). torchvision 0.28.0 is the
 # release for torch 2.13 but a CUDA build: --no-deps keeps it from pulling CUDA torch, and
 # faustgen.zoo.torchvision_models() makes it import on the CPU torch. timm likewise, with the

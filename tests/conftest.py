@@ -30,6 +30,16 @@ STRICT = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Builds under test keep their caches (compiled kernels, factorized layers) in a
+    temporary directory, never in the user's $FAUSTGEN_CACHE or ~/.cache/faustgen."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FAUSTGEN_CACHE", str(tmp_path_factory.mktemp("faustgen-cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def runtime_objects(tmp_path_factory) -> list[Path]:
     d = tmp_path_factory.mktemp("runtime")

@@ -8,13 +8,14 @@ factorized form would not be faster; every decision lands in the layer's report.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sps
 
-from faustgen.factorize import FactorizationError, factorize
+from faustgen.factorize.jobs import LayerJob, LayerOutcome, default_cache_dir, run_jobs
 from faustgen.ir import Graph, Node
 from faustgen.ops.base import prod
 from faustgen.ops.factorized import Factor, chain_dense
@@ -38,6 +39,9 @@ class FactorizePolicy:
     effort: float = 1.0
     cost: CostModel = field(default_factory=CostModel)
     progress: Callable[[str], None] | None = None
+    jobs: int | None = None  # local worker processes (None: one per core)
+    ray: str | None = None  # a Ray cluster address ("auto", "ray://host:port") instead
+    cache: bool = True  # reuse factorizations kept under $FAUSTGEN_CACHE
 
     @classmethod
     def default(cls, **kw) -> FactorizePolicy:
@@ -54,20 +58,60 @@ class FactorizePolicy:
 
 
 def factorize_weights(graph: Graph) -> Graph:
-    """The pipeline entry: a no-op unless the build put a policy in graph.meta."""
+    """The pipeline entry: a no-op unless the build put a policy in graph.meta.
+
+    Every layer's matrices are factorized in one batch of independent jobs (in parallel, see
+    :func:`faustgen.factorize.jobs.run_jobs`), then each layer is rewritten from its results.
+    """
     policy: FactorizePolicy | None = graph.meta.get("factorize")
     if policy is None:
         return graph
     g = graph.copy()
     layers = [n for n in g.nodes if n.op in ("Dense", "Conv")]
-    for i, node in enumerate(layers):
-        if policy.progress:
-            policy.progress(f"{i + 1}/{len(layers)} {node.name}")
-        rewritten = _factorize_node(g, node, policy)
+    plans = [(node, _plan(g, node, policy)) for node in layers]
+    jobs = [job for _, plan in plans if plan is not None for job in plan.jobs]
+    outcomes = iter(_run(jobs, policy))
+    for node, plan in plans:
+        if plan is None:
+            continue
+        results = [next(outcomes) for _ in plan.jobs]
+        rewritten = _rewrite(g, node, policy, plan, results)
         if rewritten is not None:
             g.nodes[g.nodes.index(node)] = rewritten
     g.prune_tensors()
     return g
+
+
+def _run(jobs: list[LayerJob], policy: FactorizePolicy) -> list[LayerOutcome]:
+    show = policy.progress
+    t0 = time.perf_counter()
+
+    def line(o: LayerOutcome, done: int, total: int) -> None:
+        if show is None:
+            return
+        shape = "x".join(map(str, o.shape))
+        if o.error is not None:
+            what = f"failed ({o.error})"
+        elif o.cached:
+            what = "from the cache"
+        else:
+            what = f"{o.seconds:.1f} s"
+        show(f"factorized [{done}/{total}] {o.name} ({shape}): {what}")
+
+    outcomes = run_jobs(
+        jobs,
+        n_jobs=policy.jobs,
+        ray_address=policy.ray,
+        cache_dir=default_cache_dir() if policy.cache else None,
+        progress=line,
+    )
+    if show is not None and jobs:
+        hits = sum(o.cached for o in outcomes)
+        show(
+            f"factorized {len(jobs)} matrices in {time.perf_counter() - t0:.1f} s "
+            f"({sum(o.seconds for o in outcomes):.1f} s of engine time, {hits} from the cache)"
+        )
+    return outcomes
 
 
 def _matches(node: Node, names: tuple[str, ...]) -> bool:
@@ -79,13 +123,18 @@ def _dense_report(node: Node, shape, reason: str, fault: bool = False) -> dict:
     return {"factorized": False, "reason": reason, "shape": list(shape), "fault": fault}
 
 
-def _run_engine(matrix: np.ndarray, policy: FactorizePolicy, block: int | None):
-    kw = {"factors": policy.factors, "seed": policy.seed, "effort": policy.effort}
-    if block:
-        kw["block"] = block
-    if policy.max_error is not None:
-        return factorize(matrix, max_error=policy.max_error, **kw)
-    return factorize(matrix, rcg=policy.rcg, **kw)
+def _job(name: str, matrix: np.ndarray, policy: FactorizePolicy, block: int | None) -> LayerJob:
+    target = {"max_error": policy.max_error} if policy.max_error is not None else {}
+    return LayerJob(
+        name,
+        matrix,
+        rcg=policy.rcg if policy.max_error is None else None,
+        factors=policy.factors,
+        block=block or None,
+        seed=policy.seed,
+        effort=policy.effort,
+        **target,
+    )
 
 
 def _factor_list(result, cost: CostModel, mode: str, count: int) -> list[Factor]:
@@ -98,7 +147,18 @@ def _factor_list(result, cost: CostModel, mode: str, count: int) -> list[Factor]
     return cost.choose_storages(mats, mode, count, budget)
 
 
-def _factorize_node(g: Graph, node: Node, policy: FactorizePolicy) -> Node | None:
+@dataclass
+class _Plan:
+    """A layer to factorize: its matrices (one per conv group) as engine jobs."""
+
+    jobs: list[LayerJob]
+    count: int  # columns the layer multiplies per call (output pixels for a conv)
+    mode: str  # "matvec" (fully connected) or "spmm" (convolution)
+    dense_time: float
+
+
+def _plan(g: Graph, node: Node, policy: FactorizePolicy) -> _Plan | None:
+    """The layer's jobs, or None (with the reason in its report) when it stays dense."""
     w = g.const(node.inputs[1])
     if w is None:
         return None
@@ -142,14 +202,27 @@ def _factorize_node(g: Graph, node: Node, policy: FactorizePolicy) -> Node | Non
         count = prod(g.tensors[node.inputs[0]].shape) // w.shape[0]
         mode, block = "matvec", policy.block
         dense_time = policy.cost.dense_matvec(*mats[0].shape, count)
+    names = [node.name] if len(mats) == 1 else [f"{node.name}[{i}]" for i in range(len(mats))]
+    jobs = [_job(n, m, policy, block) for n, m in zip(names, mats, strict=True)]
+    return _Plan(jobs, count, mode, dense_time)
+
+
+def _rewrite(
+    g: Graph, node: Node, policy: FactorizePolicy, plan: _Plan, outcomes: list[LayerOutcome]
+) -> Node | None:
+    """The factorized node from the layer's results, or None (the reason in its report)."""
+    w = g.const(node.inputs[1])
+    is_conv = node.op == "Conv"
+    shape = w.shape
+    mats = [job.matrix for job in plan.jobs]
+    count, mode, dense_time = plan.count, plan.mode, plan.dense_time
     chains, errors = [], []
-    for m in mats:
-        try:
-            result = _run_engine(m, policy, block)
-        except FactorizationError as e:
-            node.attrs["factorization"] = _dense_report(node, shape, f"kept dense: {e}", True)
+    for m, outcome in zip(mats, outcomes, strict=True):
+        if outcome.result is None:
+            reason = f"kept dense: {outcome.error}"
+            node.attrs["factorization"] = _dense_report(node, shape, reason, True)
             return None
-        factors = _factor_list(result, policy.cost, mode, count)
+        factors = _factor_list(outcome.result, policy.cost, mode, count)
         approx = chain_dense(factors)
         if not np.all(np.isfinite(approx)):
             node.attrs["factorization"] = _dense_report(
