@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .hierarchical import hierarchical
-from .large import is_large, large_two_factor, svd_tail_error
+from .large import is_large, large_two_factor, partial_svd_error
 from .palm4msa import chain_shapes, palm4msa
 from .projections import Constraint, block_energy, proj_spblock, spblock
 from .result import FactorizationError, FactorizedMatrix
@@ -69,7 +69,7 @@ def block_svd(W: np.ndarray, budget: int, bh: int, svd: tuple) -> Candidate | No
         [U[:, :r] * root, root[:, None] * Vt[:r]], 1.0, {"method": "svd"}, block=bh
     )
     if len(s) < min(W.shape):  # a partial (randomized) SVD
-        err = svd_tail_error(s, r, float(np.vdot(W, W)))
+        err = partial_svd_error(W, svd, r)
     else:
         err = float(np.sqrt(np.sum(s[r:] ** 2) / max(float(np.sum(s**2)), 1e-300)))
     return Candidate(f"svd-block(r={r})", fm, err)

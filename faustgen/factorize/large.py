@@ -43,7 +43,13 @@ from .twofactor import (
     palm_two_factor,
 )
 
-__all__ = ["is_large", "large_two_factor", "randomized_svd", "sweep_flops"]
+__all__ = [
+    "is_large",
+    "large_two_factor",
+    "partial_svd_error",
+    "randomized_svd",
+    "sweep_flops",
+]
 
 Progress = Callable[[int, int, str], None] | None
 
@@ -79,22 +85,21 @@ def sweep_flops(D: int, d: int, k: int) -> float:
 
 def randomized_svd(W: np.ndarray, rank: int, seed: int) -> tuple:
     """Rank-``rank`` truncated SVD by a randomized range finder (Halko, Martinsson & Tropp
-    2011, Alg. 4.4: ``_POWER_ITERS`` subspace iterations, QR-orthonormalized) in float32,
-    returned in float64 like ``np.linalg.svd``'s thin form. Its ``s`` has only ``rank``
-    values: tails must be taken against ‖W‖_F² (see :func:`svd_tail_error`)."""
+    2011, Alg. 4.4: ``_POWER_ITERS`` subspace iterations, QR-orthonormalized), in the thin
+    form of ``np.linalg.svd``. Its ``s`` has only ``rank`` values: errors are taken against
+    ‖W‖_F² (see :func:`partial_svd_error`). Float64 throughout (about twice the float32
+    time, a few seconds at 25088×4096), so that an exactly low-rank W is recognised as such.
+    """
     D, d = W.shape
     rank = min(rank, D, d)
     ell = min(rank + _OVERSAMPLE, D, d)
-    A = W.astype(np.float32)
     rng = np.random.default_rng(seed)
-    Q = np.linalg.qr(A @ rng.standard_normal((d, ell), dtype=np.float32))[0]
+    Q = np.linalg.qr(W @ rng.standard_normal((d, ell)))[0]
     for _ in range(_POWER_ITERS):
-        Z = np.linalg.qr(A.T @ Q)[0]
-        Q = np.linalg.qr(A @ Z)[0]
-    B = (Q.T @ A).astype(np.float64)
-    Ub, s, Vt = np.linalg.svd(B, full_matrices=False)
-    U = Q.astype(np.float64) @ Ub[:, :rank]
-    return U, s[:rank], Vt[:rank]
+        Z = np.linalg.qr(W.T @ Q)[0]
+        Q = np.linalg.qr(W @ Z)[0]
+    Ub, s, Vt = np.linalg.svd(Q.T @ W, full_matrices=False)
+    return Q @ Ub[:, :rank], s[:rank], Vt[:rank]
 
 
 def svd_tail_error(s: np.ndarray, r: int, total: float) -> float:
@@ -103,6 +108,16 @@ def svd_tail_error(s: np.ndarray, r: int, total: float) -> float:
     if total <= 0:
         return 0.0
     return math.sqrt(max(total - float(np.sum(s[:r] ** 2)), 0.0) / total)
+
+
+def partial_svd_error(W: np.ndarray, svd: tuple, r: int) -> float:
+    """Relative error of the rank-r truncation from a partial SVD. The tail formula loses
+    the digits of a tiny error (‖W‖² − Σs² cancels): below 1e-6 the residual is formed."""
+    U, s, Vt = svd
+    err = svd_tail_error(s, r, float(np.vdot(W, W)))
+    if err < 1e-6:
+        err = product_error(W, U[:, :r] * s[:r], Vt[:r], 1.0, np.float64)
+    return err
 
 
 def _subsample(W: np.ndarray, budget: int, seed: int, bh: int | None) -> tuple:
@@ -195,15 +210,17 @@ def large_two_factor(
     return [Candidate(f"{name}(k={k})", fm, product_error(W, st.S0, st.S1, st.lam * w_norm))]
 
 
-def product_error(W: np.ndarray, S0: np.ndarray, S1: np.ndarray, lam: float) -> float:
-    """‖W − λ S_0 S_1‖_F / ‖W‖_F, the product formed in float32 blocks of rows (no D×d
-    float64 temporary), the squares summed in float64."""
+def product_error(
+    W: np.ndarray, S0: np.ndarray, S1: np.ndarray, lam: float, dtype: type = np.float32
+) -> float:
+    """‖W − λ S_0 S_1‖_F / ‖W‖_F, the product formed in ``dtype`` blocks of rows (no D×d
+    temporary), the squares summed in float64."""
     D = W.shape[0]
     step = max(1, (1 << 22) // max(W.shape[1], 1))
-    S1f = S1.astype(np.float32)
+    S1f = S1.astype(dtype)
     acc = 0.0
     for i in range(0, D, step):
-        R = (S0[i : i + step].astype(np.float32) @ S1f).astype(np.float64)
+        R = (S0[i : i + step].astype(dtype) @ S1f).astype(np.float64)
         R *= -lam
         R += W[i : i + step]
         acc += float(np.vdot(R, R))

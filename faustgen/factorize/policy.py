@@ -38,7 +38,7 @@ import numpy as np
 from .blocked import block_candidates
 from .butterfly import _log2_exact, butterfly, butterfly_nnz
 from .hierarchical import default_hierarchical_constraints, hadamard_constraints, hierarchical
-from .large import _LARGE_FLOPS, is_large, large_two_factor, randomized_svd, svd_tail_error
+from .large import _LARGE_FLOPS, is_large, large_two_factor, partial_svd_error, randomized_svd
 from .palm4msa import _as_matrix, chain_shapes
 from .projections import proj_sp, sp
 from .result import FactorizationError, FactorizedMatrix
@@ -76,8 +76,8 @@ def _svd(W: np.ndarray, budget: int, svd: tuple) -> _Candidate | None:
         return None
     root = np.sqrt(s[:r])
     fm = FactorizedMatrix([U[:, :r] * root, root[:, None] * Vt[:r]], 1.0, {"method": "svd"})
-    if len(s) < min(D, d):  # a partial (randomized) SVD: the tail is what ‖W‖² leaves
-        err = svd_tail_error(s, r, float(np.vdot(W, W)))
+    if len(s) < min(D, d):  # a partial (randomized) SVD
+        err = partial_svd_error(W, svd, r)
     else:
         tail = float(np.sum(s[r:] ** 2))
         err = math.sqrt(tail / max(float(np.sum(s**2)), 1e-300))
