@@ -60,6 +60,9 @@ class BuildOptions:
     seed: int = 0
     progress: bool = False
     max_params: int = 50_000_000
+    jobs: int | None = None  # factorization processes (None: one per core)
+    ray: str | None = None  # a Ray cluster address for the factorization jobs instead
+    cache: bool = True  # reuse factorized layers cached under $FAUSTGEN_CACHE
 
 
 @dataclass
@@ -169,7 +172,10 @@ def _factorized(
         block=None if opts.unstructured else 16,
         seed=opts.seed,
         cost=CostModel.from_target(dict(target.cost)),
-        progress=None if progress is None else lambda m: progress(f"factorizing layer {m}"),
+        progress=progress,
+        jobs=opts.jobs,
+        ray=opts.ray,
+        cache=opts.cache,
     )
     g = imported.copy()
     g.meta["factorize"] = policy

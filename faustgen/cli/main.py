@@ -108,6 +108,20 @@ def _parser() -> argparse.ArgumentParser:
         help="fine-tune the factors on --calib to match the dense outputs",
     )
     f.add_argument("--seed", type=int, default=0)
+    where = f.add_mutually_exclusive_group()
+    where.add_argument(
+        "--jobs", type=int, help="factorize layers in N local processes (default: one per core)"
+    )
+    where.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="factorize layers on a Ray cluster: auto, or ray://HOST:PORT (faustgen[cluster])",
+    )
+    f.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="refactorize every layer (default: reuse layers cached in $FAUSTGEN_CACHE)",
+    )
 
     r = sub.add_parser("run", help="run a built model on inputs from a .npy file")
     r.add_argument("out", help="bundle directory written by 'faustgen build'")
@@ -186,7 +200,7 @@ def _save_npy(path: str, y: np.ndarray) -> None:
 
 
 def cmd_build(args) -> int:
-    for flag in ("rcg", "max_error", "factors", "min_size", "finetune"):
+    for flag in ("rcg", "max_error", "factors", "min_size", "finetune", "jobs"):
         value = getattr(args, flag)
         if value is not None and value <= 0 and flag != "finetune":
             raise FaustgenError(f"--{flag.replace('_', '-')} must be positive")
@@ -211,6 +225,9 @@ def cmd_build(args) -> int:
         seed=args.seed,
         progress=True,  # lines on a terminal; rate-limited in logs (faustgen.progress)
         max_params=args.max_params,
+        jobs=args.jobs,
+        ray=args.ray,
+        cache=not args.no_cache,
     )
     result = build_bundle(args.model, args.out, opts)
     for m in result.messages:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +141,7 @@ def run_jobs(
     ray_address: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: Callable[[LayerOutcome, int, int], None] | None = None,
-    parallel_entries: int = PARALLEL_ENTRIES,
+    parallel_entries: int | None = None,
 ) -> list[LayerOutcome]:
     """Run ``jobs`` and return their outcomes in order.
 
@@ -149,8 +149,12 @@ def run_jobs(
     or Ray tasks when ``ray_address`` is given (``"auto"``, ``"local"`` or
     ``"ray://host:port"``). ``cache_dir`` (None: no cache) answers jobs seen before.
     ``progress(outcome, done, total)`` is called as each job finishes, cache hits first.
-    Jobs of fewer than ``parallel_entries`` matrix entries in all run in this process.
+    Jobs of fewer than ``parallel_entries`` (default :data:`PARALLEL_ENTRIES`) matrix
+    entries in all run in this process. Raises :class:`FactorizationError` when Ray is
+    asked for and missing or unreachable.
     """
+    if parallel_entries is None:
+        parallel_entries = PARALLEL_ENTRIES
     cache = Path(cache_dir) / "factorize" if cache_dir is not None else None
     outcomes: list[LayerOutcome | None] = [None] * len(jobs)
     keys = [job.key() for job in jobs] if cache is not None else [None] * len(jobs)
@@ -193,8 +197,11 @@ def _run_local(jobs: Sequence[LayerJob], pending: list[int], n_jobs: int, record
     # Largest first, so the longest job does not start last.
     order = sorted(pending, key=lambda i: -jobs[i].matrix.size)
     workers = min(n_jobs, len(order))
-    # spawn: a fresh interpreter per worker, nothing inherited from a threaded parent.
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    # fork where there is one: spawn re-runs the caller's main script in every worker, which
+    # a script calling the compiler without an ``if __name__ == "__main__"`` guard does not
+    # survive. The workers only run numpy/scipy on the pickled job.
+    method = "fork" if "fork" in get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(workers, mp_context=get_context(method)) as pool:
         running = {pool.submit(run_job, jobs[i]): i for i in order}
         while running:
             finished, _ = wait(running, return_when=FIRST_COMPLETED)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sps
 
+from faustgen.errors import FaustgenError
+from faustgen.factorize import FactorizationError
 from faustgen.factorize.jobs import LayerJob, LayerOutcome, default_cache_dir, run_jobs
 from faustgen.ir import Graph, Node
 from faustgen.ops.base import prod
@@ -96,15 +98,18 @@ def _run(jobs: list[LayerJob], policy: FactorizePolicy) -> list[LayerOutcome]:
             what = "from the cache"
         else:
             what = f"{o.seconds:.1f} s"
-        show(f"factorized [{done}/{total}] {o.name} ({shape}): {what}")
+        show(f"factorizing: {done}/{total} done ({o.name} {shape}: {what})")
 
-    outcomes = run_jobs(
-        jobs,
-        n_jobs=policy.jobs,
-        ray_address=policy.ray,
-        cache_dir=default_cache_dir() if policy.cache else None,
-        progress=line,
-    )
+    try:
+        outcomes = run_jobs(
+            jobs,
+            n_jobs=policy.jobs,
+            ray_address=policy.ray,
+            cache_dir=default_cache_dir() if policy.cache else None,
+            progress=line,
+        )
+    except FactorizationError as e:  # Ray missing or unreachable
+        raise FaustgenError(str(e)) from None
     if show is not None and jobs:
         hits = sum(o.cached for o in outcomes)
         show(
