@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from faustgen.compiler import BuildOptions, build_bundle
 from faustgen.cli import main
+from faustgen.compiler import BuildOptions, build_bundle
 from faustgen.factorize import jobs as jobs_module
 
 torch = pytest.importorskip("torch")
