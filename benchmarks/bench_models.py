@@ -1,13 +1,19 @@
 """Generated C vs onnxruntime at batch 1, one thread, on the models of ../shared/BENCHMARKS.md.
 
-Rows: MLP 784-300-100-10, LeNet-5 (28x28) and a single 1024x1024 fully connected layer.
-Columns: onnxruntime (1 thread), faustgen dense C for the `host` target (-O3 -march=native),
-dense C for the portable `x86_64` target (-O3, SSE2), and factorized C (RCG 4 for the
-networks, RCG 8 for the 1024 layer, 16x1 block-sparse factors). Every contender is timed
-through its Python API in the same loop, rounds interleaved; also the time inside the C
-harness (no Python call overhead).
+Demo rows (--models demo): MLP 784-300-100-10, LeNet-5 (28x28) and a single 1024x1024
+fully connected layer. Columns: onnxruntime (1 thread), faustgen dense C for the `host`
+target (-O3 -march=native), dense C for the portable `x86_64` target (-O3, SSE2), and
+factorized C (RCG 4 for the networks, RCG 8 for the 1024 layer, 16x1 block-sparse
+factors). Every contender is timed through its Python API in the same loop, rounds
+interleaved; also the time inside the C harness (no Python call overhead).
 
-    .venv/bin/python benchmarks/bench_models.py [--repeat 300] [--json]
+CNN rows (--models cnn): torchvision resnet18, mobilenet_v2, efficientnet_b0 and
+squeezenet1_1 at 1x3x224x224 (random weights, BatchNorm statistics randomized),
+onnxruntime against dense C for `host`, interleaved as above, both as wall time and as
+the calling thread's CPU time (time.thread_time: on a shared machine the time other
+processes take is left out). benchmarks/bench_conv_layers.py gives the per-layer table.
+
+    .venv/bin/python benchmarks/bench_models.py [--models demo,cnn] [--repeat 300] [--json]
 """
 
 from __future__ import annotations
@@ -91,16 +97,62 @@ def bench(repeat: int, rounds: int) -> list[dict]:
     return rows
 
 
+CNNS = ["resnet18", "mobilenet_v2", "efficientnet_b0", "squeezenet1_1"]
+
+
+def bench_cnn(names: list[str], repeat: int, rounds: int) -> list[dict]:
+    import time
+
+    from bench_conv_layers import cnn_onnx
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="faustgen-bench-") as t:
+        tmp = Path(t)
+        for name in names:
+            path, x = cnn_onnx(name, tmp)
+            c = CompiledModel(build_bundle(path, tmp / name, BuildOptions(dense=True)).out_dir)
+            contenders = {
+                "onnxruntime": ort_runner(path, x, c.input_shape, c.batch_symbolic),
+                "dense C (host)": lambda c=c, x=x: c.predict(x),
+            }
+            wall = interleaved(contenders, repeat=repeat, rounds=rounds, warmup=3)
+            cpu = interleaved(
+                contenders, repeat=repeat, rounds=rounds, clock=time.thread_time, warmup=3
+            )
+            rows.append({"model": name, "us": wall, "cpu_us": cpu})
+    return rows
+
+
+def print_cnn(rows: list[dict]) -> None:
+    cols = ["model", "onnxruntime ms", "dense C ms", "× ORT", "ORT CPU ms", "dense C CPU ms"]
+    print("\n| " + " | ".join([*cols, "× ORT (CPU)"]) + " |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        o, d = r["us"]["onnxruntime"], r["us"]["dense C (host)"]
+        oc, dc = r["cpu_us"]["onnxruntime"], r["cpu_us"]["dense C (host)"]
+        print(
+            f"| {r['model']} | {o / 1e3:.2f} | {d / 1e3:.2f} | {d / o:.2f} | "
+            f"{oc / 1e3:.2f} | {dc / 1e3:.2f} | {dc / oc:.2f} |"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--models", default="demo", help="demo, cnn or demo,cnn")
+    ap.add_argument("--cnn-repeat", type=int, default=20)
+    ap.add_argument("--cnns", default=",".join(CNNS))
     a = ap.parse_args()
-    rows = bench(a.repeat, a.rounds)
+    which = a.models.split(",")
+    rows = bench(a.repeat, a.rounds) if "demo" in which else []
+    cnn = bench_cnn(a.cnns.split(","), a.cnn_repeat, a.rounds) if "cnn" in which else []
     if a.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"demo": rows, "cnn": cnn}, indent=2))
         return
+    if cnn:
+        print_cnn(cnn)
     for r in rows:
         ort = r["us"]["onnxruntime"]
         print(f"\n{r['model']} (batch 1, one thread; factorized model RCG {r['rcg']:.2f})")

@@ -1,6 +1,9 @@
 /* fg_conv.c - convolution (C99, no heap, no stdio).
  *
- * fg_conv, per group:
+ * fg_conv, per group, with AVX-512 (FG_CONV_PGEMM): the packed-panel GEMM of
+ * fg_convgemm.c on the input (pointwise), on the row matrix below (vertical
+ * stride 1) or on the im2col matrix. Otherwise (the plain-C path, as fast as
+ * the packed GEMM's plain-C micro-kernel with SSE2, measured):
  *   - vertical stride 1 (most convolutions): the row-shifted direct path
  *     below; a small "row matrix" (the im2col of the height-1 convolution,
  *     about kh times smaller than the im2col matrix) is built in the scratch
@@ -12,7 +15,9 @@
  *   Bias and activation are fused into the tile epilogues. Both paths compute
  *   each output as acc = sum of the taps in packed-column order (c, z, y, x),
  *   then act(acc + bias).
- * fg_conv_depthwise: direct form; each output row is initialized with the bias
+ * fg_conv_depthwise, AVX-512 (strides 1 and 2 along W): blocks of 16 outputs
+ * of a row accumulate every tap in a register before one store (fg_dw_avx512).
+ * Otherwise: direct form; each output row is initialized with the bias
  * and then updated tap after tap with an axpy over the output row (contiguous
  * input when the stride is 1), in fixed blocks of FG_CB columns that the
  * compiler vectorizes at -O2. Summation order per output: bias, then the taps
@@ -24,6 +29,7 @@
 
 #include "fg_kernel.h"
 #include "fg_runtime.h"
+
 
 /* gcc -O3 unroll-and-jams the tap loop of the tiles (two taps per iteration:
  * twice the broadcasts, accumulators spilled; 10-15% slower with SSE2 and on
@@ -63,6 +69,20 @@
 #endif
 #endif
 
+/* fg_conv through the packed-panel GEMM (fg_convgemm.c): with AVX-512, whose
+ * micro-kernel it is written for; -DFG_CONV_PGEMM=1 selects it with the
+ * plain-C micro-kernel elsewhere (tests). */
+#if !defined(FG_CONV_PGEMM)
+#if defined(__AVX512F__)
+#define FG_CONV_PGEMM 1
+#else
+#define FG_CONV_PGEMM 0
+#endif
+#endif
+
+/* most filter rows (kd * kh) of the AVX-512 depthwise kernel */
+#define FG_DW_MAXROWS 64
+
 /* columns per fixed-size block of the depthwise row updates */
 #define FG_CB 16
 
@@ -73,12 +93,19 @@ static int fg_conv_is_pointwise(const fg_conv_shape *s)
            s->OW == s->W;
 }
 
-size_t fg_conv_scratch(const fg_conv_shape *s)
+/* floats of the im2col matrix of one group (0 when pointwise) */
+static size_t fg_conv_cols(const fg_conv_shape *s)
 {
     if (fg_conv_is_pointwise(s))
         return 0;
     return (size_t)(s->C / s->group) * (size_t)s->kd * (size_t)s->kh * (size_t)s->kw *
            (size_t)s->OD * (size_t)s->OH * (size_t)s->OW;
+}
+
+size_t fg_conv_scratch(const fg_conv_shape *s)
+{
+    const size_t R = (size_t)(s->C / s->group) * (size_t)s->kd * (size_t)s->kh * (size_t)s->kw;
+    return fg_conv_cols(s) + R * FG_CONV_PANEL_MAX;
 }
 
 /* floor(a / b) for b > 0 */
@@ -182,6 +209,27 @@ FG_INLINE void fg_zero8(float *o)
 
 /* nr rows of OW floats at o (row stride OW): o[ow] = xs[(ow - lo)*sw] for ow in
  * [lo, hi) and 0 elsewhere, xs advancing by ldx per row. */
+/* o[i] = xs[2*i] for i < n (the stride-2 rows of im2col and of the row
+ * matrix); with AVX-512, 16 at a time from two masked loads (only elements
+ * up to xs[2*(n-1)] are read) and a deinterleave */
+FG_INLINE void fg_gather2(float *restrict o, const float *restrict xs, int n)
+{
+    int i = 0;
+#if defined(__AVX512F__)
+    const __m512i even =
+        _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    for (; i + 16 <= n; i += 16) {
+        const int left = 2 * (n - 1 - i) + 1; /* readable floats from xs + 2i */
+        const __mmask16 mhi = (__mmask16)(left >= 32 ? 0xFFFF : (1u << (left - 16)) - 1u);
+        const __m512 a = _mm512_loadu_ps(xs + 2 * i);
+        const __m512 b = _mm512_maskz_loadu_ps(mhi, xs + 2 * i + 16);
+        _mm512_storeu_ps(o + i, _mm512_permutex2var_ps(a, even, b));
+    }
+#endif
+    for (; i < n; ++i)
+        o[i] = xs[2 * i];
+}
+
 static void fg_rows_copy(float *restrict o, const float *restrict xs, size_t ldx, int nr,
                          int OW, int lo, int hi, int sw)
 {
@@ -192,6 +240,8 @@ static void fg_rows_copy(float *restrict o, const float *restrict xs, size_t ldx
             o[i] = 0.0f;
         if (sw == 1) {
             fg_copy_short(o + lo, xs, n);
+        } else if (sw == 2) {
+            fg_gather2(o + lo, xs, n);
         } else {
             for (i = 0; i < n; ++i)
                 o[lo + i] = xs[(ptrdiff_t)i * sw];
@@ -342,14 +392,10 @@ void fg_im2col(const fg_conv_shape *s, const float *x, float *cols)
 
 typedef float fg_cacc[FG_CROWS][FG_CV][FG_VL];
 
-/* Geometry of the row matrix as seen by the tile. */
-typedef struct {
-    int ncz;       /* (C/group) * kd: outer tap loop           */
-    int kh, kw;    /* inner tap loops                          */
-    size_t czstep; /* floats between consecutive (c, z) blocks */
-    size_t ystep;  /* dh * OW: shift of one filter row         */
-    size_t xstep;  /* Hp * OW: one x tap (one row-matrix row)  */
-} fg_rowmat;
+/* Geometry of the row matrix as seen by the tile (fg_taps, fg_kernel.h):
+ * ncz = (C/group) * kd, czstep = kw * xstep, ystep = dh * OW (the shift of
+ * one filter row), xstep = Hp * OW (one row-matrix row). */
+typedef fg_taps fg_rowmat;
 
 /* c[i][v] = sum over taps t of a[t*FG_MBLOCK + i] * b[offset(t) + v*FG_VL + 0..FG_VL)
  * for i < rows, v < nv (rows = 2 or 4 and nv are compile-time constants). */
@@ -524,7 +570,7 @@ static size_t fg_rowmat_floats(const fg_conv_shape *s)
     (void)n;
     return 0;
 #else
-    if (s->sh != 1 || (size_t)s->OH * (size_t)s->OW < FG_VL || n > fg_conv_scratch(s))
+    if (s->sh != 1 || (size_t)s->OH * (size_t)s->OW < FG_VL || n > fg_conv_cols(s))
         return 0;
     return n;
 #endif
@@ -635,6 +681,68 @@ static void fg_conv_rows(const fg_conv_shape *s, const float *x, float *y, const
     }
 }
 
+/* fg_conv_pgemm reads the row matrix (vertical stride 1, which fits in the
+ * im2col part of the scratch unless dh > OD*OH), not the im2col matrix */
+static int fg_pgemm_rowpath(const fg_conv_shape *s)
+{
+    const size_t Hp = (size_t)s->OH + (size_t)(s->kh - 1) * (size_t)s->dh;
+    const size_t n = (size_t)(s->C / s->group) * (size_t)s->kd * (size_t)s->kw * Hp * (size_t)s->OW;
+    return !fg_conv_is_pointwise(s) && s->sh == 1 && n <= fg_conv_cols(s);
+}
+
+/* fg_conv through fg_pgemm: the patch matrix of each group is the input
+ * itself (pointwise), the row matrix of each output plane (vertical stride 1),
+ * or the im2col matrix, and its panels are packed after the scratch's first
+ * fg_conv_cols(s) floats. */
+static void fg_conv_pgemm(const fg_conv_shape *s, const float *x, float *y, const float *wp,
+                          const float *bias, int act, float a, float b, float *scratch)
+{
+    const int G = s->group;
+    const int Cg = s->C / G;
+    const int Kg = s->K / G;
+    const int R = Cg * s->kd * s->kh * s->kw;
+    const int N = s->OH * s->OW;
+    const size_t S = (size_t)s->OD * (size_t)N;
+    const size_t in_group = (size_t)Cg * (size_t)s->D * (size_t)s->H * (size_t)s->W;
+    const size_t w_group = (size_t)((Kg + FG_MBLOCK - 1) / FG_MBLOCK) * FG_MBLOCK * (size_t)R;
+    const int pointwise = fg_conv_is_pointwise(s);
+    const int Hp = s->OH + (s->kh - 1) * s->dh;
+    const int rowpath = fg_pgemm_rowpath(s);
+    float *panel = scratch + fg_conv_cols(s);
+    fg_taps t;
+    int g, od;
+    if (rowpath) {
+        t.ncz = Cg * s->kd;
+        t.kh = s->kh;
+        t.kw = s->kw;
+        t.xstep = (size_t)Hp * (size_t)s->OW;
+        t.czstep = (size_t)s->kw * t.xstep;
+        t.ystep = (size_t)s->dh * (size_t)s->OW;
+    } else {
+        t.ncz = R;
+        t.kh = t.kw = 1;
+        t.czstep = S;
+        t.ystep = t.xstep = 0;
+    }
+    for (g = 0; g < G; ++g) {
+        const float *xg = x + (size_t)g * in_group;
+        const float *wg = wp + (size_t)g * w_group;
+        float *yg = y + (size_t)g * (size_t)Kg * S;
+        const float *bg = bias ? bias + (size_t)g * (size_t)Kg : NULL;
+        if (rowpath) {
+            for (od = 0; od < s->OD; ++od) {
+                fg_rowmat_build(s, xg, od, Hp, scratch);
+                fg_pgemm(wg, scratch, &t, Kg, N, yg + (size_t)od * (size_t)N, S, bg, act, a, b,
+                         panel);
+            }
+            continue;
+        }
+        if (!pointwise)
+            fg_im2col(s, xg, scratch);
+        fg_pgemm(wg, pointwise ? xg : scratch, &t, Kg, (int)S, yg, S, bg, act, a, b, panel);
+    }
+}
+
 void fg_conv(const fg_conv_shape *s, const float *x, float *y, const float *wp, const float *bias,
              int act, float a, float b, float *scratch)
 {
@@ -650,6 +758,10 @@ void fg_conv(const fg_conv_shape *s, const float *x, float *y, const float *wp, 
     int g;
     if (S == 0 || Kg <= 0)
         return;
+    if (FG_CONV_PGEMM) {
+        fg_conv_pgemm(s, x, y, wp, bias, act, a, b, scratch);
+        return;
+    }
     for (g = 0; g < G; ++g) {
         const float *xg = x + (size_t)g * in_group;
         const float *B = xg;
@@ -667,31 +779,30 @@ void fg_conv(const fg_conv_shape *s, const float *x, float *y, const float *wp, 
     }
 }
 
-/* y[0..n) = act(y[0..n)) */
-static void fg_act_row(float *y, int n, int act, float a, float b)
+const char *fg_conv_algorithm(const fg_conv_shape *s, int depthwise)
 {
-    int i;
-    switch (act) {
-    case FG_ACT_RELU:
-        for (i = 0; i < n; ++i)
-            y[i] = y[i] < 0.0f ? 0.0f : y[i];
-        break;
-    case FG_ACT_LEAKY:
-        for (i = 0; i < n; ++i) {
-            const float t = a * y[i];
-            y[i] = y[i] >= 0.0f ? y[i] : t;
-        }
-        break;
-    case FG_ACT_CLIP:
-        for (i = 0; i < n; ++i) {
-            const float t = y[i] < a ? a : y[i];
-            y[i] = t > b ? b : t;
-        }
-        break;
-    default:
-        break;
+    const int pointwise = fg_conv_is_pointwise(s);
+    if (depthwise) {
+#if defined(__AVX512F__)
+        if (s->sw <= 2 && s->kd * s->kh <= FG_DW_MAXROWS)
+            return "depthwise, 16-wide register blocks (AVX-512)";
+#endif
+        return "depthwise, row axpy";
     }
+    if (FG_CONV_PGEMM) {
+        if (pointwise)
+            return "packed GEMM on the input (1x1 direct)";
+        if (fg_pgemm_rowpath(s))
+            return "packed GEMM on the row matrix";
+        return "packed GEMM on im2col";
+    }
+    if (pointwise)
+        return "GEMM on the input (1x1 direct)";
+    if (fg_rowmat_floats(s) > 0)
+        return "row-shifted direct tiles";
+    return "im2col + GEMM";
 }
+
 
 /* o[ow] += w * xr[ow*sw + off] for ow in [lo, hi), all taps inside xr */
 static void fg_row_axpy(float *restrict o, const float *restrict xr, float w, int lo, int hi,
@@ -721,6 +832,241 @@ static void fg_row_axpy(float *restrict o, const float *restrict xr, float w, in
     }
 }
 
+#if defined(__AVX512F__)
+/* lanes i of [0, L) with 0 <= off + i*st < W, as a bit mask (L <= 32) */
+FG_INLINE unsigned fg_lane_mask(int off, int W, int L)
+{
+    int lo = off < 0 ? -off : 0, hi = W - off;
+    if (hi > L)
+        hi = L;
+    if (hi <= lo)
+        return 0u;
+    return (hi >= 32 ? 0xFFFFFFFFu : (1u << hi) - 1u) & ~((1u << lo) - 1u);
+}
+
+/* 16 inputs xr[off + i*sw], i < 16, 0 outside [0, W) (masked lanes are not
+ * read); sw is 1 or 2 (deinterleaving two loads) */
+FG_INLINE __m512 fg_dw_load(const float *xr, int off, int W, int sw, __m512i even)
+{
+    if (sw == 1) {
+        if (off >= 0 && off + 16 <= W)
+            return _mm512_loadu_ps(xr + off);
+        return _mm512_maskz_loadu_ps((__mmask16)fg_lane_mask(off, W, 16), xr + off);
+    }
+    if (off >= 0 && off + 32 <= W)
+        return _mm512_permutex2var_ps(_mm512_loadu_ps(xr + off), even,
+                                      _mm512_loadu_ps(xr + off + 16));
+    {
+        const unsigned m = fg_lane_mask(off, W, 32);
+        const __m512 lo = _mm512_maskz_loadu_ps((__mmask16)(m & 0xFFFFu), xr + off);
+        const __m512 hi = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), xr + off + 16);
+        return _mm512_permutex2var_ps(lo, even, hi);
+    }
+}
+
+/* NV (1..4) consecutive blocks of 16 outputs of one row from o0 on: bias, the
+ * taps of the rows inside the input (rows[ky], NULL outside), act, store
+ * (the last block: n16 outputs). Independent accumulators hide the FMA latency. */
+FG_INLINE void fg_dw_blocks(const float *const *rows, const float *wk, const fg_conv_shape *s,
+                            int o0, int NV, int n16, __m512 b0, float *o, int act, float pa,
+                            float pb, __m512i even)
+{
+    const __m512 va = _mm512_set1_ps(pa), vb = _mm512_set1_ps(pb);
+    __m512 acc[4];
+    int v, r, kx;
+    const int sw = s->sw;
+    FG_UNROLL
+    for (v = 0; v < NV; ++v)
+        acc[v] = b0;
+    for (r = 0; r < s->kd * s->kh; ++r) {
+        const float *xr = rows[r];
+        if (!xr)
+            continue;
+        for (kx = 0; kx < s->kw; ++kx) {
+            const __m512 wv = _mm512_set1_ps(wk[r * s->kw + kx]);
+            const int off = o0 * sw + kx * s->dw - s->pw;
+            FG_UNROLL
+            for (v = 0; v < NV; ++v)
+                acc[v] = _mm512_fmadd_ps(wv, fg_dw_load(xr, off + 16 * v * sw, s->W, sw, even),
+                                         acc[v]);
+        }
+    }
+    FG_UNROLL
+    for (v = 0; v < NV - 1; ++v)
+        _mm512_storeu_ps(o + o0 + 16 * v, fg_act16(acc[v], act, va, vb));
+    _mm512_mask_storeu_ps(o + o0 + 16 * (NV - 1), (__mmask16)((1u << n16) - 1u),
+                          fg_act16(acc[NV - 1], act, va, vb));
+}
+
+/* 2-D, stride 1 or 2 in both directions, no dilation: bands of BH output
+ * rows. Per channel and band, the input rows the band reads are copied into
+ * zero-padded phase planes Q[a][b][i][j] = x[st*(oh0 + i) + a - ph][st*j + b - pw]
+ * (a, b < st) of width Wq, so that output (oh0 + r, ow) of tap (ky, kx) reads
+ * Q[ky % st][kx % st] at m + (ky / st) * Wq + kx / st, m = r*Wq + ow: every
+ * tap is one unmasked vector load over the band's outputs at once (computed
+ * on rows of Wq >= OW; the extra columns are dropped when the rows are
+ * copied out). Same order per output as fg_dw_avx512 (bias, then every tap in
+ * (y, x) order; a tap outside the input adds w * 0). */
+#define FG_DW_PLANE 8192 /* floats of the stack buffer */
+
+/* band height BH (0: not this kernel) and the phase-plane geometry */
+static int fg_dw_plane_dims(const fg_conv_shape *s, int *Hq, int *Wq, int *BH)
+{
+    const int st = s->sh;
+    int bh;
+    if (s->D != 1 || s->kd != 1 || s->sw != st || st > 2 || s->dh != 1 || s->dw != 1 ||
+        s->kh * s->kw > FG_DW_MAXROWS)
+        return 0;
+    *Wq = s->OW + (s->kw - 1) / st;
+    /* st*st planes of Hq rows (+16 floats of zero slack each), the band's outputs */
+    for (bh = s->OH; bh > 0; bh = bh > 8 ? bh - bh / 8 : bh - 1) {
+        const size_t hq = (size_t)bh + (size_t)((s->kh - 1) / st);
+        if ((size_t)st * (size_t)st * (hq * (size_t)*Wq + 16) +
+                (size_t)bh * (size_t)*Wq + 16 <= FG_DW_PLANE) {
+            *Hq = (int)hq;
+            *BH = bh;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* NV vectors of plane outputs from m on: acc = bias, then the taps (pointers
+ * tp[t] into the phase planes, weights wt[t]) in order */
+FG_INLINE void fg_dw_plane_blk(const float *const *tp, const float *wt, int taps, int m, int NV,
+                               __m512 b0, float *o, int act, __m512 va, __m512 vb)
+{
+    __m512 acc[4];
+    int t, v;
+    FG_UNROLL
+    for (v = 0; v < NV; ++v)
+        acc[v] = b0;
+    for (t = 0; t < taps; ++t) {
+        const __m512 wv = _mm512_set1_ps(wt[t]);
+        FG_UNROLL
+        for (v = 0; v < NV; ++v)
+            acc[v] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(tp[t] + m + 16 * v), acc[v]);
+    }
+    FG_UNROLL
+    for (v = 0; v < NV; ++v)
+        _mm512_storeu_ps(o + m + 16 * v, fg_act16(acc[v], act, va, vb));
+}
+
+static void fg_dw_plane(const fg_conv_shape *s, const float *x, float *y, const float *w,
+                        const float *bias, int act, float pa, float pb, int Hq, int Wq, int BH)
+{
+    float q[FG_DW_PLANE];
+    const float *tp[FG_DW_MAXROWS];
+    const int st = s->sh, mult = s->K / s->C, taps = s->kh * s->kw;
+    const size_t qn = (size_t)Hq * (size_t)Wq + 16;
+    const size_t HW = (size_t)s->H * (size_t)s->W, OHW = (size_t)s->OH * (size_t)s->OW;
+    const __m512 va = _mm512_set1_ps(pa), vb = _mm512_set1_ps(pb);
+    float *o = q + (size_t)st * (size_t)st * qn;
+    int oh0, c, mu, a, b, i, m, t, r;
+    memset(q, 0, (size_t)st * (size_t)st * qn * sizeof(float));
+    for (t = 0; t < taps; ++t) {
+        const int ky = t / s->kw, kx = t % s->kw;
+        tp[t] = q + (size_t)((ky % st) * st + kx % st) * qn + (size_t)((ky / st) * Wq + kx / st);
+    }
+    for (oh0 = 0; oh0 < s->OH; oh0 += BH) {
+        const int bh = s->OH - oh0 < BH ? s->OH - oh0 : BH;
+        const int M = (bh - 1) * Wq + s->OW;
+        for (c = 0; c < s->C; ++c) {
+            const float *xc = x + (size_t)c * HW;
+            /* the band's rows of the phase planes; the zero columns outside
+             * the input are never written */
+            for (a = 0; a < st; ++a)
+                for (b = 0; b < st; ++b) {
+                    float *qa = q + (size_t)(a * st + b) * qn;
+                    int lo, hi;
+                    /* columns j with 0 <= st*j + b - pw < W */
+                    fg_valid_range(Wq, st, b - s->pw, s->W, &lo, &hi);
+                    for (i = 0; i < Hq; ++i) {
+                        const int iy = st * (oh0 + i) + a - s->ph;
+                        float *row = qa + (size_t)i * (size_t)Wq;
+                        const float *xr;
+                        if (iy < 0 || iy >= s->H || lo >= hi) {
+                            memset(row, 0, (size_t)Wq * sizeof(float));
+                            continue;
+                        }
+                        xr = xc + (size_t)iy * (size_t)s->W + (st * lo + b - s->pw);
+                        if (st == 1)
+                            memcpy(row + lo, xr, (size_t)(hi - lo) * sizeof(float));
+                        else
+                            fg_gather2(row + lo, xr, hi - lo);
+                    }
+                }
+            for (mu = 0; mu < mult; ++mu) {
+                const int k = c * mult + mu;
+                const float *wk = w + (size_t)k * (size_t)taps;
+                const __m512 b0 = _mm512_set1_ps(bias ? bias[k] : 0.0f);
+                float *yk = y + (size_t)k * OHW + (size_t)oh0 * (size_t)s->OW;
+                for (m = 0; m + 64 <= M; m += 64)
+                    fg_dw_plane_blk(tp, wk, taps, m, 4, b0, o, act, va, vb);
+                for (; m < M; m += 16)
+                    fg_dw_plane_blk(tp, wk, taps, m, 1, b0, o, act, va, vb);
+                for (r = 0; r < bh; ++r)
+                    memcpy(yk + (size_t)r * (size_t)s->OW, o + (size_t)r * (size_t)Wq,
+                           (size_t)s->OW * sizeof(float));
+            }
+        }
+    }
+}
+
+/* fg_conv_depthwise for horizontal strides 1 and 2 with AVX-512: blocks of 16
+ * outputs of a row in one register each, all taps accumulated before one
+ * store; the input row is read with masked loads (lanes outside the input
+ * are 0: an out-of-input tap adds w * 0, which leaves the sum unchanged),
+ * stride 2 by deinterleaving two loads. Order per output: bias, then the taps
+ * of the rows inside the input in (z, y, x) order. */
+static void fg_dw_avx512(const fg_conv_shape *s, const float *x, float *y, const float *w,
+                         const float *bias, int act, float pa, float pb)
+{
+    const int mult = s->K / s->C;
+    const size_t HW = (size_t)s->H * (size_t)s->W;
+    const size_t DHW = (size_t)s->D * HW;
+    const int taps = s->kd * s->kh * s->kw;
+    const __m512i even =
+        _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const float *rows[FG_DW_MAXROWS];
+    int k, od, oh, kz, ky, o0;
+    for (k = 0; k < s->K; ++k) {
+        const float *xc = x + (size_t)(k / mult) * DHW;
+        const float *wk = w + (size_t)k * (size_t)taps;
+        const __m512 b0 = _mm512_set1_ps(bias ? bias[k] : 0.0f);
+        float *yk = y + (size_t)k * (size_t)s->OD * (size_t)s->OH * (size_t)s->OW;
+        for (od = 0; od < s->OD; ++od) {
+            for (oh = 0; oh < s->OH; ++oh) {
+                float *o = yk + ((size_t)od * (size_t)s->OH + (size_t)oh) * (size_t)s->OW;
+                for (kz = 0; kz < s->kd; ++kz) {
+                    const int iz = od * s->sd + kz * s->dd - s->pd;
+                    for (ky = 0; ky < s->kh; ++ky) {
+                        const int iy = oh * s->sh + ky * s->dh - s->ph;
+                        rows[kz * s->kh + ky] =
+                            iz < 0 || iz >= s->D || iy < 0 || iy >= s->H
+                                ? NULL
+                                : xc + (size_t)iz * HW + (size_t)iy * (size_t)s->W;
+                    }
+                }
+                for (o0 = 0; o0 + 64 <= s->OW; o0 += 64)
+                    fg_dw_blocks(rows, wk, s, o0, 4, 16, b0, o, act, pa, pb, even);
+                if (o0 < s->OW) {
+                    const int n = s->OW - o0, nv = (n + 15) / 16, n16 = n - 16 * (nv - 1);
+                    if (nv == 1)
+                        fg_dw_blocks(rows, wk, s, o0, 1, n16, b0, o, act, pa, pb, even);
+                    else if (nv == 2)
+                        fg_dw_blocks(rows, wk, s, o0, 2, n16, b0, o, act, pa, pb, even);
+                    else if (nv == 3)
+                        fg_dw_blocks(rows, wk, s, o0, 3, n16, b0, o, act, pa, pb, even);
+                    else
+                        fg_dw_blocks(rows, wk, s, o0, 4, n16, b0, o, act, pa, pb, even);
+                }
+            }
+        }
+    }
+}
+#endif
+
 void fg_conv_depthwise(const fg_conv_shape *s, const float *x, float *y, const float *w,
                        const float *bias, int act, float a, float b)
 {
@@ -729,6 +1075,19 @@ void fg_conv_depthwise(const fg_conv_shape *s, const float *x, float *y, const f
     const size_t DHW = (size_t)s->D * HW;
     const size_t taps = (size_t)s->kd * (size_t)s->kh * (size_t)s->kw;
     int k, od, oh, kz, ky, kx, ow;
+#if defined(__AVX512F__)
+    {
+        int Hq, Wq, BH;
+        if (fg_dw_plane_dims(s, &Hq, &Wq, &BH)) {
+            fg_dw_plane(s, x, y, w, bias, act, a, b, Hq, Wq, BH);
+            return;
+        }
+    }
+    if (s->sw <= 2 && s->kd * s->kh <= FG_DW_MAXROWS) {
+        fg_dw_avx512(s, x, y, w, bias, act, a, b);
+        return;
+    }
+#endif
     for (k = 0; k < s->K; ++k) {
         const float *xc = x + (size_t)(k / mult) * DHW;
         const float *wk = w + (size_t)k * taps;

@@ -4,6 +4,9 @@
 #define FG_KERNEL_H
 
 #include <math.h>
+#include <stddef.h>
+
+#include "fg_runtime.h"
 
 /* fmaf only where it is one instruction: a libm call would be far slower than
  * the separate multiply and add. clang contracts a*b+c itself under its
@@ -47,5 +50,73 @@
 #define FG_NOINLINE static
 #define FG_OPAQUE(v) ((void)0)
 #endif
+
+/* y[0..n) = act(y[0..n)) */
+FG_INLINE void fg_act_row(float *y, int n, int act, float a, float b)
+{
+    int i;
+    switch (act) {
+    case FG_ACT_RELU:
+        for (i = 0; i < n; ++i)
+            y[i] = y[i] < 0.0f ? 0.0f : y[i];
+        break;
+    case FG_ACT_LEAKY:
+        for (i = 0; i < n; ++i) {
+            const float t = a * y[i];
+            y[i] = y[i] >= 0.0f ? y[i] : t;
+        }
+        break;
+    case FG_ACT_CLIP:
+        for (i = 0; i < n; ++i) {
+            const float t = y[i] < a ? a : y[i];
+            y[i] = t > b ? b : t;
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+/* the fused activation on 16 floats, with the scalar epilogues' semantics
+ * (NaN and -0.0 pass through Relu unchanged); va, vb: its parameters */
+FG_INLINE __m512 fg_act16(__m512 t, int act, __m512 va, __m512 vb)
+{
+    const __m512 z = _mm512_setzero_ps();
+    switch (act) {
+    case FG_ACT_RELU: /* t < 0 ? 0 : t */
+        return _mm512_max_ps(z, t);
+    case FG_ACT_LEAKY: /* t >= 0 ? t : a*t */
+        return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(t, z, _CMP_GE_OQ), _mm512_mul_ps(va, t),
+                                    t);
+    case FG_ACT_CLIP: /* u = t < a ? a : t; u > b ? b : u */
+        return _mm512_min_ps(vb, _mm512_max_ps(va, t));
+    default:
+        return t;
+    }
+}
+#endif
+
+/* ---- fg_convgemm.c: fg_conv's packed-panel GEMM --------------------------- */
+
+/* Where row r = (cz, y, x) of a patch matrix B starts, relative to its first
+ * row (r = (cz*kh + y)*kw + x, R = ncz*kh*kw rows): cz*czstep + y*ystep + x*xstep.
+ * The im2col matrix (or a pointwise convolution's input) is ncz = R, kh = kw = 1,
+ * czstep = its row stride. */
+typedef struct {
+    int ncz;       /* outer tap loop ((C/group) * kd for a convolution) */
+    int kh, kw;    /* inner tap loops                                   */
+    size_t czstep; /* floats between consecutive cz rows / blocks       */
+    size_t ystep;  /* floats between consecutive y taps                 */
+    size_t xstep;  /* floats between consecutive x taps                 */
+} fg_taps;
+
+/* y[m*ldy + n] = act(bias[m] + sum_r A[m][r] * B(r, n)) for m < M, n < N, with
+ * Ap packed as fg_gemm_a's (blocks of FG_MBLOCK rows, R columns), B(r, n) =
+ * b[offset of row r (t) + n]; bias may be NULL; panel: R * FG_CONV_PANEL_MAX floats. */
+void fg_pgemm(const float *Ap, const float *b, const fg_taps *t, int M, int N, float *y,
+              size_t ldy, const float *bias, int act, float pa, float pb, float *panel);
 
 #endif /* FG_KERNEL_H */

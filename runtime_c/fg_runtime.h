@@ -24,6 +24,9 @@
 #define FG_PANEL 16
 /* Rows per packed block of a constant left-hand matrix (fg_gemm_a, fg_conv). */
 #define FG_MBLOCK 4
+/* Widest panel of output positions fg_conv's packed GEMM uses on any target
+ * (fg_conv_scratch reserves (C/group)*kd*kh*kw times this many floats). */
+#define FG_CONV_PANEL_MAX 48
 /* Maximum tensor rank handled by the N-d kernels (broadcast, transpose, pad). */
 #define FG_MAXDIM 8
 
@@ -80,8 +83,9 @@ typedef struct {
 } fg_conv_shape;
 
 /* Floats of scratch fg_conv needs: (C/group)*kd*kh*kw * OD*OH*OW for the
- * im2col matrix of one group, or 0 when the convolution is pointwise (1x1x1
- * kernel, unit strides, no pads), where the input is used directly. */
+ * im2col matrix of one group (none when the convolution is pointwise: 1x1x1
+ * kernel, unit strides, no pads, where the input is used directly), then
+ * (C/group)*kd*kh*kw * FG_CONV_PANEL_MAX for the packed-panel GEMM. */
 size_t fg_conv_scratch(const fg_conv_shape *s);
 
 /* y (K x OD x OH x OW) = act(conv(x) + bias), x is (C x D x H x W).
@@ -92,6 +96,10 @@ size_t fg_conv_scratch(const fg_conv_shape *s);
  * bias may be NULL. scratch: fg_conv_scratch(s) floats (may be NULL when 0). */
 void fg_conv(const fg_conv_shape *s, const float *x, float *y, const float *wp, const float *bias,
              int act, float a, float b, float *scratch);
+
+/* The algorithm fg_conv (depthwise: fg_conv_depthwise) runs for this shape
+ * with this build's flags, as a static string (for benchmarks and reports). */
+const char *fg_conv_algorithm(const fg_conv_shape *s, int depthwise);
 
 /* Depthwise convolution (group == C, K == m*C for a channel multiplier m):
  * direct form, no scratch. w is the ONNX weight (K x 1 x kd x kh x kw), unpacked. */

@@ -6,7 +6,9 @@
   ``FG_MBLOCK`` rows: ``Ap[(b*K + k)*FG_MBLOCK + i] = A[b*FG_MBLOCK + i, k]`` (zero past M).
 * ``pack_conv_weight(W, group)``: an ONNX Conv weight, group after group, each group's
   (K/group) x (C/group * kernel) filter matrix packed as ``pack_mblocks``.
-* ``conv_scratch_floats(...)``: the scratch ``fg_conv`` needs, mirroring ``fg_conv_scratch``.
+* ``conv_scratch_floats(...)``: the scratch ``fg_conv`` needs, mirroring ``fg_conv_scratch``
+  (the im2col matrix of one group, ``im2col_floats``, then ``FG_CONV_PANEL_MAX`` columns of
+  the packed-panel GEMM per filter-matrix row).
 
 All packed arrays are 1-D, C-contiguous float32.
 """
@@ -21,6 +23,7 @@ import numpy.typing as npt
 # Must match runtime_c/fg_runtime.h (checked by tests/unit/test_pack.py).
 FG_PANEL = 16
 FG_MBLOCK = 4
+FG_CONV_PANEL_MAX = 48
 
 
 def _as_f32_2d(a: npt.ArrayLike, name: str) -> np.ndarray:
@@ -86,7 +89,20 @@ def pack_conv_weight(W: npt.ArrayLike, group: int) -> np.ndarray:
     return np.concatenate(blocks)
 
 
-def conv_scratch_floats(
+def conv_scratch_floats(**fields: int) -> int:
+    """Floats of scratch fg_conv needs for this fg_conv_shape (exact mirror of fg_conv_scratch).
+
+    Keyword arguments are the fg_conv_shape fields (see ``im2col_floats``). Returns the
+    im2col matrix of one group (0 when pointwise) plus (C/group)*kd*kh*kw * FG_CONV_PANEL_MAX
+    floats for the panels of the packed GEMM.
+    """
+    cols = im2col_floats(**fields)
+    group = fields.get("group", 1)
+    kernel = fields.get("kd", 1) * fields.get("kh", 1) * fields["kw"]
+    return cols + fields["C"] // group * kernel * FG_CONV_PANEL_MAX
+
+
+def im2col_floats(
     *,
     C: int,
     W: int,
@@ -110,9 +126,9 @@ def conv_scratch_floats(
     dh: int = 1,
     dw: int = 1,
 ) -> int:
-    """Floats of scratch fg_conv needs for this fg_conv_shape (exact mirror of fg_conv_scratch).
+    """Floats of fg_im2col's matrix for one group of this fg_conv_shape.
 
-    Keyword arguments are the fg_conv_shape fields, so ``conv_scratch_floats(**fields)``
+    Keyword arguments are the fg_conv_shape fields, so ``im2col_floats(**fields)``
     works with the dict used to emit the struct; K and the dilations do not change the size.
     Returns (C/group)*kd*kh*kw * OD*OH*OW, or 0 for a pointwise convolution (1x1x1 kernel,
     unit strides, no pads, output size == input size), which reads its input directly.

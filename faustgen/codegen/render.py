@@ -21,7 +21,15 @@ from faustgen.codegen.memory import MemoryPlan
 from faustgen.resources import data_dir
 from faustgen.version import __version__
 
-RUNTIME_SOURCES = ("fg_dense.c", "fg_conv.c", "fg_pool.c", "fg_act.c", "fg_tensor.c", "fg_sparse.c")
+RUNTIME_SOURCES = (
+    "fg_dense.c",
+    "fg_conv.c",
+    "fg_convgemm.c",
+    "fg_pool.c",
+    "fg_act.c",
+    "fg_tensor.c",
+    "fg_sparse.c",
+)
 RUNTIME_HEADERS = ("fg_runtime.h", "fg_kernel.h")
 
 

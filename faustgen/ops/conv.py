@@ -145,13 +145,24 @@ def filter_matrix(w: np.ndarray, group: int, g: int) -> np.ndarray:
     return w[g * kg : (g + 1) * kg].reshape(kg, -1).T
 
 
+def _scratch_fields(c_per_group: int, win: Window) -> dict[str, int]:
+    (D, H, W), (OD, OH, OW) = win.in_size, win.out_size
+    (kd, kh, kw), (sd, sh, sw), (pd, ph, pw) = win.kernel, win.strides, win.pads_begin
+    return dict(
+        C=c_per_group, D=D, H=H, W=W, OD=OD, OH=OH, OW=OW, kd=kd, kh=kh, kw=kw,
+        sd=sd, sh=sh, sw=sw, pd=pd, ph=ph, pw=pw,
+    )  # fmt: skip
+
+
 def conv_scratch_floats(c_per_group: int, win: Window) -> int:
     """fg_conv_scratch for one group of this window (the C mirror lives in codegen.pack)."""
     from faustgen.codegen.pack import conv_scratch_floats as mirror
 
-    (D, H, W), (OD, OH, OW) = win.in_size, win.out_size
-    (kd, kh, kw), (sd, sh, sw), (pd, ph, pw) = win.kernel, win.strides, win.pads_begin
-    return mirror(
-        C=c_per_group, D=D, H=H, W=W, OD=OD, OH=OH, OW=OW, kd=kd, kh=kh, kw=kw,
-        sd=sd, sh=sh, sw=sw, pd=pd, ph=ph, pw=pw,
-    )  # fmt: skip
+    return mirror(**_scratch_fields(c_per_group, win))
+
+
+def im2col_floats(c_per_group: int, win: Window) -> int:
+    """Floats of fg_im2col's matrix for one group (0 for a pointwise convolution)."""
+    from faustgen.codegen.pack import im2col_floats as mirror
+
+    return mirror(**_scratch_fields(c_per_group, win))

@@ -146,7 +146,7 @@ class FactorizedConv(Op):
 
     def lower(self, node, em):
         from faustgen.codegen.sparse import emit_factor_chain
-        from faustgen.ops.conv import conv_scratch_floats, conv_shape_fields
+        from faustgen.ops.conv import conv_shape_fields, im2col_floats
 
         win: Window = node.attrs["window"]
         group = node.attrs["group"]
@@ -156,7 +156,7 @@ class FactorizedConv(Op):
         s = em.struct("fg_conv_shape", "conv", **conv_shape_fields(c, k, group, win))
         cg, kg, p = c // group, k // group, prod(win.out_size)
         spatial_in = prod(win.in_size)
-        cols_floats = conv_scratch_floats(cg, win)
+        cols_floats = im2col_floats(cg, win)
         in_size, out_size = prod(x_shape[1:]), k * p
         for i in range(n):
             for g in range(group):

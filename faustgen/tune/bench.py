@@ -15,25 +15,39 @@ import numpy as np
 from faustgen.tune.reference import ort_predict, ort_session
 
 
-def median_us(fn: Callable[[], object], repeat: int, warmup: int = 20) -> float:
+def median_us(
+    fn: Callable[[], object],
+    repeat: int,
+    warmup: int = 20,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
     for _ in range(warmup):
         fn()
     times = np.empty(repeat)
     for i in range(repeat):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        times[i] = time.perf_counter() - t0
+        times[i] = clock() - t0
     return float(np.median(times) * 1e6)
 
 
 def interleaved(
-    contenders: dict[str, Callable[[], object]], repeat: int = 200, rounds: int = 5
+    contenders: dict[str, Callable[[], object]],
+    repeat: int = 200,
+    rounds: int = 5,
+    clock: Callable[[], float] = time.perf_counter,
+    warmup: int = 20,
 ) -> dict[str, float]:
-    """Median microseconds per call of each contender, over interleaved rounds."""
+    """Median microseconds per call of each contender, over interleaved rounds.
+
+    clock=time.thread_time measures the CPU time of the calling thread instead of wall
+    time: on a shared machine it leaves out the time other processes take (every
+    contender here computes in the calling thread: onnxruntime with one intra-op thread,
+    the generated C through cffi)."""
     per: dict[str, list[float]] = {k: [] for k in contenders}
     for _ in range(rounds):
         for name, fn in contenders.items():
-            per[name].append(median_us(fn, repeat))
+            per[name].append(median_us(fn, repeat, warmup, clock))
     return {k: float(np.median(v)) for k, v in per.items()}
 
 

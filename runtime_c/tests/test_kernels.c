@@ -375,21 +375,27 @@ static void test_conv(int iters)
         shape_ctx(ctx, sizeof ctx, &s);
         record(compare("fg_conv", y, yr, ny, 1e-5f, atol_dot(R), ctx) && guards_ok(y, ny) &&
                guards_ok(scr, nscr + 1));
-        /* im2col of group 0 */
-        if (nscr) {
-            float *cr = alloc_g(nscr);
-            ref_im2col(&s, x, cr);
-            fg_im2col(&s, x, scr);
-            record(compare("fg_im2col", scr, cr, nscr, 0.0f, 0.0f, ctx) &&
-                   guards_ok(scr, nscr + 1));
-            free_g(cr);
-        } else {
-            int pw = s.kd == 1 && s.kh == 1 && s.kw == 1 && s.sd == 1 && s.sh == 1 &&
-                     s.sw == 1 && s.pd == 0 && s.ph == 0 && s.pw == 0 && s.OD == s.D &&
-                     s.OH == s.H && s.OW == s.W;
-            if (!pw)
-                printf("FAIL fg_conv_scratch returned 0 for a non-pointwise conv [%s]\n", ctx);
-            record(pw);
+        /* im2col of group 0, in the scratch's first R*S floats (none when
+         * pointwise); then R * FG_CONV_PANEL_MAX for the packed panels */
+        {
+            const int pw = s.kd == 1 && s.kh == 1 && s.kw == 1 && s.sd == 1 && s.sh == 1 &&
+                           s.sw == 1 && s.pd == 0 && s.ph == 0 && s.pw == 0 && s.OD == s.D &&
+                           s.OH == s.H && s.OW == s.W;
+            const size_t ncols = pw ? 0 : (size_t)R * S;
+            if (nscr != ncols + (size_t)R * FG_CONV_PANEL_MAX)
+                printf("FAIL fg_conv_scratch %zu, want %zu [%s]\n", nscr,
+                       ncols + (size_t)R * FG_CONV_PANEL_MAX, ctx);
+            record(nscr == ncols + (size_t)R * FG_CONV_PANEL_MAX);
+            if (ncols) {
+                float *cr = alloc_g(ncols);
+                float *cols = alloc_g(ncols + 1);
+                ref_im2col(&s, x, cr);
+                fg_im2col(&s, x, cols);
+                record(compare("fg_im2col", cols, cr, ncols, 0.0f, 0.0f, ctx) &&
+                       guards_ok(cols, ncols + 1));
+                free_g(cr);
+                free_g(cols);
+            }
         }
         free_g(x);
         free_g(w);
@@ -472,6 +478,10 @@ static void test_conv_shapes(void)
         {2, 1, 10, 9, 4, 1, 3, 3, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1}, /* 8x7 = 56 output */
         {2, 5, 6, 7, 3, 3, 2, 3, 2, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 2, 1}, /* 3-D, sd = 2 */
         {3, 4, 5, 6, 5, 2, 3, 3, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1}, /* 3-D, dd = 2 */
+        /* many position panels, 8-channel tiles and a 4-channel rest */
+        {16, 1, 20, 30, 20, 1, 3, 3, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1},
+        {24, 1, 14, 14, 13, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1}, /* pointwise, Kg 13 */
+        {8, 1, 23, 23, 12, 1, 7, 7, 1, 2, 2, 1, 1, 1, 0, 3, 3, 0, 3, 3, 1}, /* 7x7 stride 2 */
     };
     size_t i;
     for (i = 0; i < sizeof t / sizeof t[0]; ++i) {
@@ -517,7 +527,7 @@ static void test_depthwise(int iters)
         if (!rnd_conv_shape(&s, nd, 1))
             continue;
         if (it % 4 == 0 && nd >= 2) { /* wide rows: exercise the vector blocks */
-            s.W = rnd_int(30, 70);
+            s.W = rnd_int(30, 150);
             s.OW = conv_out(s.W, s.kw, s.sw, s.dw, s.pw, rnd_int(0, s.kw - 1));
         }
         act = rnd_act(&a, &b);
@@ -538,6 +548,68 @@ static void test_depthwise(int iters)
         shape_ctx(ctx, sizeof ctx, &s);
         record(compare("fg_conv_depthwise", y, yr, ny, 1e-5f, atol_dot(s.kd * s.kh * s.kw), ctx) &&
                guards_ok(y, ny));
+        free_g(x);
+        free_g(w);
+        free_g(bias);
+        free_g(y);
+        free_g(yr);
+    }
+}
+
+/* Given depthwise shapes: planes larger than one band of the AVX-512 plane
+ * kernel (stride 1 and 2), 5x5, a channel multiplier, trailing pads. */
+static void test_depthwise_shapes(void)
+{
+    /* C, H, W, mult, kh, kw, s, ph, pw, trailing pads (h, w) */
+    static const int t[][11] = {
+        {3, 112, 112, 1, 3, 3, 1, 1, 1, 1, 1}, {2, 111, 112, 1, 3, 3, 2, 1, 1, 1, 1},
+        {2, 60, 70, 2, 5, 5, 1, 2, 2, 2, 2},   {3, 9, 9, 1, 5, 5, 2, 2, 2, 2, 2},
+        {4, 7, 7, 1, 3, 3, 1, 1, 1, 1, 1},     {2, 20, 33, 1, 3, 2, 2, 0, 1, 1, 0},
+    };
+    size_t i;
+    for (i = 0; i < sizeof t / sizeof t[0]; ++i) {
+        const int *v = t[i];
+        fg_conv_shape s;
+        size_t nx, ny, nw;
+        float *x, *w, *bias, *y, *yr;
+        char ctx[256];
+        int act;
+        memset(&s, 0, sizeof s);
+        s.C = v[0];
+        s.group = v[0];
+        s.K = v[0] * v[3];
+        s.D = s.kd = s.sd = s.dd = s.dh = s.dw = 1;
+        s.H = v[1];
+        s.W = v[2];
+        s.kh = v[4];
+        s.kw = v[5];
+        s.sh = s.sw = v[6];
+        s.ph = v[7];
+        s.pw = v[8];
+        s.OD = 1;
+        s.OH = conv_out(s.H, s.kh, s.sh, 1, s.ph, v[9]);
+        s.OW = conv_out(s.W, s.kw, s.sw, 1, s.pw, v[10]);
+        nx = (size_t)s.C * s.H * s.W;
+        ny = (size_t)s.K * s.OH * s.OW;
+        nw = (size_t)s.K * s.kh * s.kw;
+        x = alloc_g(nx);
+        w = alloc_g(nw);
+        bias = alloc_g((size_t)s.K);
+        y = alloc_g(ny);
+        yr = alloc_g(ny);
+        fill_rand(x, nx);
+        fill_rand(w, nw);
+        fill_rand(bias, (size_t)s.K);
+        shape_ctx(ctx, sizeof ctx, &s);
+        for (act = 0; act < 4; ++act) {
+            const float a = act == FG_ACT_CLIP ? -0.5f : 0.1f, b = 0.5f;
+            const float *bs = act % 2 ? bias : NULL;
+            fg_conv_depthwise(&s, x, y, w, bs, act, a, b);
+            ref_conv(&s, x, yr, w, bs, act, a, b);
+            record(compare("fg_conv_depthwise shape", y, yr, ny, 1e-5f,
+                           atol_dot(s.kh * s.kw), ctx) &&
+                   guards_ok(y, ny));
+        }
         free_g(x);
         free_g(w);
         free_g(bias);
@@ -1389,6 +1461,7 @@ int main(int argc, char **argv)
     test_conv(n * 3);
     test_conv_shapes();
     test_depthwise(n * 2);
+    test_depthwise_shapes();
     test_pool(n * 4);
     test_global_pool(n);
     test_unary(n / 3 + 1);

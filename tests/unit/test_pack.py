@@ -11,9 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from faustgen.codegen.pack import (
+    FG_CONV_PANEL_MAX,
     FG_MBLOCK,
     FG_PANEL,
     conv_scratch_floats,
+    im2col_floats,
     pack_conv_weight,
     pack_mblocks,
     pack_panels,
@@ -29,6 +31,8 @@ def test_constants_match_header():
     assert panel and mblock
     assert int(panel.group(1)) == FG_PANEL
     assert int(mblock.group(1)) == FG_MBLOCK
+    panel_max = re.search(r"#define\s+FG_CONV_PANEL_MAX\s+(\d+)", text)
+    assert int(panel_max.group(1)) == FG_CONV_PANEL_MAX
 
 
 def _rand(shape, seed=0):
@@ -133,23 +137,29 @@ def test_pack_rejects_bad_input():
         conv_scratch_floats(C=3, W=4, OW=4, kw=1, group=2)
 
 
-def test_conv_scratch_floats():
+def test_im2col_floats():
     # LeNet conv1: 1 -> 6, 5x5, pad 2 on 28x28
     lenet1 = dict(C=1, H=28, W=28, K=6, OH=28, OW=28, kh=5, kw=5, ph=2, pw=2)
-    assert conv_scratch_floats(**lenet1) == 25 * 28 * 28
+    assert im2col_floats(**lenet1) == 25 * 28 * 28
     # LeNet conv2: 6 -> 16, 5x5 on 14x14
-    assert conv_scratch_floats(C=6, H=14, W=14, K=16, OH=10, OW=10, kh=5, kw=5) == 150 * 100
+    assert im2col_floats(C=6, H=14, W=14, K=16, OH=10, OW=10, kh=5, kw=5) == 150 * 100
     # pointwise: no scratch
-    assert conv_scratch_floats(C=8, H=7, W=9, OH=7, OW=9, kh=1, kw=1, K=4) == 0
-    assert conv_scratch_floats(C=8, D=2, H=7, W=9, OD=2, OH=7, OW=9, kw=1, group=2) == 0
+    assert im2col_floats(C=8, H=7, W=9, OH=7, OW=9, kh=1, kw=1, K=4) == 0
+    assert im2col_floats(C=8, D=2, H=7, W=9, OD=2, OH=7, OW=9, kw=1, group=2) == 0
     # 1x1 but strided or padded: im2col needed, per group
-    assert conv_scratch_floats(C=8, H=8, W=8, OH=4, OW=4, kh=1, kw=1, sh=2, sw=2) == 8 * 16
-    assert conv_scratch_floats(C=8, H=8, W=8, OH=10, OW=10, kh=1, kw=1, ph=1, pw=1) == 8 * 100
-    assert conv_scratch_floats(C=8, H=8, W=8, OH=8, OW=8, kh=3, kw=3, ph=1, pw=1, group=4) == (
-        2 * 9 * 64
-    )
+    assert im2col_floats(C=8, H=8, W=8, OH=4, OW=4, kh=1, kw=1, sh=2, sw=2) == 8 * 16
+    assert im2col_floats(C=8, H=8, W=8, OH=10, OW=10, kh=1, kw=1, ph=1, pw=1) == 8 * 100
+    assert im2col_floats(C=8, H=8, W=8, OH=8, OW=8, kh=3, kw=3, ph=1, pw=1, group=4) == (2 * 9 * 64)
     # 1-D and 3-D
-    assert conv_scratch_floats(C=3, W=10, OW=8, kw=3) == 3 * 3 * 8
-    assert conv_scratch_floats(C=2, D=4, H=4, W=4, OD=2, OH=2, OW=2, kd=3, kh=3, kw=3) == 2 * 27 * 8
+    assert im2col_floats(C=3, W=10, OW=8, kw=3) == 3 * 3 * 8
+    assert im2col_floats(C=2, D=4, H=4, W=4, OD=2, OH=2, OW=2, kd=3, kh=3, kw=3) == 2 * 27 * 8
     # trailing pad only (output larger than input): not pointwise
-    assert conv_scratch_floats(C=2, W=5, OW=6, kw=1) == 2 * 6
+    assert im2col_floats(C=2, W=5, OW=6, kw=1) == 2 * 6
+
+
+def test_conv_scratch_floats():
+    # the im2col matrix, then FG_CONV_PANEL_MAX floats per filter-matrix row for the panels
+    lenet1 = dict(C=1, H=28, W=28, K=6, OH=28, OW=28, kh=5, kw=5, ph=2, pw=2)
+    assert conv_scratch_floats(**lenet1) == 25 * 28 * 28 + 25 * FG_CONV_PANEL_MAX
+    pointwise = dict(C=8, D=2, H=7, W=9, OD=2, OH=7, OW=9, kw=1, group=2)
+    assert conv_scratch_floats(**pointwise) == 4 * FG_CONV_PANEL_MAX

@@ -936,8 +936,15 @@ def _build_selftest(tmp_path, extra: list[str], name: str) -> tuple[int, str]:
     return proc.returncode, proc.stderr + str(exe)
 
 
-def test_c_selftest(tmp_path):
-    rc, info = _build_selftest(tmp_path, ["-O2"], "test_kernels")
+@pytest.mark.parametrize(
+    "flags",
+    [["-O2"], ["-O2", "-DFG_CONV_PGEMM=1"]],
+    ids=["O2", "O2-packed-gemm"],
+)
+def test_c_selftest(tmp_path, flags):
+    """-DFG_CONV_PGEMM=1: fg_conv through the packed-panel GEMM with its plain-C
+    micro-kernel (the default only with AVX-512)."""
+    rc, info = _build_selftest(tmp_path, flags, "test_kernels")
     assert rc == 0, info
     run = subprocess.run(
         [str(tmp_path / "test_kernels")], capture_output=True, text=True, timeout=120
@@ -962,13 +969,17 @@ def test_c_selftest_native(tmp_path):
     assert re.fullmatch(r"\d+ passed, 0 failed", last), last
 
 
-def test_c_selftest_sanitizers(tmp_path):
+@pytest.mark.parametrize("isa", [[], ["-march=native"]], ids=["baseline", "native"])
+def test_c_selftest_sanitizers(tmp_path, isa):
+    """Under ASan/UBSan; "native" checks the ISA kernels (AVX-512 masked loads and
+    stores of fg_conv here) too."""
     flags = [
         "-O1",
         "-g",
         "-fno-omit-frame-pointer",
         "-fsanitize=address,undefined",
         "-fno-sanitize-recover=all",
+        *isa,
     ]
     probe = tmp_path / "probe.c"
     probe.write_text("int main(void) { return 0; }\n")

@@ -1,0 +1,307 @@
+/* fg_convgemm.c - the packed-panel GEMM of fg_conv (C99, no heap, no stdio).
+ *
+ *   y[m*ldy + n] = act(bias[m] + sum_r A[m][r] * B(r, n)),  m < M, n < N,
+ *
+ * A: the constant filter matrix packed in blocks of FG_MBLOCK rows at compile
+ * time (fg_gemm_a's layout); B: the patch matrix, whose row r = (cz, y, x)
+ * starts at b + cz*czstep + y*ystep + x*xstep (fg_taps: the im2col matrix,
+ * the input itself for a pointwise convolution, or fg_conv's row-shifted row
+ * matrix). Blocking: for each block of FG_PNR consecutive output positions
+ * (the panel: R x FG_PNR floats, which stays in L2 while every block of output
+ * channels streams over it), register tiles of FG_PMR output channels x the
+ * panel's width run down the whole reduction. With AVX-512 a full panel is
+ * read in place, through a table of the R row offsets (FG_PDIRECT: copying it
+ * cost more than the scattered rows, measured); otherwise, and for the last,
+ * narrower block, the panel is first copied into contiguous, zero-padded
+ * rows.
+ *
+ * Micro-kernels (the same operation sequence in each, so the same results
+ * wherever both use fused multiply-adds):
+ *   - AVX-512F: 8 channels (two packed blocks) x 3 zmm = 24 accumulators,
+ *     3 panel loads and 8 broadcasts per 24 FMAs; 4-channel tiles for the
+ *     last block, 1..3 vectors for the last positions (masked stores);
+ *   - plain C (every other target): 4 channels x FG_GNV vectors of FG_VL,
+ *     fixed-trip loops the compiler vectorizes without -ffast-math.
+ * Summation order per output: acc = sum of A[m][r] * B(r, n) in increasing r
+ * (one accumulator, fused when the target has FMA), then act(acc + bias[m]);
+ * fg_conv's other paths use the same order.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "fg_kernel.h"
+#include "fg_runtime.h"
+
+#if defined(__AVX512F__)
+#define FG_GVL 16
+#define FG_GNV 3
+#elif defined(__arm__) && !defined(__aarch64__) && !(defined(__ARM_NEON) && defined(__FAST_MATH__))
+#define FG_GVL 1 /* scalar VFP (see fg_dense.c): 4 x 4 tile in 32 s registers */
+#define FG_GNV 4
+#elif defined(__AVX__)
+#define FG_GVL 8 /* 4 x 3 ymm accumulators + 3 B + 1 broadcast = 16 registers */
+#define FG_GNV 3
+#elif defined(__aarch64__)
+#define FG_GVL 4 /* 32 q registers: 4 x 4 tile */
+#define FG_GNV 4
+#else
+#define FG_GVL 4 /* SSE2: 4 x 3 xmm accumulators + 3 B + 1 broadcast */
+#define FG_GNV 3
+#endif
+#define FG_PNR (FG_GVL * FG_GNV) /* positions per panel */
+
+#if FG_PNR > FG_CONV_PANEL_MAX
+#error "panel wider than FG_CONV_PANEL_MAX"
+#endif
+
+/* ---- panel packing ------------------------------------------------------ */
+
+/* p[r*w + j] = B(r, j) for j < nr, 0 for nr <= j < w, b already at column n0 */
+static void fg_panel_pack(const float *b, const fg_taps *t, int nr, int w, float *restrict p)
+{
+    int cz, ky, kx, j;
+#if defined(__AVX512F__)
+    const __mmask16 lm[3] = {
+        (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1u),
+        (__mmask16)(nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (1u << (nr - 16)) - 1u),
+        (__mmask16)(nr >= 48 ? 0xFFFF : nr <= 32 ? 0 : (1u << (nr - 32)) - 1u)};
+    const int nv = w / 16;
+    (void)j;
+    for (cz = 0; cz < t->ncz; ++cz)
+        for (ky = 0; ky < t->kh; ++ky)
+            for (kx = 0; kx < t->kw; ++kx, p += w) {
+                const float *q = b + (size_t)cz * t->czstep + (size_t)ky * t->ystep +
+                                 (size_t)kx * t->xstep;
+                int v;
+                /* masked lanes are not read (no fault past the row's end) */
+                for (v = 0; v < nv; ++v)
+                    _mm512_storeu_ps(p + 16 * v, _mm512_maskz_loadu_ps(lm[v], q + 16 * v));
+            }
+#else
+    for (cz = 0; cz < t->ncz; ++cz)
+        for (ky = 0; ky < t->kh; ++ky)
+            for (kx = 0; kx < t->kw; ++kx, p += w) {
+                const float *restrict q = b + (size_t)cz * t->czstep + (size_t)ky * t->ystep +
+                                          (size_t)kx * t->xstep;
+                if (nr == FG_PNR) {
+                    for (j = 0; j < FG_PNR; ++j)
+                        p[j] = q[j];
+                } else {
+                    for (j = 0; j < nr; ++j)
+                        p[j] = q[j];
+                    for (; j < w; ++j)
+                        p[j] = 0.0f;
+                }
+            }
+#endif
+}
+
+/* ---- AVX-512 micro-kernel ------------------------------------------------ */
+#if defined(__AVX512F__)
+
+/* entry k of the row-offset table (stored bytewise in the float scratch) */
+FG_INLINE size_t fg_off(const unsigned char *offs, int k)
+{
+    size_t o;
+    memcpy(&o, offs + (size_t)k * sizeof o, sizeof o);
+    return o;
+}
+
+/* MR (4 or 8) channels x NV (1..3) vectors; a: first packed block, ab: floats
+ * between blocks (FG_MBLOCK * R); p: panel of row stride 16*NV. Stores rows <
+ * MR of y (row stride ldy), the first nr columns. */
+FG_INLINE void fg_pk16(const float *restrict a, size_t ab, const float *restrict p,
+                       const unsigned char *offs, int R, int MR, int NV, int rows, int nr, float *y,
+                       size_t ldy, const float *bias, int act, float pa, float pb)
+{
+    __m512 c[8][3];
+    const float *restrict a1 = a + ab;
+    const __m512 va = _mm512_set1_ps(pa), vb = _mm512_set1_ps(pb);
+    __mmask16 last;
+    int i, v, k;
+    FG_UNROLL
+    for (i = 0; i < MR; ++i) {
+        FG_UNROLL
+        for (v = 0; v < NV; ++v)
+            c[i][v] = _mm512_setzero_ps();
+    }
+    for (k = 0; k < R; ++k) {
+        __m512 bv[3];
+        FG_UNROLL
+        for (v = 0; v < NV; ++v)
+            bv[v] = _mm512_loadu_ps((offs ? p + fg_off(offs, k) : p + 16 * NV * k) + 16 * v);
+        FG_UNROLL
+        for (i = 0; i < 4; ++i) {
+            const __m512 ai = _mm512_set1_ps(a[i]);
+            FG_UNROLL
+            for (v = 0; v < NV; ++v)
+                c[i][v] = _mm512_fmadd_ps(ai, bv[v], c[i][v]);
+        }
+        if (MR == 8) {
+            FG_UNROLL
+            for (i = 0; i < 4; ++i) {
+                const __m512 ai = _mm512_set1_ps(a1[i]);
+                FG_UNROLL
+                for (v = 0; v < NV; ++v)
+                    c[4 + i][v] = _mm512_fmadd_ps(ai, bv[v], c[4 + i][v]);
+            }
+            a1 += FG_MBLOCK;
+        }
+        a += FG_MBLOCK;
+    }
+    last = (__mmask16)(nr - 16 * (NV - 1) >= 16 ? 0xFFFF : (1u << (nr - 16 * (NV - 1))) - 1u);
+    FG_UNROLL
+    for (i = 0; i < MR; ++i) {
+        float *o = y + (size_t)i * ldy;
+        __m512 br;
+        if (i >= rows)
+            break;
+        br = _mm512_set1_ps(bias ? bias[i] : 0.0f);
+        FG_UNROLL
+        for (v = 0; v < NV - 1; ++v)
+            _mm512_storeu_ps(o + 16 * v, fg_act16(_mm512_add_ps(c[i][v], br), act, va, vb));
+        _mm512_mask_storeu_ps(o + 16 * (NV - 1), last,
+                              fg_act16(_mm512_add_ps(c[i][NV - 1], br), act, va, vb));
+    }
+}
+
+typedef void (*fg_pk_fn)(const float *a, size_t ab, const float *p, const unsigned char *offs, int R,
+                         int rows, int nr, float *y, size_t ldy, const float *bias, int act,
+                         float pa, float pb);
+#define FG_PK_FN(name, MR, NV, OFFS)                                                             \
+    static void name(const float *a, size_t ab, const float *p, const unsigned char *offs, int R,      \
+                     int rows, int nr, float *y, size_t ldy, const float *bias, int act,         \
+                     float pa, float pb)                                                         \
+    {                                                                                            \
+        fg_pk16(a, ab, p, OFFS ? offs : NULL, R, MR, NV, rows, nr, y, ldy, bias, act, pa, pb);   \
+    }
+FG_PK_FN(fg_pk_m8v1, 8, 1, 0)
+FG_PK_FN(fg_pk_m8v2, 8, 2, 0)
+FG_PK_FN(fg_pk_m8v3, 8, 3, 0)
+FG_PK_FN(fg_pk_m4v1, 4, 1, 0)
+FG_PK_FN(fg_pk_m4v2, 4, 2, 0)
+FG_PK_FN(fg_pk_m4v3, 4, 3, 0)
+FG_PK_FN(fg_pk_m8v3o, 8, 3, 1)
+FG_PK_FN(fg_pk_m4v3o, 4, 3, 1)
+/* index nv - 1 for packed panels, FG_GNV for a full panel read in place */
+static const fg_pk_fn fg_pk8[4] = {fg_pk_m8v1, fg_pk_m8v2, fg_pk_m8v3, fg_pk_m8v3o};
+static const fg_pk_fn fg_pk4[4] = {fg_pk_m4v1, fg_pk_m4v2, fg_pk_m4v3, fg_pk_m4v3o};
+#define FG_PMR 8
+/* full panels are read in place through a row-offset table (no copy) */
+#define FG_PDIRECT 1
+
+/* ---- plain-C micro-kernel ------------------------------------------------ */
+#else
+
+typedef float fg_gacc[4][FG_GNV][FG_GVL];
+
+/* 4 channels (one packed block) x NV vectors of FG_GVL positions */
+FG_INLINE void fg_pkc(const float *restrict a, const float *restrict p, int R, int NV, int rows,
+                      int nr, float *y, size_t ldy, const float *bias, int act, float pa,
+                      float pb)
+{
+    fg_gacc c;
+    int i, j, v, k;
+    FG_NOUNROLL
+    for (j = 0; j < FG_GVL; ++j) {
+        FG_UNROLL
+        for (i = 0; i < 4; ++i) {
+            FG_UNROLL
+            for (v = 0; v < FG_GNV; ++v)
+                c[i][v][j] = 0.0f;
+        }
+    }
+    for (k = 0; k < R; ++k) {
+        const float x0 = a[0], x1 = a[1], x2 = a[2], x3 = a[3];
+        FG_NOUNROLL
+        for (j = 0; j < FG_GVL; ++j) {
+            FG_UNROLL
+            for (v = 0; v < NV; ++v) {
+                const float bv = FG_BREG(p[v * FG_GVL + j]);
+                c[0][v][j] = FG_FMA(x0, bv, c[0][v][j]);
+                c[1][v][j] = FG_FMA(x1, bv, c[1][v][j]);
+                c[2][v][j] = FG_FMA(x2, bv, c[2][v][j]);
+                c[3][v][j] = FG_FMA(x3, bv, c[3][v][j]);
+            }
+        }
+        a += FG_MBLOCK;
+        p += FG_GVL * NV;
+    }
+    for (i = 0; i < rows; ++i) {
+        float t[FG_PNR];
+        const float br = bias ? bias[i] : 0.0f;
+        for (v = 0; v < NV; ++v) {
+            FG_NOUNROLL
+            for (j = 0; j < FG_GVL; ++j)
+                t[v * FG_GVL + j] = c[i][v][j] + br;
+        }
+        memcpy(y + (size_t)i * ldy, t, (size_t)nr * sizeof(float));
+        fg_act_row(y + (size_t)i * ldy, nr, act, pa, pb);
+    }
+}
+
+typedef void (*fg_pk_fn)(const float *a, size_t ab, const float *p, const unsigned char *offs,
+                         int R, int rows, int nr, float *y, size_t ldy, const float *bias,
+                         int act, float pa, float pb);
+#define FG_PK_FN(name, NV)                                                                       \
+    static void name(const float *a, size_t ab, const float *p, const unsigned char *offs,      \
+                     int R, int rows, int nr, float *y, size_t ldy, const float *bias, int act,  \
+                     float pa, float pb)                                                         \
+    {                                                                                            \
+        (void)ab;                                                                                \
+        (void)offs;                                                                              \
+        fg_pkc(a, p, R, NV, rows, nr, y, ldy, bias, act, pa, pb);                                \
+    }
+FG_PK_FN(fg_pk_v1, 1)
+FG_PK_FN(fg_pk_v2, 2)
+FG_PK_FN(fg_pk_v3, 3)
+#if FG_GNV > 3
+FG_PK_FN(fg_pk_v4, 4)
+static const fg_pk_fn fg_pk4[FG_GNV] = {fg_pk_v1, fg_pk_v2, fg_pk_v3, fg_pk_v4};
+#else
+static const fg_pk_fn fg_pk4[FG_GNV] = {fg_pk_v1, fg_pk_v2, fg_pk_v3};
+#endif
+#define FG_PMR 4
+#define FG_PDIRECT 0
+#endif
+
+/* ---- driver --------------------------------------------------------------- */
+
+void fg_pgemm(const float *Ap, const float *b, const fg_taps *t, int M, int N, float *y,
+              size_t ldy, const float *bias, int act, float pa, float pb, float *panel)
+{
+    const int R = t->ncz * t->kh * t->kw;
+    const size_t ab = (size_t)FG_MBLOCK * (size_t)R;
+    unsigned char *offs = (unsigned char *)panel;
+    int n0, m0, cz, ky, kx, r = 0;
+    for (cz = 0; FG_PDIRECT && cz < t->ncz; ++cz)
+        for (ky = 0; ky < t->kh; ++ky)
+            for (kx = 0; kx < t->kw; ++kx, ++r) {
+                const size_t o = (size_t)cz * t->czstep + (size_t)ky * t->ystep +
+                                 (size_t)kx * t->xstep;
+                memcpy(offs + (size_t)r * sizeof o, &o, sizeof o);
+            }
+    for (n0 = 0; n0 < N; n0 += FG_PNR) {
+        const int nr = N - n0 < FG_PNR ? N - n0 : FG_PNR;
+        const int nv = (nr + FG_GVL - 1) / FG_GVL;
+        const int direct = FG_PDIRECT && nr == FG_PNR;
+        const int fi = direct ? FG_GNV : nv - 1;
+        const float *p = direct ? b + n0 : panel;
+        if (!direct)
+            fg_panel_pack(b + n0, t, nr, nv * FG_GVL, panel);
+        for (m0 = 0; m0 < M; m0 += FG_PMR) {
+            const int rows = M - m0 < FG_PMR ? M - m0 : FG_PMR;
+            const float *am = Ap + (size_t)(m0 / FG_MBLOCK) * ab;
+            float *ym = y + (size_t)m0 * ldy + (size_t)n0;
+            const float *bm = bias ? bias + m0 : NULL;
+#if FG_PMR == 8
+            if (rows > 4) {
+                fg_pk8[fi](am, ab, p, offs, R, rows, nr, ym, ldy, bm, act, pa, pb);
+                continue;
+            }
+#endif
+            fg_pk4[fi](am, ab, p, offs, R, rows, nr, ym, ldy, bm, act, pa, pb);
+        }
+    }
+}
