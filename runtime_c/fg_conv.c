@@ -779,29 +779,6 @@ void fg_conv(const fg_conv_shape *s, const float *x, float *y, const float *wp, 
     }
 }
 
-const char *fg_conv_algorithm(const fg_conv_shape *s, int depthwise)
-{
-    const int pointwise = fg_conv_is_pointwise(s);
-    if (depthwise) {
-#if defined(__AVX512F__)
-        if (s->sw <= 2 && s->kd * s->kh <= FG_DW_MAXROWS)
-            return "depthwise, 16-wide register blocks (AVX-512)";
-#endif
-        return "depthwise, row axpy";
-    }
-    if (FG_CONV_PGEMM) {
-        if (pointwise)
-            return "packed GEMM on the input (1x1 direct)";
-        if (fg_pgemm_rowpath(s))
-            return "packed GEMM on the row matrix";
-        return "packed GEMM on im2col";
-    }
-    if (pointwise)
-        return "GEMM on the input (1x1 direct)";
-    if (fg_rowmat_floats(s) > 0)
-        return "row-shifted direct tiles";
-    return "im2col + GEMM";
-}
 
 
 /* o[ow] += w * xr[ow*sw + off] for ow in [lo, hi), all taps inside xr */
@@ -1125,4 +1102,31 @@ void fg_conv_depthwise(const fg_conv_shape *s, const float *x, float *y, const f
             }
         }
     }
+}
+
+const char *fg_conv_algorithm(const fg_conv_shape *s, int depthwise)
+{
+    const int pointwise = fg_conv_is_pointwise(s);
+    if (depthwise) {
+#if defined(__AVX512F__)
+        int Hq, Wq, BH;
+        if (fg_dw_plane_dims(s, &Hq, &Wq, &BH))
+            return "depthwise, zero-padded phase planes (AVX-512)";
+        if (s->sw <= 2 && s->kd * s->kh <= FG_DW_MAXROWS)
+            return "depthwise, 16-wide register blocks (AVX-512)";
+#endif
+        return "depthwise, row axpy";
+    }
+    if (FG_CONV_PGEMM) {
+        if (pointwise)
+            return "packed GEMM on the input (1x1 direct)";
+        if (fg_pgemm_rowpath(s))
+            return "packed GEMM on the row matrix";
+        return "packed GEMM on im2col";
+    }
+    if (pointwise)
+        return "GEMM on the input (1x1 direct)";
+    if (fg_rowmat_floats(s) > 0)
+        return "row-shifted direct tiles";
+    return "im2col + GEMM";
 }
