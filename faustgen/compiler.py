@@ -23,7 +23,7 @@ import numpy as np
 from faustgen.backend import CompiledModel, Target, check_out_dir, load_target, write_bundle
 from faustgen.codegen.emit import lower_graph
 from faustgen.codegen.memory import plan_memory
-from faustgen.codegen.render import RUNTIME_HEADERS, RUNTIME_SOURCES, render
+from faustgen.codegen.render import RUNTIME_HEADERS, RUNTIME_SOURCES, Rendered, render
 from faustgen.errors import FaustgenError
 from faustgen.frontend import import_onnx
 from faustgen.ir import Graph
@@ -59,7 +59,8 @@ class BuildOptions:
     finetune: int = 0  # epochs of factor fine-tuning on the calibration inputs
     seed: int = 0
     progress: bool = False
-    max_params: int = 50_000_000
+    max_params: int | None = None  # refuse models above this many constants (None: memory only)
+    weights: str = "auto"  # auto, c, blob, file (faustgen/codegen/weights.py)
     jobs: int | None = None  # factorization processes (None: one per core)
     ray: str | None = None  # a Ray cluster address for the factorization jobs instead
     cache: bool = True  # reuse factorized layers cached under $FAUSTGEN_CACHE
@@ -117,8 +118,9 @@ def _build(
         cc=target.device_cc,
         cflags=" ".join(target.cflags),
         ldflags=" ".join(target.ldflags),
+        weights=opts.weights,
     )
-    report = build_report(graph, opts, target, rendered.weight_bytes, rendered.arena_bytes)
+    report = build_report(graph, opts, target, rendered)
     if compression is not None:
         report["compression"] = compression
     messages: list[str] = list((compression or {}).get("warnings", []))
@@ -132,6 +134,8 @@ def _build(
         compile=opts.compile,
         extra_cflags=opts.extra_cflags,
         progress=progress,
+        binaries={rendered.blob_file: rendered.blob.write} if rendered.blob else None,
+        asm=rendered.asm_file,
     )
     return BuildResult(out, report, graph, messages)
 
@@ -225,7 +229,7 @@ def _calib_samples(x: np.ndarray, graph: Graph) -> np.ndarray:
 
 
 def build_report(
-    graph: Graph, opts: BuildOptions, target: Target, weight_bytes: int, arena_bytes: int
+    graph: Graph, opts: BuildOptions, target: Target, rendered: Rendered
 ) -> dict[str, Any]:
     """report.json: the model, totals and one entry per layer (target_sizes is filled in by
     the backend once the bundle is compiled)."""
@@ -262,13 +266,15 @@ def build_report(
             "input_shape": list(graph.tensors[inp].shape),
             "output_shapes": [list(graph.tensors[o].shape) for o in graph.outputs],
             "batch_symbolic": graph.batch_symbolic,
+            "weights": rendered.weights_mode,
+            "weights_file": rendered.blob_file,
         },
         "totals": {
             "parameters": params,
             "dense_parameters": dense_params,
             "rcg": dense_params / max(params, 1),
-            "weight_bytes": weight_bytes,
-            "arena_bytes": arena_bytes,
+            "weight_bytes": rendered.weight_bytes,
+            "arena_bytes": rendered.arena_bytes,
         },
         "target_sizes": None,
         "layers": layers,

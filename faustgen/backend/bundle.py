@@ -36,9 +36,14 @@ def write_bundle(
     compile: bool,
     extra_cflags: Sequence[str] = (),
     progress: Callable[[str], None] | None = None,
+    binaries: dict[str, Callable[[Path], None]] | None = None,
+    asm: str = "",
 ) -> list[str]:
     """Write `files`, the runtime kernels named in `runtime` and report.json (with the
-    target's section sizes filled in once compiled) into OUT; returns messages for the user."""
+    target's section sizes filled in once compiled) into OUT; returns messages for the user.
+
+    `binaries` maps file names to functions that write them (the weights blob); `asm` names
+    an assembler file of `files` compiled and linked in as well (the blob's .incbin)."""
     check_out_dir(out)
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -47,13 +52,15 @@ def write_bundle(
     try:
         for name, text in files.items():
             (tmp / name).write_text(text)
+        for name, write in (binaries or {}).items():
+            write(tmp / name)
         src = data_dir("runtime_c")
         for name in runtime:  # the hand-written kernels go into every bundle verbatim
             shutil.copyfile(src / name, tmp / name)
         sources = [name for name in runtime if name.endswith(".c")]
         if compile:
             report["target_sizes"] = _compile(
-                tmp, prefix, sources, target, extra_cflags, messages, progress
+                tmp, prefix, sources, target, extra_cflags, messages, progress, asm
             )
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         _replace_dir(tmp, out)
@@ -71,6 +78,7 @@ def _compile(
     extra_cflags: Sequence[str],
     messages: list[str],
     progress: Callable[[str], None] | None,
+    asm: str,
 ) -> dict[str, int] | None:
     if not target.cc:
         return None
@@ -80,7 +88,9 @@ def _compile(
             f"(install it with: {target.install_hint}; then run make in the bundle)"
         )
         return None
-    exe = compile_bundle(tmp, prefix, sources, target, tuple(extra_cflags), progress=progress)
+    exe = compile_bundle(
+        tmp, prefix, sources, target, tuple(extra_cflags), progress=progress, asm=asm
+    )
     return section_sizes(exe, target)
 
 

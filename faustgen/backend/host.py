@@ -17,6 +17,13 @@ import numpy as np
 from faustgen.backend.toolchain import killed_message, load_target
 from faustgen.errors import FaustgenError
 
+# PREFIX_load() return codes (templates/weights.c.j2)
+_LOAD_ERRORS = {
+    -1: "cannot be opened",
+    -2: "is not the weights file of this build",
+    -3: "is truncated",
+}
+
 
 class CompiledModel:
     """A built model directory; `predict(x)` runs the generated C."""
@@ -34,6 +41,8 @@ class CompiledModel:
             self.output_shapes = [tuple(o) for o in m["output_shapes"]]
             self.batch_symbolic = bool(m["batch_symbolic"])
             self.target = load_target(m["target"])
+            # "file": the weights are read by PREFIX_load() (older reports: literals)
+            self.weights_file = m.get("weights_file", "") if m.get("weights") == "file" else ""
         except (ValueError, KeyError, TypeError):
             raise FaustgenError(f"{report_path}: unreadable build report") from None
         self._lib = None
@@ -113,16 +122,27 @@ class CompiledModel:
                 raise FaustgenError(f"{self.out_dir}: no host library {lib_path.name} to load")
             ffi = cffi.FFI()
             ffi.cdef(f"int {self.prefix}_infer(const float *input, float *output, int batch);")
+            if self.weights_file:
+                ffi.cdef(f"int {self.prefix}_load(const char *path);")
             # dlopen caches by path: load a private copy so a rebuilt bundle is never stale.
             tmp = Path(tempfile.mkdtemp(prefix="faustgen-"))
             private = tmp / lib_path.name
             shutil.copyfile(lib_path, private)
             try:
-                self._lib = ffi.dlopen(str(private))
+                lib = ffi.dlopen(str(private))
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-            self._ffi = ffi
+            if self.weights_file:
+                self._load_weights(lib)
+            self._lib, self._ffi = lib, ffi
         return self._lib, self._ffi
+
+    def _load_weights(self, lib) -> None:
+        path = self.out_dir / self.weights_file
+        rc = getattr(lib, f"{self.prefix}_load")(os.fsencode(path))
+        if rc != 0:
+            why = _LOAD_ERRORS.get(rc, f"returned {rc}")
+            raise FaustgenError(f"{path}: {self.prefix}_load failed: the file {why}")
 
     def _predict_cffi(self, x, batch) -> np.ndarray:
         if self._infer is None:

@@ -182,8 +182,11 @@ def compile_bundle(
     target: Target,
     extra_flags: tuple[str, ...] = (),
     progress: Callable[[str], None] | None = None,
+    asm: str = "",
 ) -> Path:
-    """The bundle's harness executable (and, for native targets, lib<prefix>.so for cffi)."""
+    """The bundle's harness executable (and, for native targets, lib<prefix>.so for cffi).
+
+    `asm` names an assembler file of the bundle (the weights' .incbin) linked in as well."""
     pic = ["-fPIC"] if target.native else []
     flags = [*extra_flags, *pic]
     objs = runtime_objects(out_dir, runtime, target, flags, progress)
@@ -191,6 +194,11 @@ def compile_bundle(
     main_o = out_dir / "main.o"
     _compile_object(out_dir / f"{prefix}.c", model_o, target, flags, out_dir, progress)
     _compile_object(out_dir / "main.c", main_o, target, flags, out_dir, progress)
+    own = [model_o]
+    if asm:
+        # Data only: no CFLAGS (clang rejects C options for assembler input).
+        own.append(out_dir / (Path(asm).stem + "_bin.o"))
+        run_compiler([target.cc, "-c", asm, "-o", str(own[-1])], out_dir, asm, progress)
     exe = out_dir / prefix
     run_compiler(
         [
@@ -201,7 +209,7 @@ def compile_bundle(
             "-o",
             str(exe),
             str(main_o),
-            str(model_o),
+            *map(str, own),
             *map(str, objs),
             *target.ldlibs,
         ],
@@ -219,7 +227,7 @@ def compile_bundle(
                 "-shared",
                 "-o",
                 lib,
-                str(model_o),
+                *map(str, own),
                 *map(str, objs),
                 *target.ldlibs,
             ],
@@ -227,8 +235,8 @@ def compile_bundle(
             lib,
             progress,
         )
-    model_o.unlink()
-    main_o.unlink()
+    for o in (*own, main_o):
+        o.unlink()
     return exe
 
 

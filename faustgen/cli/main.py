@@ -58,8 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--max-params",
         type=int,
-        default=50_000_000,
-        help="refuse models with more weights than this (default 50M)",
+        default=None,
+        help="refuse models with more constants than this, counted before any is built "
+        "(default: refuse only what would not fit in the available memory)",
+    )
+    b.add_argument(
+        "--weights",
+        choices=("auto", "c", "blob", "file"),
+        default="auto",
+        help="where the constants go: C literals, a .bin linked by .incbin (blob), or a .bin "
+        "read at start-up by PREFIX_load() (file); auto: literals up to 2 MiB, else blob",
     )
     f = b.add_argument_group("factorization (default: fully connected layers at RCG 4)")
     target = f.add_mutually_exclusive_group()
@@ -200,7 +208,7 @@ def _save_npy(path: str, y: np.ndarray) -> None:
 
 
 def cmd_build(args) -> int:
-    for flag in ("rcg", "max_error", "factors", "min_size", "finetune", "jobs"):
+    for flag in ("rcg", "max_error", "factors", "min_size", "finetune", "jobs", "max_params"):
         value = getattr(args, flag)
         if value is not None and value <= 0 and flag != "finetune":
             raise FaustgenError(f"--{flag.replace('_', '-')} must be positive")
@@ -228,6 +236,7 @@ def cmd_build(args) -> int:
         jobs=args.jobs,
         ray=args.ray,
         cache=not args.no_cache,
+        weights=args.weights,
     )
     result = build_bundle(args.model, args.out, opts)
     for m in result.messages:

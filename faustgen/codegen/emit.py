@@ -53,8 +53,9 @@ class Call:
 class ConstArray:
     ident: str
     ctype: str  # float, int32_t, uint16_t, uint8_t
-    values: np.ndarray  # flat
+    values: np.ndarray  # flat, contiguous
     comment: str
+    digest: str = ""  # sha256 of the bytes (deduplication; the weights file's fingerprint)
 
 
 @dataclass
@@ -180,13 +181,14 @@ class Emitter:
         )
         if ctype == "float" and not np.all(np.isfinite(arr)):
             self.fail(f"constant '{hint}' holds NaN or Inf values")
-        key = (ctype, hashlib.sha256(arr.tobytes()).hexdigest())
+        digest = hashlib.sha256(memoryview(arr).cast("B") if arr.size else b"").hexdigest()
+        key = (ctype, digest)
         if key in self._array_by_hash:
             return self._array_by_hash[key]
         ident = f"{self.prefix}_w{len(self.program.arrays)}_{sanitize_identifier(hint, 32)}"
         shape = "x".join(str(d) for d in np.shape(values)) or "scalar"
         text = comment or f"{hint}: {shape}"
-        self.program.arrays.append(ConstArray(ident, ctype, arr, c_comment(text)))
+        self.program.arrays.append(ConstArray(ident, ctype, arr, c_comment(text), digest))
         self._array_by_hash[key] = ident
         return ident
 

@@ -18,6 +18,7 @@ from faustgen.codegen.literals import (
     c_int_array,
 )
 from faustgen.codegen.memory import MemoryPlan
+from faustgen.codegen.weights import ALIGN, WeightsBlob, choose_mode, layout
 from faustgen.resources import data_dir
 from faustgen.version import __version__
 
@@ -38,6 +39,10 @@ class Rendered:
     files: dict[str, str]  # file name -> text
     weight_bytes: int
     arena_bytes: int
+    weights_mode: str  # c, blob or file (codegen/weights.py)
+    blob: WeightsBlob | None = None  # the blob and file modes: written to blob_file
+    blob_file: str = ""
+    asm_file: str = ""  # the blob mode: the assembler file that links the blob
 
 
 def _env() -> jinja2.Environment:
@@ -111,6 +116,7 @@ def render(
     cc: str,
     cflags: str,
     ldflags: str = "",
+    weights: str = "auto",
 ) -> Rendered:
     g = program.graph
     prefix = program.prefix
@@ -126,6 +132,8 @@ def render(
         for i, (name, off) in enumerate(zip(g.outputs, output_offsets(g), strict=True))
     ]
     weights_file = f"{prefix}_weights.c"
+    mode = choose_mode(weights, program.arrays)
+    blob = layout(program.arrays) if mode != "c" else None
     weight_bytes = sum(a.values.nbytes for a in program.arrays)
     arena_bytes = plan.arena_floats * 4
     ctx = {
@@ -146,6 +154,11 @@ def render(
         "arena_bytes": arena_bytes,
         "weight_bytes": weight_bytes,
         "weights_file": weights_file,
+        "weights_mode": mode,
+        "blob_file": f"{prefix}_weights.bin",
+        "asm_file": f"{prefix}_weights.s",
+        "asm_obj": f"{prefix}_weights_bin.o",
+        "align": ALIGN,
         "n_arrays": len(program.arrays),
         "target": target,
         "cc": cc,
@@ -153,18 +166,32 @@ def render(
         "ldflags": ldflags,
         "runtime_sources": list(RUNTIME_SOURCES),
     }
-    arrays = [
-        {
-            "comment": a.comment,
-            "ctype": "float" if a.ctype == "float" else a.ctype,
-            "ident": a.ident,
-            "length": max(len(a.values), 1),
-            "body": (c_float_array(a.values) if a.ctype == "float" else c_int_array(a.values))
-            if len(a.values)
-            else "    0",
-        }
-        for a in program.arrays
-    ]
+    if blob is None:
+        arrays = [
+            {
+                "comment": a.comment,
+                "ctype": a.ctype,
+                "ident": a.ident,
+                "length": max(len(a.values), 1),
+                "body": (c_float_array(a.values) if a.ctype == "float" else c_int_array(a.values))
+                if len(a.values)
+                else "    0",
+            }
+            for a in program.arrays
+        ]
+    else:
+        arrays = [
+            {
+                "comment": e.array.comment,
+                "ctype": e.array.ctype,
+                "ident": e.array.ident,
+                "length": max(len(e.array.values), 1),
+                "offset": e.offset,
+                "nbytes": e.nbytes,
+            }
+            for e in blob.entries
+        ]
+        ctx["header"] = blob.header.decode()
     structs = [
         {
             "comment": s.comment,
@@ -182,7 +209,17 @@ def render(
         "main.c": env.get_template("main.c.j2").render(ctx),
         "Makefile": env.get_template("Makefile.j2").render(ctx),
     }
-    return Rendered(files, weight_bytes, arena_bytes)
+    if mode == "blob":
+        files[ctx["asm_file"]] = env.get_template("weights.s.j2").render(ctx, arrays=arrays)
+    return Rendered(
+        files,
+        weight_bytes,
+        arena_bytes,
+        mode,
+        blob,
+        ctx["blob_file"] if blob else "",
+        ctx["asm_file"] if mode == "blob" else "",
+    )
 
 
 def _struct_body(items: list[str], width: int = 92) -> str:
