@@ -127,7 +127,7 @@ class Graph:
     def add_const(self, base: str, value: np.ndarray) -> str:
         """Add a constant tensor under a fresh name derived from `base`; returns the name."""
         name = unique_name(self.tensors, base)
-        value = np.ascontiguousarray(value)
+        value = np.asarray(value)  # views stay views: big weights are copied once, when packed
         self.tensors[name] = Tensor(name, tuple(value.shape), str(value.dtype), value)
         return name
 

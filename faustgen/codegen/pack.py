@@ -43,11 +43,14 @@ def pack_panels(B: npt.ArrayLike) -> np.ndarray:
     b = _as_f32_2d(B, "B")
     k, n = b.shape
     npanel = -(-n // FG_PANEL)
-    padded = np.zeros((k, npanel * FG_PANEL), dtype=np.float32)
-    padded[:, :n] = b
+    out = np.empty((npanel, k, FG_PANEL), dtype=np.float32)  # one copy of B, whatever its strides
+    full = n // FG_PANEL
     # (K, P, FG_PANEL) -> (P, K, FG_PANEL)
-    out = padded.reshape(k, npanel, FG_PANEL).transpose(1, 0, 2)
-    return np.ascontiguousarray(out).reshape(-1)
+    out[:full] = b[:, : full * FG_PANEL].reshape(k, full, FG_PANEL).transpose(1, 0, 2)
+    if full < npanel:
+        out[full] = 0.0
+        out[full, :, : n - full * FG_PANEL] = b[:, full * FG_PANEL :]
+    return out.reshape(-1)
 
 
 def pack_mblocks(A: npt.ArrayLike) -> np.ndarray:
@@ -58,11 +61,14 @@ def pack_mblocks(A: npt.ArrayLike) -> np.ndarray:
     a = _as_f32_2d(A, "A")
     m, k = a.shape
     nblock = -(-m // FG_MBLOCK)
-    padded = np.zeros((nblock * FG_MBLOCK, k), dtype=np.float32)
-    padded[:m] = a
+    out = np.empty((nblock, k, FG_MBLOCK), dtype=np.float32)
+    full = m // FG_MBLOCK
     # (B, FG_MBLOCK, K) -> (B, K, FG_MBLOCK)
-    out = padded.reshape(nblock, FG_MBLOCK, k).transpose(0, 2, 1)
-    return np.ascontiguousarray(out).reshape(-1)
+    out[:full] = a[: full * FG_MBLOCK].reshape(full, FG_MBLOCK, k).transpose(0, 2, 1)
+    if full < nblock:
+        out[full] = 0.0
+        out[full, :, : m - full * FG_MBLOCK] = a[full * FG_MBLOCK :].T
+    return out.reshape(-1)
 
 
 def pack_conv_weight(W: npt.ArrayLike, group: int) -> np.ndarray:
@@ -83,6 +89,8 @@ def pack_conv_weight(W: npt.ArrayLike, group: int) -> np.ndarray:
         raise ValueError(f"output channels {k} are not divisible by group={group}")
     kg = k // group
     rows = w.reshape(k, -1)  # (K, C/group * kernel), columns in (c, z, y, x) order
+    if group == 1:
+        return pack_mblocks(rows)
     blocks = [pack_mblocks(rows[g * kg : (g + 1) * kg]) for g in range(group)]
     if not blocks:
         return np.zeros(0, dtype=np.float32)

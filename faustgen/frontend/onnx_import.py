@@ -24,9 +24,11 @@ import onnx
 from onnx import helper, numpy_helper
 
 from faustgen.errors import FaustgenError
+from faustgen.frontend.budget import ConstBudget
 from faustgen.frontend.fold import fold_node, foldable
 from faustgen.ir import Graph, Node, Tensor, unique_name
 from faustgen.ops import REGISTRY, ParseContext, supported_onnx_ops
+from faustgen.ops.base import prod
 from faustgen.ops.tensor import ONNX_DTYPES
 
 MIN_OPSET = 6
@@ -63,9 +65,6 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     return model
 
 
-DEFAULT_MAX_PARAMS = 50_000_000  # 200 MB of float32 weights: beyond any board we target
-
-
 def _check_names(model: onnx.ModelProto, source) -> None:
     """Every name must be text: protobuf hands corrupt (non UTF-8) strings back as bytes."""
     g = model.graph
@@ -81,9 +80,12 @@ def _check_names(model: onnx.ModelProto, source) -> None:
 def import_onnx(
     path: str | os.PathLike,
     input_shape: Sequence[int] | None = None,
-    max_params: int = DEFAULT_MAX_PARAMS,
+    max_params: int | None = None,
 ) -> Graph:
-    """Load, check and import an ONNX file; the result is the per-call graph."""
+    """Load, check and import an ONNX file; the result is the per-call graph.
+
+    `max_params` caps the constants (initializers and folded results, counted before
+    they are built); without it only what would not fit in memory is refused."""
     model = load_model(path)
     try:
         return import_model(model, input_shape=input_shape, source=str(path), max_params=max_params)
@@ -92,26 +94,31 @@ def import_onnx(
         raise FaustgenError(f"{path}: corrupt model (a name is not valid UTF-8)") from None
 
 
-def _check_size(model: onnx.ModelProto, source: str, max_params: int) -> None:
-    total = 0
+def _count_initializers(model: onnx.ModelProto, budget: ConstBudget) -> None:
+    """Reserve the initializers from their dims, before any of their data is decoded."""
+    total = nbytes = 0
     for init in model.graph.initializer:
         n = 1
         for d in init.dims:
             n *= max(int(d), 0)
         total += n
-    if total > max_params:
+        nbytes += n * np.dtype(ONNX_DTYPES.get(init.data_type, "float32")).itemsize
+    if budget.max_params is not None and total > budget.max_params:
         raise FaustgenError(
-            f"{source}: the model has {total} weights, above the --max-params limit of {max_params}"
+            f"{budget.source}: the model has {total} weights, above the --max-params limit "
+            f"of {budget.max_params}"
         )
+    budget.reserve(total, nbytes, "its initializers")
 
 
 def import_model(
     model: onnx.ModelProto,
     input_shape: Sequence[int] | None = None,
     source: str = "<model>",
-    max_params: int = DEFAULT_MAX_PARAMS,
+    max_params: int | None = None,
 ) -> Graph:
-    _check_size(model, source, max_params)
+    budget = ConstBudget(source, max_params)
+    _count_initializers(model, budget)
     model = _normalize_opset(model, source)
     order = topological_order(model.graph, source)
     try:
@@ -119,11 +126,25 @@ def import_model(
     except onnx.checker.ValidationError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid model"
         raise FaustgenError(f"{source}: the ONNX checker rejects the model: {first}") from None
-    graph = _Importer(model, source, input_shape, 1, order, max_params).run()
+    shared = _Shared(order, budget)
+    graph = _Importer(model, source, input_shape, 1, shared).run()
     if graph.batch_symbolic:
-        probe = _Importer(model, source, input_shape, _PROBE_BATCH, order, max_params).run()
+        # The probe shares the first import's initializers and folded constants (a node
+        # whose constant inputs are the very same arrays is not folded again).
+        probe = _Importer(model, source, input_shape, _PROBE_BATCH, shared).run()
         _check_batch_axis(graph, probe)
     return graph
+
+
+class _Shared:
+    """What the batch-1 import and the batch-3 probe share: the node order, the constant
+    budget, the decoded initializers and the folded results keyed by node index."""
+
+    def __init__(self, order: list[int], budget: ConstBudget):
+        self.order = order
+        self.budget = budget
+        self.initializers: dict[str, np.ndarray] = {}
+        self.folded: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
 
 
 def topological_order(g: onnx.GraphProto, source: str) -> list[int]:
@@ -244,12 +265,11 @@ class _Importer:
         source: str,
         input_shape: Sequence[int] | None,
         batch: int,
-        order: list[int],
-        max_params: int = DEFAULT_MAX_PARAMS,
+        shared: _Shared,
     ):
         self.model = model
-        self.max_params = max_params
-        self.order = order
+        self.shared = shared
+        self.order = shared.order
         self.g = model.graph
         self.source = source
         self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
@@ -277,6 +297,7 @@ class _Importer:
         self._inputs()
         nodes = list(self.g.node)
         for index, i in enumerate(self.order):
+            self._index = i
             self._node(index, nodes[i])
         self._outputs()
         return self.graph
@@ -288,6 +309,12 @@ class _Importer:
             for i in n.input:
                 consumers.setdefault(i, n)
         for init in self.g.initializer:
+            value = self.shared.initializers.get(init.name)
+            if value is not None:
+                self.graph.tensors[init.name] = Tensor(
+                    init.name, value.shape, str(value.dtype), value
+                )
+                continue
             try:
                 value = numpy_helper.to_array(init)
             except MemoryError:
@@ -303,6 +330,7 @@ class _Importer:
                     self.fail(f"initializer '{init.name}' holds NaN or Inf values")
                 if value.dtype != np.float32:
                     value = value.astype(np.float32)
+            self.shared.initializers[init.name] = value
             self.graph.tensors[init.name] = Tensor(init.name, value.shape, str(value.dtype), value)
 
     def _inputs(self) -> None:
@@ -386,7 +414,7 @@ class _Importer:
                 + ", ".join(supported_onnx_ops())
             )
         op = REGISTRY.get(proto.op_type)
-        if (op is None or not op.onnx) and self._fold(proto, where):
+        if (op is None or not op.onnx) and self._fold_unregistered(proto, where):
             return
         if op is None or not op.onnx:
             raise FaustgenError(
@@ -411,14 +439,17 @@ class _Importer:
         except Exception as e:  # a malformed model must not surface as a traceback
             raise FaustgenError(f"{where}: cannot import ({type(e).__name__}: {e})") from None
 
-    def _fold(self, proto: onnx.NodeProto, where: str) -> bool:
+    def _fold_unregistered(self, proto: onnx.NodeProto, where: str) -> bool:
         """Fold a node of an op faustgen has no kernel for when all its inputs are constants."""
         tensors = self.graph.tensors
         names = [i for i in proto.input if i]
         if not foldable(proto) or not all(tensors[i].is_const for i in names):
             return False
         inputs = {i: tensors[i].value for i in names}
-        values = fold_node(proto, inputs, self.opset, self.max_params, where)
+        budget = self.shared.budget
+        values = fold_node(proto, inputs, self.opset, budget.room(), where)
+        made = [v for v in values if v is not None]
+        budget.reserve(sum(v.size for v in made), sum(v.nbytes for v in made), where)
         for name, v in zip(proto.output, values, strict=False):
             if name and v is not None:
                 tensors[name] = Tensor(name, tuple(v.shape), str(v.dtype), v)
@@ -429,7 +460,7 @@ class _Importer:
         ins = [tensors[i] for i in node.inputs if i]
         values = op.static_outputs(node, ins)
         if values is None and all(t.is_const for t in ins):
-            values = op.compute(node, [t.value for t in ins])
+            values = self._fold(op, node, ins)
         if values is not None:
             for name, v in zip(node.outputs, values, strict=False):
                 if name:
@@ -440,6 +471,35 @@ class _Importer:
             if name:
                 tensors[name] = Tensor(name, tuple(int(d) for d in shape), dtype)
         self.graph.nodes.append(node)
+
+    def _fold(self, op, node: Node, ins: list[Tensor]) -> list[np.ndarray]:
+        """The outputs of a node whose inputs are all constant: reserved in the budget from
+        their inferred shapes before they are computed, and computed once for both imports."""
+        args = [t.value for t in ins]
+        done = self.shared.folded.get(self._index)
+        if (
+            done is not None
+            and len(done[0]) == len(args)
+            and all(a is b for a, b in zip(done[0], args, strict=True))
+        ):
+            return done[1]
+        try:
+            predicted = [(prod(shape), np.dtype(dtype)) for shape, dtype in op.infer(node, ins)]
+        except Exception:  # e.g. an op whose shape rule needs activations: count it after
+            predicted = None
+        if predicted is not None:
+            elements = sum(n for n, _ in predicted)
+            nbytes = sum(n * dt.itemsize for n, dt in predicted)
+            self.shared.budget.reserve(elements, nbytes, f"node '{node.name}' ({node.op})")
+        values = [np.asarray(v) for v in op.compute(node, args)]
+        if predicted is None:
+            self.shared.budget.reserve(
+                sum(v.size for v in values),
+                sum(v.nbytes for v in values),
+                f"node '{node.name}' ({node.op})",
+            )
+        self.shared.folded[self._index] = (args, values)
+        return values
 
 
 def _check_batch_axis(g1: Graph, g3: Graph) -> None:

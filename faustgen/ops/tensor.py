@@ -54,7 +54,8 @@ class ConstantOfShape(Op):
         return [(node.attrs["shape"], str(node.attrs["value"].dtype))]
 
     def compute(self, node, ins):
-        return [np.full(node.attrs["shape"], node.attrs["value"][0], node.attrs["value"].dtype)]
+        # A read-only broadcast view: no memory until a consumer (weight packing) copies it.
+        return [np.broadcast_to(node.attrs["value"][:1].reshape(()), node.attrs["shape"])]
 
 
 @register_op("Shape")
@@ -95,8 +96,11 @@ class Range(Op):
             ctx.const_input(i, ("start", "limit", "delta")[i])
         return ctx.node({})
 
-    def infer(self, node, ins):  # only ever folded
-        fail(node, "Range of activations is not supported")
+    def infer(self, node, ins):  # only ever folded: the length, before arange builds it
+        start, limit, delta = (np.asarray(t.value).item() for t in ins)
+        if delta == 0:
+            fail(node, "Range with delta 0")
+        return [((max(int(np.ceil((limit - start) / delta)), 0),), ins[0].dtype)]
 
     def compute(self, node, ins):
         start, limit, delta = (np.asarray(v).item() for v in ins)
@@ -365,7 +369,7 @@ class Expand(Op):
         return [(node.attrs["shape"], ins[0].dtype)]
 
     def compute(self, node, ins):
-        return [np.broadcast_to(ins[0], node.attrs["shape"]).copy()]
+        return [np.broadcast_to(ins[0], node.attrs["shape"])]  # read-only view, as above
 
     def lower(self, node, em):
         out = node.attrs["shape"]

@@ -43,7 +43,8 @@ def _dense(g: Graph, node: Node, x: str, w: np.ndarray, bias: str, y: str, out_s
     attrs = {"act": None, "fused": [], "onnx_op": node.op}
     if out_shape is not None:
         attrs["out_shape"] = tuple(out_shape)
-    w_name = g.add_const(f"{node.name}_W", np.ascontiguousarray(w, dtype=np.float32))
+    # W may be a transposed view of the initializer: the kernels' packing copies it once.
+    w_name = g.add_const(f"{node.name}_W", np.asarray(w, dtype=np.float32))
     return Node("Dense", node.name, [x, w_name, bias], [y], attrs)
 
 
@@ -62,7 +63,10 @@ def _gemm(g: Graph, node: Node) -> list[Node]:
     add_c = bool(c) and at["beta"] != 0
     bv = g.const(b)
     if bv is not None:
-        w = (bv.T if at["transB"] else bv).astype(np.float64) * at["alpha"]
+        w = bv.T if at["transB"] else bv
+        if at["alpha"] != 1.0:
+            # alpha is a float32 attribute: the float32 product is the correctly rounded one
+            w = w.astype(np.float32) * np.float32(at["alpha"])
         if add_c and c_val is not None and _is_row_vector(c_val.shape, n):
             vec = np.broadcast_to(np.asarray(c_val, np.float64).reshape(-1), (n,)) * at["beta"]
             bias = g.add_const(f"{node.name}_bias", vec.astype(np.float32))
