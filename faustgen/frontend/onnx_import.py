@@ -32,6 +32,7 @@ from faustgen.ops.base import prod
 from faustgen.ops.tensor import ONNX_DTYPES
 
 MIN_OPSET = 6
+_STUB_BYTES = 64 << 20  # initializers above this are stubbed for the checker (see _checkable)
 _PROBE_BATCH = 3
 _WEIGHT_OPS = {"Conv", "Gemm", "MatMul", "BatchNormalization", "ConvTranspose"}
 
@@ -88,7 +89,9 @@ def import_onnx(
     they are built); without it only what would not fit in memory is refused."""
     model = load_model(path)
     try:
-        return import_model(model, input_shape=input_shape, source=str(path), max_params=max_params)
+        return import_model(
+            model, input_shape=input_shape, source=str(path), max_params=max_params, path=path
+        )
     except UnicodeDecodeError:
         # protobuf decodes string fields lazily: a corrupt name surfaces only when read
         raise FaustgenError(f"{path}: corrupt model (a name is not valid UTF-8)") from None
@@ -116,17 +119,20 @@ def import_model(
     input_shape: Sequence[int] | None = None,
     source: str = "<model>",
     max_params: int | None = None,
+    path: str | os.PathLike | None = None,
 ) -> Graph:
+    """Import a loaded model. With `path` (the file `model` was read from, and nothing else
+    holds `model`), initializer bytes are released from `model` as they are decoded."""
     budget = ConstBudget(source, max_params)
     _count_initializers(model, budget)
     model = _normalize_opset(model, source)
     order = topological_order(model.graph, source)
     try:
-        onnx.checker.check_model(_checkable(model, order))
+        onnx.checker.check_model(_checkable(model, order, budget.bytes > _STUB_BYTES))
     except onnx.checker.ValidationError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid model"
         raise FaustgenError(f"{source}: the ONNX checker rejects the model: {first}") from None
-    shared = _Shared(order, budget)
+    shared = _Shared(order, budget, release=path is not None)
     graph = _Importer(model, source, input_shape, 1, shared).run()
     if graph.batch_symbolic:
         # The probe shares the first import's initializers and folded constants (a node
@@ -140,9 +146,10 @@ class _Shared:
     """What the batch-1 import and the batch-3 probe share: the node order, the constant
     budget, the decoded initializers and the folded results keyed by node index."""
 
-    def __init__(self, order: list[int], budget: ConstBudget):
+    def __init__(self, order: list[int], budget: ConstBudget, release: bool):
         self.order = order
         self.budget = budget
+        self.release = release  # free each initializer's bytes in the proto once decoded
         self.initializers: dict[str, np.ndarray] = {}
         self.folded: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
 
@@ -195,20 +202,37 @@ def topological_order(g: onnx.GraphProto, source: str) -> list[int]:
     return order
 
 
-def _checkable(model: onnx.ModelProto, order: list[int]) -> onnx.ModelProto:
+def _checkable(model: onnx.ModelProto, order: list[int], stub: bool = False) -> onnx.ModelProto:
     """A copy for the checker without two of its complaints that onnxruntime does not
     share: nodes out of topological order (sorted here, after the structural errors the
     checker reports poorly), and graph inputs/outputs without a shape field (given an empty
-    one: some exporters and hand-written graphs omit it; the importer infers shapes)."""
+    one: some exporters and hand-written graphs omit it; the importer infers shapes).
+
+    With `stub`, the copy's initializers hold one element each (same name, type and rank):
+    the checker serializes the whole model and parses it again in C++, two more copies of
+    every weight and a 2 GB protobuf limit, only to check that each initializer's data fills
+    its dims, which decoding them (numpy_helper.to_array) checks as well."""
     missing = [
         vi
         for vi in (*model.graph.input, *model.graph.output)
         if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")
     ]
-    if not missing and order == list(range(len(order))):
+    if not stub and not missing and order == list(range(len(order))):
         return model
     copy = onnx.ModelProto()
-    copy.CopyFrom(model)
+    if stub:
+        _copy_fields(model, copy, skip="graph")
+        _copy_fields(model.graph, copy.graph, skip="initializer")
+        for init in model.graph.initializer:
+            t = copy.graph.initializer.add()
+            t.name, t.data_type = init.name, init.data_type
+            t.dims.extend([1] * len(init.dims))
+            if init.data_type == onnx.TensorProto.STRING:
+                t.string_data.append(b"")
+            else:
+                t.raw_data = bytes(np.dtype(ONNX_DTYPES.get(init.data_type, "float32")).itemsize)
+    else:
+        copy.CopyFrom(model)
     nodes = list(model.graph.node)
     del copy.graph.node[:]
     copy.graph.node.extend(nodes[i] for i in order)
@@ -216,6 +240,19 @@ def _checkable(model: onnx.ModelProto, order: list[int]) -> onnx.ModelProto:
         if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape"):
             vi.type.tensor_type.shape.SetInParent()
     return copy
+
+
+def _copy_fields(src, dst, skip: str) -> None:
+    """dst = src without field `skip` (protobuf messages)."""
+    for fd, value in src.ListFields():
+        if fd.name == skip:
+            continue
+        if fd.is_repeated:
+            getattr(dst, fd.name).extend(value)
+        elif fd.type == fd.TYPE_MESSAGE:
+            getattr(dst, fd.name).CopyFrom(value)
+        else:
+            setattr(dst, fd.name, value)
 
 
 def _normalize_opset(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
@@ -322,15 +359,18 @@ class _Importer:
             except Exception as e:
                 self.fail(f"initializer '{init.name}' cannot be read ({e})")
             if value.dtype.kind == "f":
-                user = consumers.get(init.name)
-                bad = np.isnan(value).any() or (
-                    user is not None and user.op_type in _WEIGHT_OPS and np.isinf(value).any()
-                )
-                if bad:
-                    self.fail(f"initializer '{init.name}' holds NaN or Inf values")
+                if not np.isfinite(value).all():  # one pass over the data; the rare case twice
+                    user = consumers.get(init.name)
+                    bad = np.isnan(value).any() or (
+                        user is not None and user.op_type in _WEIGHT_OPS
+                    )
+                    if bad:
+                        self.fail(f"initializer '{init.name}' holds NaN or Inf values")
                 if value.dtype != np.float32:
                     value = value.astype(np.float32)
             self.shared.initializers[init.name] = value
+            if self.shared.release:
+                init.ClearField("raw_data")  # the decoded copy is the only one kept
             self.graph.tensors[init.name] = Tensor(init.name, value.shape, str(value.dtype), value)
 
     def _inputs(self) -> None:

@@ -118,3 +118,18 @@ def test_batch_probe_reuses_folded_constants(monkeypatch):
     nodes, inits = _const_of_shape([8, 8])
     g = import_model(_weights_from(nodes, inits), source="m")
     assert g.batch_symbolic and len(calls) == 1
+
+
+def test_checker_copy_of_a_big_model_holds_no_weights():
+    """Big models are checked on a copy whose initializers hold one element each: the
+    checker still sees every node (and still rejects a bad one), not the weights' bytes."""
+    from faustgen.frontend.onnx_import import _checkable
+
+    w = nh.from_array(np.ones((256, 256), np.float32), "W")
+    m = _weights_from([], [w], n_in=256, n_out=256)
+    stub = _checkable(m, [0], stub=True)
+    onnx.checker.check_model(stub)
+    assert stub.ByteSize() < 1000 < m.ByteSize() and len(m.graph.initializer[0].raw_data) == 1 << 18
+    m.graph.node[0].attribute.append(h.make_attribute("bogus", 1))
+    with pytest.raises(onnx.checker.ValidationError, match="bogus"):
+        onnx.checker.check_model(_checkable(m, [0], stub=True))
