@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 
-.PHONY: all setup demo test lint format bench fuzz clean
+.PHONY: all setup demo test lint format bench bench-scale fuzz clean
 
 all: test
 
@@ -28,6 +28,12 @@ format: setup
 
 bench: setup
 	$(PY) benchmarks/bench_models.py
+
+# Build cost on real-size networks; EMX=path/to/emx-onnx-cgen times the peer side by side
+# (install it in a scratch venv: python3 -m venv /tmp/emx && /tmp/emx/bin/pip install
+# emx-onnx-cgen onnxruntime).
+bench-scale: setup
+	$(PY) benchmarks/bench_scale.py $(if $(EMX),--emx $(EMX))
 
 fuzz: setup
 	FAUSTGEN_FUZZ_EXAMPLES=5000 $(PY) -m pytest -q tests/fuzz
