@@ -56,6 +56,7 @@ class ConstArray:
     values: np.ndarray  # flat, contiguous
     comment: str
     digest: str = ""  # sha256 of the bytes (deduplication; the weights file's fingerprint)
+    fill: float | None = None  # every element is this value: filled at run time, not stored
 
 
 @dataclass
@@ -181,14 +182,20 @@ class Emitter:
         )
         if ctype == "float" and not np.all(np.isfinite(arr)):
             self.fail(f"constant '{hint}' holds NaN or Inf values")
-        digest = hashlib.sha256(memoryview(arr).cast("B") if arr.size else b"").hexdigest()
+        fill = _uniform(arr) if ctype == "float" else None
+        if fill is not None:
+            # One value throughout (ConstantOfShape, ...): filled at run time, never stored.
+            arr = np.broadcast_to(arr[:1], arr.shape)
+            digest = f"fill:{arr[:1].view(np.uint32)[0]:08x}:{arr.size}"
+        else:
+            digest = hashlib.sha256(memoryview(arr).cast("B") if arr.size else b"").hexdigest()
         key = (ctype, digest)
         if key in self._array_by_hash:
             return self._array_by_hash[key]
         ident = f"{self.prefix}_w{len(self.program.arrays)}_{sanitize_identifier(hint, 32)}"
         shape = "x".join(str(d) for d in np.shape(values)) or "scalar"
         text = comment or f"{hint}: {shape}"
-        self.program.arrays.append(ConstArray(ident, ctype, arr, c_comment(text), digest))
+        self.program.arrays.append(ConstArray(ident, ctype, arr, c_comment(text), digest, fill))
         self._array_by_hash[key] = ident
         return ident
 
@@ -207,6 +214,19 @@ class Emitter:
     @staticmethod
     def f(value: float) -> str:
         return c_float(value)
+
+
+FILL_MIN = 4096  # elements: smaller uniform arrays stay literals (readable, and cheap)
+
+
+def _uniform(arr: np.ndarray) -> float | None:
+    """The value of an array that holds one value (bit for bit) throughout, else None."""
+    if arr.size < FILL_MIN:
+        return None
+    bits = arr.view(np.uint32)
+    if bits[0] != bits[-1] or not (bits[:64] == bits[0]).all() or not (bits == bits[0]).all():
+        return None
+    return float(arr[0])
 
 
 def lower_graph(graph: Graph, prefix: str) -> Program:

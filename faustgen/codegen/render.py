@@ -159,7 +159,7 @@ def render(
         "asm_file": f"{prefix}_weights.s",
         "asm_obj": f"{prefix}_weights_bin.o",
         "align": ALIGN,
-        "n_arrays": len(program.arrays),
+        "n_arrays": sum(a.fill is None for a in program.arrays),
         "target": target,
         "cc": cc,
         "cflags": cflags,
@@ -178,6 +178,7 @@ def render(
                 else "    0",
             }
             for a in program.arrays
+            if a.fill is None
         ]
     else:
         arrays = [
@@ -192,6 +193,12 @@ def render(
             for e in blob.entries
         ]
         ctx["header"] = blob.header.decode()
+    fills = [
+        {"comment": a.comment, "ident": a.ident, "length": len(a.values), "value": c_float(a.fill)}
+        for a in program.arrays
+        if a.fill is not None
+    ]
+    ctx["has_fills"] = bool(fills)
     structs = [
         {
             "comment": s.comment,
@@ -205,7 +212,9 @@ def render(
     files = {
         f"{prefix}.h": env.get_template("model.h.j2").render(ctx),
         f"{prefix}.c": env.get_template("model.c.j2").render(ctx, body=_body(program, plan)),
-        weights_file: env.get_template("weights.c.j2").render(ctx, arrays=arrays, structs=structs),
+        weights_file: env.get_template("weights.c.j2").render(
+            ctx, arrays=arrays, structs=structs, fills=fills
+        ),
         "main.c": env.get_template("main.c.j2").render(ctx),
         "Makefile": env.get_template("Makefile.j2").render(ctx),
     }

@@ -42,7 +42,7 @@ def choose_mode(requested: str, arrays: list[ConstArray]) -> str:
         raise ValueError(f"weights mode {requested!r} is not one of {', '.join(MODES)}")
     if requested != "auto":
         return requested
-    total = sum(a.values.nbytes for a in arrays)
+    total = sum(a.values.nbytes for a in arrays if a.fill is None)
     return "c" if total <= LITERAL_LIMIT_BYTES else "blob"
 
 
@@ -84,6 +84,8 @@ def layout(arrays: list[ConstArray]) -> WeightsBlob:
     entries, pos = [], HEADER_BYTES
     fp = hashlib.sha256()
     for a in arrays:
+        if a.fill is not None:
+            continue  # filled at run time
         nbytes = max(a.values.nbytes, a.values.itemsize)
         entries.append(BlobEntry(a, pos, nbytes))
         fp.update(f"{a.ident}:{a.ctype}:{pos}:{nbytes}:{a.digest}\n".encode())

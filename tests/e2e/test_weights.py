@@ -202,3 +202,45 @@ def test_auto_keeps_literals_up_to_the_limit(tmp_path):
         onnx.save(_gemm_model(cols), p)
         build_bundle(p, tmp_path / f"o{cols}", BuildOptions(compile=False))
         assert CompiledModel(tmp_path / f"o{cols}").report["model"]["weights"] == expected
+
+
+@pytest.mark.parametrize("mode", ["c", "blob", "file"])
+def test_uniform_weights_are_filled_not_stored(tmp_path, mode):
+    """A weight of one value throughout (ConstantOfShape: the onnx package's light_* models)
+    is filled on the first call instead of stored; an empty blob still loads."""
+    import onnxruntime as ort
+
+    g = h.make_graph(
+        [
+            h.make_node(
+                "ConstantOfShape",
+                ["shape"],
+                ["W"],
+                value=h.make_tensor("v", TensorProto.FLOAT, [1], [0.25]),
+            ),
+            h.make_node("MatMul", ["x", "W"], ["y"]),
+        ],
+        "g",
+        [h.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+        [h.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64])],
+        [onnx.numpy_helper.from_array(np.array([64, 64], np.int64), "shape")],
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), path)
+    out = tmp_path / "out"
+    build_bundle(path, out, BuildOptions(weights=mode))
+    c_text = (out / "model_weights.c").read_text()
+    assert "every element 0.25f" in c_text and "0.25f, 0.25f" not in c_text
+    if mode != "c":
+        assert (out / "model_weights.bin").stat().st_size == 64  # the header only
+    for src in ("model.c", "main.c"):
+        proc = subprocess.run(
+            ["gcc", *STRICT, "-O2", "-c", src, "-o", str(tmp_path / "x.o")],
+            cwd=out,
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, proc.stderr
+    x = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)
+    ref = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(CompiledModel(out).predict(x), ref, rtol=1e-5, atol=1e-5)
