@@ -11,7 +11,8 @@ For each model, one after the other in the same loop:
 * `faustgen verify MODEL OUT` (4 seeded random samples against onnxruntime): its verdict
   and errors, as the CLI prints them;
 * emx-onnx-cgen (if --emx points at it): `compile` plus gcc on its C at the host target's
-  flags (its build), and `verify` (its build + compile + run against onnxruntime).
+  flags (its build), and with --emx-verify its `verify` (build, -O1 compile, run against
+  onnxruntime).
 
 Nothing here is asserted; the table goes to benchmarks/README_scale.md.
 
@@ -141,7 +142,7 @@ def run_faustgen(path: Path, out: Path) -> dict:
     return row
 
 
-def run_emx(emx: str, path: Path, work: Path) -> dict:
+def run_emx(emx: str, path: Path, work: Path, verify_too: bool) -> dict:
     d = work / "emx"
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir()
@@ -162,6 +163,9 @@ def run_emx(emx: str, path: Path, work: Path) -> dict:
     row["emx_build_s"] = gen["wall"] + cc["wall"]
     row["emx_build_cpu_s"] = gen["cpu"] + cc["cpu"]
     row["emx_bundle_mb"] = dir_size(d) / 1e6
+    if not verify_too:
+        shutil.rmtree(d, ignore_errors=True)
+        return row
     verify = timed([emx, "verify", str(path), "--temp-dir-root", str(d)])
     row["emx_verify_s"] = verify["wall"]
     row["emx_verify_cpu_s"] = verify["cpu"]
@@ -175,6 +179,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", help="comma-separated subset of: " + ",".join(LIGHT + TORCHVISION))
     ap.add_argument("--emx", help="emx-onnx-cgen executable (a scratch venv; never a dependency)")
+    ap.add_argument(
+        "--emx-verify", action="store_true", help="also time emx-onnx-cgen verify (slow)"
+    )
     ap.add_argument("--repeat", type=int, default=1, help="rounds (medians are reported)")
     ap.add_argument("--json", help="write the rows here")
     ap.add_argument("--workdir", help="where exports and bundles go (default: a temp dir)")
@@ -191,7 +198,7 @@ def main() -> None:
             row = run_faustgen(path, out)
             shutil.rmtree(out, ignore_errors=True)
             if args.emx:
-                row.update(run_emx(args.emx, path, work))
+                row.update(run_emx(args.emx, path, work, args.emx_verify))
             runs.append(row)
         row = dict(runs[-1])
         for key in [k for k in runs[0] if k.endswith(("_s", "_mb"))]:
