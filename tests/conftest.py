@@ -146,3 +146,18 @@ def target_build(tmp_path, target_runtime):
 
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None
+
+
+def asan_harness(out: Path, exe: Path, strict: list[str]) -> None:
+    """Compile the bundle's harness in `out` with ASan/UBSan (skips when the runtime is absent)."""
+    sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+    sources = ["main.c", "model.c", *RUNTIME_SOURCES]
+    proc = subprocess.run(
+        ["gcc", *strict, "-O1", "-g", *sanitize, "-o", str(exe), *sources, "-lm"],
+        cwd=out,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0 and "asan" in proc.stderr.lower():
+        pytest.skip(f"sanitizer runtime unavailable: {proc.stderr.strip()[:200]}")
+    assert proc.returncode == 0, proc.stderr

@@ -15,6 +15,7 @@ from faustgen import zoo  # noqa: E402
 from faustgen.backend import CompiledModel  # noqa: E402
 from faustgen.codegen.render import RUNTIME_SOURCES  # noqa: E402
 from faustgen.compiler import BuildOptions, build_bundle  # noqa: E402
+from tests.conftest import asan_harness  # noqa: E402
 
 STRICT = [
     "-std=c99",
@@ -56,28 +57,7 @@ def test_strict_warnings(cc, lenet_bundle, tmp_path):
 def test_sanitizers_report_nothing(lenet_bundle, tmp_path):
     out, x, ref = lenet_bundle
     exe = tmp_path / "model_asan"
-    proc = subprocess.run(
-        [
-            "gcc",
-            *STRICT,
-            "-O1",
-            "-g",
-            "-fsanitize=address,undefined",
-            "-fno-sanitize-recover=all",
-            "-o",
-            str(exe),
-            "main.c",
-            "model.c",
-            *RUNTIME_SOURCES,
-            "-lm",
-        ],
-        cwd=out,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0 and "asan" in proc.stderr.lower():
-        pytest.skip(f"sanitizer runtime unavailable: {proc.stderr.strip()[:200]}")
-    assert proc.returncode == 0, proc.stderr
+    asan_harness(out, exe, STRICT)
     x.tofile(tmp_path / "in.bin")
     run = subprocess.run(
         [str(exe), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")],

@@ -16,21 +16,14 @@ from onnx import helper as h
 from faustgen.backend import BuildOptions, CompiledModel, build_bundle, load_target
 from faustgen.codegen.weights import LITERAL_LIMIT_BYTES
 from faustgen.errors import FaustgenError
+from tests.conftest import STRICT as CONFTEST_STRICT
+from tests.conftest import asan_harness
 
 torch = pytest.importorskip("torch")
 
 from faustgen import zoo  # noqa: E402
 
-STRICT = [
-    "-std=c99",
-    "-Wall",
-    "-Wextra",
-    "-Wcast-qual",
-    "-Wdouble-promotion",
-    "-Wfloat-conversion",
-    "-Wshadow",
-    "-Werror",
-]
+STRICT = [*CONFTEST_STRICT, "-Wshadow"]
 
 
 @pytest.fixture(scope="module")
@@ -125,18 +118,7 @@ def test_file_mode_under_sanitizers(lenet, tmp_path):
     out = tmp_path / "out"
     build_bundle(path, out, BuildOptions(weights="file", compile=False))
     exe = out / "model_asan"
-    proc = subprocess.run(
-        ["gcc", *STRICT, "-O1", "-g", "-fsanitize=address,undefined"]
-        + ["-fno-sanitize-recover=all", "-o", str(exe), "main.c", "model.c"]
-        + [p.name for p in out.glob("fg_*.c")]
-        + ["-lm"],
-        cwd=out,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0 and "asan" in proc.stderr.lower():
-        pytest.skip(f"sanitizer runtime unavailable: {proc.stderr.strip()[:200]}")
-    assert proc.returncode == 0, proc.stderr
+    asan_harness(out, exe, STRICT)
     x.tofile(out / "in.bin")
     run = subprocess.run([str(exe), "in.bin", "y.bin"], cwd=out, capture_output=True, text=True)
     assert run.returncode == 0 and "runtime error" not in run.stderr, run.stderr
