@@ -177,10 +177,9 @@ class Emitter:
         self, values: np.ndarray, hint: str, ctype: str = "float", comment: str | None = None
     ) -> str:
         """Register a static const array (deduplicated by content); returns its identifier."""
-        arr = np.ascontiguousarray(
-            np.asarray(values).astype(_CTYPES[ctype], copy=False).reshape(-1)
-        )
-        if ctype == "float" and not np.all(np.isfinite(arr)):
+        arr = np.asarray(values).astype(_CTYPES[ctype], copy=False).reshape(-1)
+        one = arr.size and not any(arr.strides)  # one value broadcast: checked once, not copied
+        if ctype == "float" and not np.all(np.isfinite(arr[:1] if one else arr)):
             self.fail(f"constant '{hint}' holds NaN or Inf values")
         fill = _uniform(arr) if ctype == "float" else None
         if fill is not None:
@@ -188,6 +187,7 @@ class Emitter:
             arr = np.broadcast_to(arr[:1], arr.shape)
             digest = f"fill:{arr[:1].view(np.uint32)[0]:08x}:{arr.size}"
         else:
+            arr = np.ascontiguousarray(arr)
             digest = hashlib.sha256(memoryview(arr).cast("B") if arr.size else b"").hexdigest()
         key = (ctype, digest)
         if key in self._array_by_hash:
@@ -223,6 +223,8 @@ def _uniform(arr: np.ndarray) -> float | None:
     """The value of an array that holds one value (bit for bit) throughout, else None."""
     if arr.size < FILL_MIN:
         return None
+    if not any(arr.strides):
+        return float(arr[0])
     bits = arr.view(np.uint32)
     if bits[0] != bits[-1] or not (bits[:64] == bits[0]).all() or not (bits == bits[0]).all():
         return None

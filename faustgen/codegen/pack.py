@@ -35,6 +35,14 @@ def _as_f32_2d(a: npt.ArrayLike, name: str) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
+def _uniform(a: np.ndarray, length: int) -> np.ndarray | None:
+    """A packed array of `length` entries as a zero-stride view when `a` is one value
+    broadcast (ConstantOfShape) and the layout needs no zero padding: nothing is copied."""
+    if a.size and not any(a.strides):
+        return np.broadcast_to(a.reshape(-1)[:1], (length,))
+    return None
+
+
 def pack_panels(B: npt.ArrayLike) -> np.ndarray:
     """Pack a K x N matrix into ceil(N / FG_PANEL) panels of K x FG_PANEL (for fg_dense).
 
@@ -43,8 +51,11 @@ def pack_panels(B: npt.ArrayLike) -> np.ndarray:
     b = _as_f32_2d(B, "B")
     k, n = b.shape
     npanel = -(-n // FG_PANEL)
-    out = np.empty((npanel, k, FG_PANEL), dtype=np.float32)  # one copy of B, whatever its strides
     full = n // FG_PANEL
+    same = _uniform(b, n * k) if full == npanel else None
+    if same is not None:
+        return same
+    out = np.empty((npanel, k, FG_PANEL), dtype=np.float32)  # one copy of B, whatever its strides
     # (K, P, FG_PANEL) -> (P, K, FG_PANEL)
     out[:full] = b[:, : full * FG_PANEL].reshape(k, full, FG_PANEL).transpose(1, 0, 2)
     if full < npanel:
@@ -61,8 +72,11 @@ def pack_mblocks(A: npt.ArrayLike) -> np.ndarray:
     a = _as_f32_2d(A, "A")
     m, k = a.shape
     nblock = -(-m // FG_MBLOCK)
-    out = np.empty((nblock, k, FG_MBLOCK), dtype=np.float32)
     full = m // FG_MBLOCK
+    same = _uniform(a, m * k) if full == nblock else None
+    if same is not None:
+        return same
+    out = np.empty((nblock, k, FG_MBLOCK), dtype=np.float32)
     # (B, FG_MBLOCK, K) -> (B, K, FG_MBLOCK)
     out[:full] = a[: full * FG_MBLOCK].reshape(full, FG_MBLOCK, k).transpose(0, 2, 1)
     if full < nblock:
@@ -89,8 +103,8 @@ def pack_conv_weight(W: npt.ArrayLike, group: int) -> np.ndarray:
         raise ValueError(f"output channels {k} are not divisible by group={group}")
     kg = k // group
     rows = w.reshape(k, -1)  # (K, C/group * kernel), columns in (c, z, y, x) order
-    if group == 1:
-        return pack_mblocks(rows)
+    if group == 1 or (kg % FG_MBLOCK == 0 and _uniform(rows, 1) is not None):
+        return pack_mblocks(rows)  # a uniform weight packs the same whatever the groups
     blocks = [pack_mblocks(rows[g * kg : (g + 1) * kg]) for g in range(group)]
     if not blocks:
         return np.zeros(0, dtype=np.float32)
