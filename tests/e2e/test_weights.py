@@ -13,8 +13,9 @@ import pytest
 from onnx import TensorProto
 from onnx import helper as h
 
-from faustgen.backend import BuildOptions, CompiledModel, build_bundle, load_target
+from faustgen.backend import CompiledModel, load_target
 from faustgen.codegen.weights import LITERAL_LIMIT_BYTES
+from faustgen.compiler import BuildOptions, build_bundle
 from faustgen.errors import FaustgenError
 from tests.conftest import STRICT as CONFTEST_STRICT
 from tests.conftest import asan_harness
