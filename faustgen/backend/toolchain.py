@@ -155,7 +155,14 @@ def runtime_objects(
     and kept in the cache (the kernels are the same in every bundle; only the model changes)."""
     key = hashlib.sha256()
     key.update("\0".join([_compiler_id(target.cc), *target.cflags, *flags]).encode())
-    for name in sorted(p.name for p in runtime_dir.iterdir() if p.suffix in (".c", ".h")):
+    # The kernels and their headers only: the bundle's own files (model.c, model_weights.c,
+    # main.c, ...) sit in the same directory and change with every model.
+    kernel_files = (
+        p.name
+        for p in runtime_dir.iterdir()
+        if p.suffix in (".c", ".h") and (p.name in sources or p.name.startswith("fg_"))
+    )
+    for name in sorted(kernel_files):
         key.update(name.encode() + b"\0" + (runtime_dir / name).read_bytes())
     d = cache_dir() / "runtime" / f"{target.name}-{key.hexdigest()[:20]}"
     objs = [d / (Path(s).stem + ".o") for s in sources]
