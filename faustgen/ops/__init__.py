@@ -26,6 +26,13 @@ from faustgen.ops import (  # noqa: F401  (import for registration side effects)
     softmax,
     tensor,
 )
-from faustgen.ops.base import REGISTRY, Op, ParseContext, register_op, supported_onnx_ops
+from faustgen.ops.base import (
+    REGISTRY,
+    Op,
+    ParseContext,
+    TorchContext,
+    register_op,
+    supported_onnx_ops,
+)
 
-__all__ = ["REGISTRY", "Op", "ParseContext", "register_op", "supported_onnx_ops"]
+__all__ = ["REGISTRY", "Op", "ParseContext", "TorchContext", "register_op", "supported_onnx_ops"]

@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.special import erf
 
-from faustgen.ops.base import Op, ParseContext, float_like, prod, register_op
+from faustgen.ops.base import Op, ParseContext, TorchContext, float_like, prod, register_op
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Unary:
     ref: Callable[..., np.ndarray]
     kernel: str
     args: tuple[str, ...] = ()  # attribute names passed to the kernel after n
+    torch: Callable[..., Any] | None = None  # (torch module, x, **attrs) -> y
 
 
 def _f32(fn):
@@ -33,48 +35,78 @@ SELU_ALPHA = 1.67326319217681884765625
 SELU_GAMMA = 1.05070102214813232421875
 
 UNARY: dict[str, Unary] = {
-    "Relu": Unary({}, _f32(lambda x: np.maximum(x, 0)), "fg_relu"),
+    "Relu": Unary(
+        {}, _f32(lambda x: np.maximum(x, 0)), "fg_relu", torch=lambda t, x: t.nn.functional.relu(x)
+    ),
     "LeakyRelu": Unary(
         {"alpha": 0.01},
         _f32(lambda x, alpha: np.where(x >= 0, x, alpha * x)),
         "fg_leaky_relu",
         ("alpha",),
+        lambda t, x, alpha: t.nn.functional.leaky_relu(x, alpha),
     ),
     "Elu": Unary(
         {"alpha": 1.0},
         _f32(lambda x, alpha: np.where(x > 0, x, alpha * (np.exp(x) - 1))),
         "fg_elu",
         ("alpha",),
+        lambda t, x, alpha: t.nn.functional.elu(x, alpha),
     ),
     "Selu": Unary(
         {"alpha": SELU_ALPHA, "gamma": SELU_GAMMA},
         _f32(lambda x, alpha, gamma: gamma * np.where(x > 0, x, alpha * (np.exp(x) - 1))),
         "fg_selu",
         ("alpha", "gamma"),
+        lambda t, x, alpha, gamma: (
+            t.nn.functional.selu(x)
+            if (alpha, gamma) == (SELU_ALPHA, SELU_GAMMA)
+            else gamma * t.where(x > 0, x, alpha * t.expm1(x))
+        ),
     ),
-    "Sigmoid": Unary({}, _f32(lambda x: 1 / (1 + np.exp(-x))), "fg_sigmoid"),
+    "Sigmoid": Unary(
+        {}, _f32(lambda x: 1 / (1 + np.exp(-x))), "fg_sigmoid", torch=lambda t, x: t.sigmoid(x)
+    ),
     "HardSigmoid": Unary(
         {"alpha": 0.2, "beta": 0.5},
         _f32(lambda x, alpha, beta: np.clip(alpha * x + beta, 0, 1)),
         "fg_hard_sigmoid",
         ("alpha", "beta"),
+        lambda t, x, alpha, beta: t.clamp(alpha * x + beta, 0, 1),
     ),
-    "HardSwish": Unary({}, _f32(lambda x: x * np.clip(x / 6 + 0.5, 0, 1)), "fg_hard_swish"),
-    "Tanh": Unary({}, _f32(np.tanh), "fg_tanh"),
-    "Softplus": Unary({}, _f32(lambda x: np.log1p(np.exp(x))), "fg_softplus"),
-    "Exp": Unary({}, _f32(np.exp), "fg_exp"),
-    "Log": Unary({}, _f32(np.log), "fg_log"),
-    "Sqrt": Unary({}, _f32(np.sqrt), "fg_sqrt"),
-    "Abs": Unary({}, _f32(np.abs), "fg_abs"),
-    "Neg": Unary({}, _f32(np.negative), "fg_neg"),
-    "Reciprocal": Unary({}, _f32(np.reciprocal), "fg_reciprocal"),
-    "Erf": Unary({}, _f32(erf), "fg_erf"),
-    "Gelu": Unary({}, _f32(lambda x: 0.5 * x * (1 + erf(x / math.sqrt(2)))), "fg_gelu"),
+    "HardSwish": Unary(
+        {},
+        _f32(lambda x: x * np.clip(x / 6 + 0.5, 0, 1)),
+        "fg_hard_swish",
+        torch=lambda t, x: t.nn.functional.hardswish(x),
+    ),
+    "Tanh": Unary({}, _f32(np.tanh), "fg_tanh", torch=lambda t, x: t.tanh(x)),
+    "Softplus": Unary(
+        {},
+        _f32(lambda x: np.log1p(np.exp(x))),
+        "fg_softplus",
+        torch=lambda t, x: t.nn.functional.softplus(x),
+    ),
+    "Exp": Unary({}, _f32(np.exp), "fg_exp", torch=lambda t, x: t.exp(x)),
+    "Log": Unary({}, _f32(np.log), "fg_log", torch=lambda t, x: t.log(x)),
+    "Sqrt": Unary({}, _f32(np.sqrt), "fg_sqrt", torch=lambda t, x: t.sqrt(x)),
+    "Abs": Unary({}, _f32(np.abs), "fg_abs", torch=lambda t, x: t.abs(x)),
+    "Neg": Unary({}, _f32(np.negative), "fg_neg", torch=lambda t, x: t.neg(x)),
+    "Reciprocal": Unary(
+        {}, _f32(np.reciprocal), "fg_reciprocal", torch=lambda t, x: t.reciprocal(x)
+    ),
+    "Erf": Unary({}, _f32(erf), "fg_erf", torch=lambda t, x: t.erf(x)),
+    "Gelu": Unary(
+        {},
+        _f32(lambda x: 0.5 * x * (1 + erf(x / math.sqrt(2)))),
+        "fg_gelu",
+        torch=lambda t, x: t.nn.functional.gelu(x),
+    ),
     # Gelu with approximate="tanh" parses into this entry (not an ONNX op type).
     "GeluTanh": Unary(
         {},
         _f32(lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))),
         "fg_gelu_tanh",
+        torch=lambda t, x: t.nn.functional.gelu(x, approximate="tanh"),
     ),
 }
 
@@ -104,6 +136,18 @@ def apply_act(y: np.ndarray, act: tuple[str, float, float] | None) -> np.ndarray
     return np.minimum(np.maximum(y, np.float32(a)), np.float32(b)).astype(y.dtype)
 
 
+def apply_act_torch(t: TorchContext, y, act: tuple[str, float, float] | None):
+    """apply_act on a torch tensor."""
+    if not act or act[0] == "FG_ACT_NONE":
+        return y
+    kind, a, b = act
+    if kind == "FG_ACT_RELU":
+        return t.F.relu(y)
+    if kind == "FG_ACT_LEAKY":
+        return t.F.leaky_relu(y, a)
+    return t.torch.clamp(y, min=a, max=b)
+
+
 def register_unary() -> None:
     for op_type, spec in UNARY.items():
 
@@ -124,6 +168,13 @@ def register_unary() -> None:
 
             def compute(self, node, ins):
                 return [self._spec.ref(ins[0], **{k: node.attrs[k] for k in self._spec.attrs})]
+
+            def compute_torch(self, node, ins, t):
+                return [
+                    self._spec.torch(
+                        t.torch, ins[0], **{k: node.attrs[k] for k in self._spec.attrs}
+                    )
+                ]
 
             def lower(self, node, em):
                 n = prod(em.shape_in(0))
@@ -156,6 +207,9 @@ class Clip(Op):
         if np.issubdtype(x.dtype, np.integer):
             return [np.minimum(np.maximum(x, lo), hi).astype(x.dtype)]
         return [np.minimum(np.maximum(x, np.float32(lo)), np.float32(hi)).astype(x.dtype)]
+
+    def compute_torch(self, node, ins, t):
+        return [t.torch.clamp(ins[0], min=node.attrs["min"], max=node.attrs["max"])]
 
     def lower(self, node, em):
         em.call(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -85,6 +85,28 @@ class ParseContext:
         )
 
 
+class TorchContext:
+    """What an op's `compute_torch` sees (fine-tuning runs the graph in PyTorch).
+
+    `torch` is the torch module, handed in so that the ops never import the optional
+    dependency; tensors carry a batch of calls along axis 0 (the graph's own axis 0 when
+    the batch is fixed); `factors(node)` gives a factorized node's factors as trainable
+    dense torch matrices, S_0 first (groups one after the other for a convolution)."""
+
+    def __init__(self, torch: Any, graph: Graph, factors: Callable[[Node], list]):
+        self.torch = torch
+        self.F = torch.nn.functional
+        self.graph = graph
+        self.factors = factors
+
+    def batched(self, node: Node, i: int = 0) -> tuple[int, ...]:
+        """Output i's shape with axis 0 left to the batch."""
+        return (-1, *self.graph.tensors[node.outputs[i]].shape[1:])
+
+    def const(self, value: np.ndarray) -> Any:
+        return self.torch.from_numpy(np.array(value, copy=True))
+
+
 class Op:
     """Base op. Subclasses override what differs; defaults suit a unary elementwise op."""
 
@@ -101,6 +123,10 @@ class Op:
 
     def compute(self, node: Node, ins: list[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError(f"{node.op} has no reference implementation")
+
+    def compute_torch(self, node: Node, ins: list, t: TorchContext) -> list:
+        """The same semantics on torch tensors, differentiable (fine-tuning)."""
+        raise FaustgenError(f"{node.op} node '{node.name}': no PyTorch form for this op")
 
     def static_outputs(self, node: Node, ins: list[Tensor]) -> list[np.ndarray] | None:
         """Outputs known from shapes alone (Shape, Size), even for activation inputs."""

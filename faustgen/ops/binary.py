@@ -50,6 +50,22 @@ def _numpy(op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     raise KeyError(op)
 
 
+def _torch(t, op: str, a, b):
+    if op in ("Add", "Sum", "Mean"):
+        return a + b
+    if op == "PRelu":
+        return t.torch.where(a >= 0, a, a * b)
+    name = {
+        "Sub": "sub",
+        "Mul": "mul",
+        "Div": "div",
+        "Pow": "pow",
+        "Max": "maximum",
+        "Min": "minimum",
+    }
+    return getattr(t.torch, name[op])(a, b)
+
+
 def _legacy_view(ctx: ParseContext, b_index: int, channel_axis: bool = False):
     """Shape under which operand b broadcasts numpy-style, for opset < 7 semantics."""
     a_shape, b_shape = ctx.shape(0), ctx.shape(b_index)
@@ -98,6 +114,10 @@ class Binary(Op):
         b = ins[1] if node.attrs.get("b_view") is None else ins[1].reshape(node.attrs["b_view"])
         return [np.asarray(_numpy(node.op, ins[0], b)).astype(ins[0].dtype, copy=False)]
 
+    def compute_torch(self, node, ins, t):
+        b = ins[1] if node.attrs.get("b_view") is None else ins[1].reshape(node.attrs["b_view"])
+        return [_torch(t, node.op, ins[0], b)]
+
     def lower(self, node, em):
         emit_binary(
             em,
@@ -127,6 +147,12 @@ class Variadic(Op):
         if node.op == "Mean":
             acc = acc / len(ins)
         return [np.asarray(acc).astype(ins[0].dtype)]
+
+    def compute_torch(self, node, ins, t):
+        acc = ins[0]
+        for x in ins[1:]:
+            acc = _torch(t, node.op, acc, x)
+        return [acc / len(ins) if node.op == "Mean" else acc]
 
     def lower(self, node, em):
         out = em.shape_out()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from faustgen.ops.activation import apply_act
+from faustgen.ops.activation import apply_act, apply_act_torch
 from faustgen.ops.base import Op, float_like, prod, register_op
 from faustgen.ops.spatial import Window, parse_window
 
@@ -47,6 +47,9 @@ class Conv(Op):
                 node.attrs.get("act"),
             )
         ]
+
+    def compute_torch(self, node, ins, t):
+        return [conv_torch(t, ins[0], ins[1], ins[2] if len(ins) > 2 else None, node)]
 
     def lower(self, node, em):
         w = em.const_in(1)
@@ -137,6 +140,30 @@ def conv_reference(
         y += bias.reshape(1, k, 1, 1, 1)
     out_shape = (n, k, *win.out_size[3 - win.rank :])
     return apply_act(y.astype(float_like(x)), act).reshape(out_shape)
+
+
+def conv_torch(t, x, w, bias, node):
+    """conv_reference on torch tensors, with the node's window, group and activation."""
+    F = t.F
+    win: Window = node.attrs["window"]
+    r = win.rank
+    pads = []
+    for b, e in zip(
+        reversed(win.pads_begin[3 - r :]), reversed(win.pads_end[3 - r :]), strict=True
+    ):
+        pads += [b, e]
+    x = F.pad(x, pads)
+    w = w.reshape(w.shape[0], w.shape[1], *win.kernel[3 - r :]).to(t.torch.float32)
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[r]
+    y = conv(
+        x,
+        w,
+        bias,
+        stride=win.strides[3 - r :],
+        dilation=win.dilations[3 - r :],
+        groups=node.attrs["group"],
+    )
+    return apply_act_torch(t, y, node.attrs.get("act"))
 
 
 def filter_matrix(w: np.ndarray, group: int, g: int) -> np.ndarray:

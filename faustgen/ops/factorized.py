@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sps
 
-from faustgen.ops.activation import apply_act
+from faustgen.ops.activation import apply_act, apply_act_torch
 from faustgen.ops.base import Op, float_like, prod, register_op
-from faustgen.ops.conv import conv_reference
+from faustgen.ops.conv import conv_reference, conv_torch
 from faustgen.ops.spatial import Window
 
 BSR_ROWS = 16  # FG_BSR_ROWS in fg_runtime.h
@@ -71,6 +71,13 @@ def chain_dense(factors: list[Factor]) -> np.ndarray:
     return np.asarray(acc)
 
 
+def chain_torch(factors: list, x):
+    """x (batch, n) -> (batch, m) through the dense torch factors S_0 ... S_{J-1}."""
+    for f in reversed(factors):
+        x = x @ f.T
+    return x
+
+
 def ell_width(m: sps.csr_matrix) -> int:
     counts = np.diff(m.indptr)
     return int(counts.max()) if len(counts) else 0
@@ -111,6 +118,12 @@ class FactorizedDense(Op):
         y = apply_act(y.astype(float_like(ins[0])), node.attrs.get("act"))
         return [y.reshape(node.attrs["out_shape"])]
 
+    def compute_torch(self, node, ins, t):
+        n = node.attrs["factors"][-1].shape[1]
+        y = chain_torch(t.factors(node), ins[0].reshape(-1, n))
+        y = y + ins[1] if len(ins) > 1 else y
+        return [apply_act_torch(t, y, node.attrs.get("act")).reshape(t.batched(node))]
+
     def lower(self, node, em):
         from faustgen.codegen.sparse import emit_factor_chain
 
@@ -143,6 +156,18 @@ class FactorizedConv(Op):
             ins[0], w, bias, node.attrs["window"], node.attrs["group"], node.attrs.get("act")
         )
         return [y.reshape(node.attrs["out_shape"])]
+
+    def compute_torch(self, node, ins, t):
+        factors, group = node.attrs["factors"], node.attrs["group"]
+        params, j = t.factors(node), len(factors[0])
+        blocks = [
+            chain_torch(params[g * j : (g + 1) * j], t.torch.eye(factors[g][-1].shape[1])).T
+            for g in range(group)
+        ]
+        w = t.torch.cat([b.T for b in blocks], dim=0)
+        cg = ins[0].shape[1] // group
+        bias = ins[1] if len(ins) > 1 else None
+        return [conv_torch(t, ins[0], w.reshape(w.shape[0], cg, -1), bias, node)]
 
     def lower(self, node, em):
         from faustgen.codegen.sparse import emit_factor_chain

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from faustgen.ops.activation import apply_act
+from faustgen.ops.activation import apply_act, apply_act_torch
 from faustgen.ops.base import Op, fail, float_like, prod, register_op
 
 
@@ -59,6 +59,13 @@ class Gemm(Op):
             y = y + t(at["beta"]) * ins[2]
         return [y.astype(t)]
 
+    def compute_torch(self, node, ins, t):
+        at = node.attrs
+        a = ins[0].T if at["transA"] else ins[0]
+        b = ins[1].T if at["transB"] else ins[1]
+        y = at["alpha"] * (a @ b)
+        return [y + at["beta"] * ins[2] if len(ins) > 2 else y]
+
     def batch_axes_ok(self, node, ins):
         return not node.attrs["transA"] and ins[1].is_const
 
@@ -88,6 +95,9 @@ class MatMul(Op):
 
     def compute(self, node, ins):
         return [np.matmul(ins[0], ins[1]).astype(ins[0].dtype)]
+
+    def compute_torch(self, node, ins, t):
+        return [t.torch.matmul(ins[0], ins[1])]
 
     def batch_axes_ok(self, node, ins):
         if ins[1].is_const:
@@ -164,6 +174,11 @@ class Dense(Op):
             y = y + ins[2]
         y = apply_act(y.astype(t), node.attrs.get("act"))
         return [y.reshape(node.attrs.get("out_shape") or (*x.shape[:-1], w.shape[1]))]
+
+    def compute_torch(self, node, ins, t):
+        y = ins[0].reshape(-1, ins[1].shape[0]) @ ins[1]
+        y = y + ins[2] if len(ins) > 2 else y
+        return [apply_act_torch(t, y, node.attrs.get("act")).reshape(t.batched(node))]
 
     def lower(self, node, em):
         from faustgen.codegen.pack import pack_panels

@@ -54,6 +54,11 @@ class BatchNorm(Op):
             )
         ]
 
+    def compute_torch(self, node, ins, t):
+        shape = (1, -1) + (1,) * (ins[0].dim() - 2)
+        scale = t.torch.from_numpy(node.attrs["scale"]).reshape(shape)
+        return [ins[0] * scale + t.torch.from_numpy(node.attrs["shift"]).reshape(shape)]
+
     def lower(self, node, em):
         s = em.shape_in(0)
         scale = em.weight(node.attrs["scale"], node.name + "_scale")
@@ -99,6 +104,15 @@ class LRN(Op):
             sq[:, i] = (x[:, max(0, i - lo) : min(c, i + hi + 1)] ** 2).sum(axis=1)
         y = x / (a["bias"] + a["alpha"] / a["size"] * sq) ** a["beta"]
         return [y.astype(t)]
+
+    def compute_torch(self, node, ins, t):
+        x, a = ins[0], node.attrs
+        c = x.shape[1]
+        lo, hi = (a["size"] - 1) // 2, math.ceil((a["size"] - 1) / 2)
+        zeros = t.torch.zeros_like(x[:, :1])
+        sq = t.torch.cat([zeros] * lo + [x * x] + [zeros] * hi, dim=1)
+        total = sum(sq[:, j : j + c] for j in range(lo + hi + 1))
+        return [x / (a["bias"] + a["alpha"] / a["size"] * total) ** a["beta"]]
 
     def lower(self, node, em):
         s = em.shape_in(0)

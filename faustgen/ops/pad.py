@@ -53,6 +53,13 @@ class Pad(Op):
         widths = [(max(0, b), max(0, e)) for b, e in zip(a["begin"], a["end"], strict=True)]
         return [np.pad(x[crop], widths, constant_values=a["value"]).astype(x.dtype)]
 
+    def compute_torch(self, node, ins, t):
+        a = node.attrs
+        pairs = []
+        for b, e in zip(reversed(a["begin"]), reversed(a["end"]), strict=True):
+            pairs += [b, e]
+        return [t.F.pad(ins[0], pairs, value=a["value"])]
+
     def batch_axes_ok(self, node, ins):
         return node.attrs["begin"][0] == 0 and node.attrs["end"][0] == 0
 

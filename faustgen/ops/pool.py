@@ -4,10 +4,11 @@ GlobalAveragePool, GlobalMaxPool."""
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
-from faustgen.ops.base import Op, float_like, prod, register_op
+from faustgen.ops.base import Op, fail, float_like, prod, register_op
 from faustgen.ops.spatial import Window, parse_window
 
 
@@ -37,6 +38,9 @@ class Pool(Op):
         return [
             pool_reference(ins[0], node.op, node.attrs["window"], node.attrs["count_include_pad"])
         ]
+
+    def compute_torch(self, node, ins, t):
+        return [pool_torch(t, ins[0], node)]
 
     def lower(self, node, em):
         win: Window = node.attrs["window"]
@@ -84,6 +88,45 @@ def pool_reference(x: np.ndarray, op: str, win: Window, count_include_pad: int) 
     return y.astype(float_like(x)).reshape(n, c, *win.out_size[3 - win.rank :])
 
 
+def pool_torch(t, x, node):
+    """pool_reference on torch tensors."""
+    F = t.F
+    win: Window = node.attrs["window"]
+    r = win.rank
+    k, s, d = win.kernel[3 - r :], win.strides[3 - r :], win.dilations[3 - r :]
+    begin, end = win.pads_begin[3 - r :], win.pads_end[3 - r :]
+    # Trailing padding that makes every window fit (ceil_mode may need more than the
+    # model's pads, a large pad may need less: F.pad crops with negative values).
+    need = [
+        (o - 1) * st + (kk - 1) * dd + 1 - i - b
+        for o, st, kk, dd, i, b in zip(
+            win.out_size[3 - r :], s, k, d, win.in_size[3 - r :], begin, strict=True
+        )
+    ]
+
+    def pairs(lo, hi):
+        out = []
+        for a, b in zip(reversed(lo), reversed(hi), strict=True):
+            out += [a, b]
+        return out
+
+    if node.op == "MaxPool":
+        pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[r]
+        return pool(F.pad(x, pairs(begin, need), value=-math.inf), k, s, dilation=d)
+    if any(dd != 1 for dd in d):
+        fail(node, "dilated AveragePool has no PyTorch form")
+    avg = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[r]
+    taps = float(np.prod(k))
+    total = avg(F.pad(x, pairs(begin, need)), k, s) * taps
+    mask = t.torch.ones((1, 1, *x.shape[2:]))
+    if node.attrs["count_include_pad"]:  # the model's own padding counts, ceil's does not
+        mask = F.pad(mask, pairs(begin, end), value=1.0)
+        mask = F.pad(mask, pairs([0] * r, [n - e for n, e in zip(need, end, strict=True)]))
+    else:
+        mask = F.pad(mask, pairs(begin, need))
+    return total / (avg(mask, k, s) * taps)
+
+
 @register_op("GlobalAveragePool", "GlobalMaxPool")
 class GlobalPool(Op):
     def infer(self, node, ins):
@@ -95,6 +138,12 @@ class GlobalPool(Op):
         axes = tuple(range(2, x.ndim))
         f = np.mean if node.op == "GlobalAveragePool" else np.max
         return [f(x.astype(np.float64), axis=axes, keepdims=True).astype(float_like(x))]
+
+    def compute_torch(self, node, ins, t):
+        axes = tuple(range(2, ins[0].dim()))
+        if node.op == "GlobalAveragePool":
+            return [ins[0].mean(dim=axes, keepdim=True)]
+        return [ins[0].amax(dim=axes, keepdim=True)]
 
     def lower(self, node, em):
         s = em.shape_in(0)

@@ -54,6 +54,11 @@ class Reduce(Op):
         )
         return [np.asarray(y).astype(x.dtype)]
 
+    def compute_torch(self, node, ins, t):
+        fn = {"ReduceSum": "sum", "ReduceMean": "mean", "ReduceMax": "amax", "ReduceMin": "amin"}
+        keep = bool(node.attrs["keepdims"])
+        return [getattr(t.torch, fn[node.op])(ins[0], dim=node.attrs["axes"], keepdim=keep)]
+
     def batch_axes_ok(self, node, ins):
         return 0 not in node.attrs["axes"]
 

@@ -38,6 +38,14 @@ class Softmax(Op):
             y = e / e.sum(axis=1, keepdims=True)
         return [y.astype(x.dtype).reshape(x.shape)]
 
+    def compute_torch(self, node, ins, t):
+        x, axis = ins[0], node.attrs["axis"]
+        if node.attrs["flatten"]:
+            x = x.reshape(*x.shape[:axis], -1)
+            axis = x.dim() - 1
+        fn = t.torch.log_softmax if node.op == "LogSoftmax" else t.torch.softmax
+        return [fn(x, axis).reshape(ins[0].shape)]
+
     def batch_axes_ok(self, node, ins):
         return node.attrs["axis"] != 0
 

@@ -41,6 +41,9 @@ class Constant(Op):
     def compute(self, node, ins):
         return [node.attrs["value"]]
 
+    def compute_torch(self, node, ins, t):
+        return [t.const(node.attrs["value"])]
+
 
 @register_op("ConstantOfShape")
 class ConstantOfShape(Op):
@@ -56,6 +59,9 @@ class ConstantOfShape(Op):
     def compute(self, node, ins):
         # A read-only broadcast view: no memory until a consumer (weight packing) copies it.
         return [np.broadcast_to(node.attrs["value"][:1].reshape(()), node.attrs["shape"])]
+
+    def compute_torch(self, node, ins, t):
+        return [t.const(self.compute(node, ins)[0])]
 
 
 @register_op("Shape")
@@ -76,6 +82,9 @@ class Shape(Op):
     def compute(self, node, ins):
         return [self._value(node, ins[0].shape)]
 
+    def compute_torch(self, node, ins, t):  # of the per-call shape, as in the C
+        return [t.const(self._value(node, t.graph.tensors[node.inputs[0]].shape))]
+
 
 @register_op("Size")
 class Size(Op):
@@ -87,6 +96,9 @@ class Size(Op):
 
     def compute(self, node, ins):
         return [np.array(ins[0].size, np.int64)]
+
+    def compute_torch(self, node, ins, t):  # of the per-call shape, as in the C
+        return [t.const(np.array(t.graph.tensors[node.inputs[0]].size, np.int64))]
 
 
 @register_op("Range")
@@ -105,6 +117,9 @@ class Range(Op):
     def compute(self, node, ins):
         start, limit, delta = (np.asarray(v).item() for v in ins)
         return [np.arange(start, limit, delta).astype(ins[0].dtype)]
+
+    def compute_torch(self, node, ins, t):  # only ever folded: the inputs are constants
+        return [t.const(self.compute(node, [v.numpy() for v in ins])[0])]
 
 
 # ONNX TensorProto element types -> numpy dtype names (the ones faustgen handles)
@@ -137,6 +152,9 @@ class Cast(Op):
     def compute(self, node, ins):
         return [ins[0].astype(node.attrs["to"])]
 
+    def compute_torch(self, node, ins, t):
+        return [ins[0].to(getattr(t.torch, node.attrs["to"]))]
+
     def lower(self, node, em):
         if node.attrs["to"] != "float32" or em.graph.tensors[node.inputs[0]].dtype != "float32":
             em.fail(f"cast of an activation to {node.attrs['to']} is not supported")
@@ -148,6 +166,9 @@ class Cast(Op):
 
 class _View(Op):
     """Ops whose output is the input's data under another shape."""
+
+    def compute_torch(self, node, ins, t):
+        return [ins[0].reshape(t.batched(node))]
 
     def lower(self, node, em):
         em.alias()
@@ -179,6 +200,10 @@ class Dropout(_View):
 
     def compute(self, node, ins):
         return [ins[0]] + [np.ones(ins[0].shape, bool)] * (len(node.outputs) - 1)
+
+    def compute_torch(self, node, ins, t):
+        mask = t.torch.ones(ins[0].shape, dtype=t.torch.bool)
+        return [ins[0]] + [mask] * (len(node.outputs) - 1)
 
     def lower(self, node, em):
         if len([o for o in node.outputs if o]) > 1 and node.outputs[1] in em.program.aliases:
@@ -349,6 +374,9 @@ class Transpose(Op):
     def compute(self, node, ins):
         return [np.transpose(ins[0], node.attrs["perm"])]
 
+    def compute_torch(self, node, ins, t):
+        return [ins[0].permute(*node.attrs["perm"])]
+
     def batch_axes_ok(self, node, ins):
         return node.attrs["perm"][0] == 0
 
@@ -370,6 +398,12 @@ class Expand(Op):
 
     def compute(self, node, ins):
         return [np.broadcast_to(ins[0], node.attrs["shape"])]  # read-only view, as above
+
+    def compute_torch(self, node, ins, t):
+        shape = list(node.attrs["shape"])
+        if ins[0].dim() == len(shape):
+            shape[0] = ins[0].shape[0]  # the batch
+        return [ins[0].expand(shape)]
 
     def lower(self, node, em):
         out = node.attrs["shape"]
@@ -428,6 +462,14 @@ class Slice(Op):
             out = ins[0][np.ix_(*idx)]
         return [out]
 
+    def compute_torch(self, node, ins, t):
+        x, a = ins[0], node.attrs
+        full = t.graph.tensors[node.inputs[0]].shape  # per call: axis 0 may be the batch
+        for axis, (b, k, n) in enumerate(zip(a["begin"], a["step"], a["shape"], strict=True)):
+            if (b, k, n) != (0, 1, full[axis]):
+                x = x.index_select(axis, t.torch.arange(n) * k + b)
+        return [x]
+
     def batch_axes_ok(self, node, ins):
         return node.attrs["shape"][0] == ins[0].shape[0]
 
@@ -457,6 +499,12 @@ class Gather(Op):
 
     def compute(self, node, ins):
         return [np.take(ins[0], ins[1].astype(np.int64), axis=node.attrs["axis"])]
+
+    def compute_torch(self, node, ins, t):
+        x, axis = ins[0], node.attrs["axis"]
+        idx = ins[1].to(t.torch.int64)
+        y = x.index_select(axis, idx.reshape(-1) % x.shape[axis])
+        return [y.reshape(*x.shape[:axis], *idx.shape, *x.shape[axis + 1 :])]
 
     def batch_axes_ok(self, node, ins):
         return node.attrs["axis"] != 0
@@ -506,6 +554,9 @@ class Concat(Op):
 
     def compute(self, node, ins):
         return [np.concatenate(ins, axis=node.attrs["axis"])]
+
+    def compute_torch(self, node, ins, t):
+        return [t.torch.cat(ins, dim=node.attrs["axis"])]
 
     def batch_axes_ok(self, node, ins):
         return node.attrs["axis"] != 0
@@ -557,6 +608,9 @@ class Split(Op):
     def compute(self, node, ins):
         cuts = np.cumsum(node.attrs["split"])[:-1]
         return [np.ascontiguousarray(p) for p in np.split(ins[0], cuts, axis=node.attrs["axis"])]
+
+    def compute_torch(self, node, ins, t):
+        return list(t.torch.split(ins[0], list(node.attrs["split"]), dim=node.attrs["axis"]))
 
     def batch_axes_ok(self, node, ins):
         return node.attrs["axis"] != 0

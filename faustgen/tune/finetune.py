@@ -22,7 +22,7 @@ import scipy.sparse as sps
 
 from faustgen.errors import FaustgenError
 from faustgen.ir import Graph
-from faustgen.ops.activation import SELU_ALPHA, SELU_GAMMA
+from faustgen.ops import REGISTRY, TorchContext
 from faustgen.ops.factorized import Factor
 from faustgen.tune.interpret import run_batch
 
@@ -83,6 +83,9 @@ class TorchGraph:
             for k, t in graph.tensors.items()
             if t.is_const
         }
+        self.context = TorchContext(
+            torch, graph, lambda node: [p.dense(torch) for p in self.params[id(node)]]
+        )
         self._split()
 
     def parameters(self):
@@ -96,10 +99,17 @@ class TorchGraph:
     def __call__(self, x, start: dict | None = None):
         """The outputs for input batch x, or from `start` (the fixed prefix's values)."""
         vals = dict(start) if start is not None else {self.graph.inputs[0]: x}
-        for node in self.live if start is not None else self.graph.nodes:
-            ins = [self.consts[i] if i in self.consts else vals[i] for i in node.inputs if i]
-            vals[node.outputs[0]] = self._op(node, ins)
+        self._run(self.live if start is not None else self.graph.nodes, vals)
         return [vals[o] for o in self.graph.outputs]
+
+    def _run(self, nodes, vals: dict) -> None:
+        """Each node's torch form, from the registry (the op modules hold them)."""
+        for node in nodes:
+            ins = [self.consts[i] if i in self.consts else vals[i] for i in node.inputs if i]
+            outs = REGISTRY[node.op].compute_torch(node, ins, self.context)
+            for name, v in zip(node.outputs, outs, strict=False):
+                if name:
+                    vals[name] = v
 
     def _split(self) -> None:
         """`fixed`: the nodes no trainable factor feeds; `live`: the others; `reads`: the
@@ -124,180 +134,8 @@ class TorchGraph:
     def prefix_values(self, x) -> list:
         """The `reads` tensors for input batch x (runs the fixed nodes only)."""
         vals = {self.graph.inputs[0]: x}
-        for node in self.fixed:
-            ins = [self.consts[i] if i in self.consts else vals[i] for i in node.inputs if i]
-            vals[node.outputs[0]] = self._op(node, ins)
+        self._run(self.fixed, vals)
         return [vals[n] for n in self.reads]
-
-    # ------------------------------------------------------------------ ops
-    def _act(self, y, act):
-        F = self.torch.nn.functional
-        if not act or act[0] == "FG_ACT_NONE":
-            return y
-        kind, a, b = act
-        if kind == "FG_ACT_RELU":
-            return F.relu(y)
-        if kind == "FG_ACT_LEAKY":
-            return F.leaky_relu(y, a)
-        return self.torch.clamp(y, min=a, max=b)
-
-    def _chain(self, params, t):
-        """t: (batch, n) -> (batch, m) through S_0 ... S_{J-1}."""
-        for p in reversed(params):
-            t = t @ p.dense(self.torch).T
-        return t
-
-    def _conv(self, x, w, bias, node):
-        torch, F = self.torch, self.torch.nn.functional
-        win = node.attrs["window"]
-        r = win.rank
-        pads = []
-        for b, e in zip(
-            reversed(win.pads_begin[3 - r :]), reversed(win.pads_end[3 - r :]), strict=True
-        ):
-            pads += [b, e]
-        x = F.pad(x, pads)
-        w = w.reshape(w.shape[0], w.shape[1], *win.kernel[3 - r :]).to(torch.float32)
-        conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[r]
-        y = conv(
-            x,
-            w,
-            bias,
-            stride=win.strides[3 - r :],
-            dilation=win.dilations[3 - r :],
-            groups=node.attrs["group"],
-        )
-        return self._act(y, node.attrs.get("act"))
-
-    def _pool(self, x, node):
-        torch, F = self.torch, self.torch.nn.functional
-        win = node.attrs["window"]
-        r = win.rank
-        k, s, d = win.kernel[3 - r :], win.strides[3 - r :], win.dilations[3 - r :]
-        begin, end = win.pads_begin[3 - r :], win.pads_end[3 - r :]
-        # Trailing padding that makes every window fit (ceil_mode may need more than the
-        # model's pads, a large pad may need less: F.pad crops with negative values).
-        need = [
-            (o - 1) * st + (kk - 1) * dd + 1 - i - b
-            for o, st, kk, dd, i, b in zip(
-                win.out_size[3 - r :], s, k, d, win.in_size[3 - r :], begin, strict=True
-            )
-        ]
-
-        def pairs(lo, hi):
-            out = []
-            for a, b in zip(reversed(lo), reversed(hi), strict=True):
-                out += [a, b]
-            return out
-
-        if node.op == "MaxPool":
-            pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[r]
-            return pool(F.pad(x, pairs(begin, need), value=-math.inf), k, s, dilation=d)
-        if any(dd != 1 for dd in d):
-            raise FaustgenError(f"--finetune: dilated AveragePool '{node.name}' is not supported")
-        avg = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[r]
-        taps = float(np.prod(k))
-        total = avg(F.pad(x, pairs(begin, need)), k, s) * taps
-        mask = torch.ones((1, 1, *x.shape[2:]))
-        if node.attrs["count_include_pad"]:  # the model's own padding counts, ceil's does not
-            mask = F.pad(mask, pairs(begin, end), value=1.0)
-            mask = F.pad(mask, pairs([0] * r, [n - e for n, e in zip(need, end, strict=True)]))
-        else:
-            mask = F.pad(mask, pairs(begin, need))
-        return total / (avg(mask, k, s) * taps)
-
-    def _op(self, node, ins):
-        torch, F = self.torch, self.torch.nn.functional
-        op, a = node.op, node.attrs
-        batched_shape = (-1, *self.graph.tensors[node.outputs[0]].shape[1:])
-        if op == "Dense":
-            y = ins[0].reshape(-1, ins[1].shape[0]) @ ins[1]
-            y = y + ins[2] if len(ins) > 2 else y
-            return self._act(y, a.get("act")).reshape(batched_shape)
-        if op == "FactorizedDense":
-            n = a["factors"][-1].shape[1]
-            y = self._chain(self.params[id(node)], ins[0].reshape(-1, n))
-            y = y + ins[1] if len(ins) > 1 else y
-            return self._act(y, a.get("act")).reshape(batched_shape)
-        if op == "Conv":
-            return self._conv(ins[0], ins[1], ins[2] if len(ins) > 2 else None, node)
-        if op == "FactorizedConv":
-            params, j = self.params[id(node)], len(a["factors"][0])
-            blocks = [
-                self._chain(params[g * j : (g + 1) * j], torch.eye(a["factors"][g][-1].shape[1])).T
-                for g in range(a["group"])
-            ]
-            w = torch.cat([b.T for b in blocks], dim=0)
-            cg = ins[0].shape[1] // a["group"]
-            return self._conv(
-                ins[0], w.reshape(w.shape[0], cg, -1), ins[1] if len(ins) > 1 else None, node
-            )
-        if op in ("MaxPool", "AveragePool"):
-            return self._pool(ins[0], node)
-        if op == "GlobalAveragePool":
-            return ins[0].mean(dim=tuple(range(2, ins[0].dim())), keepdim=True)
-        if op == "GlobalMaxPool":
-            return ins[0].amax(dim=tuple(range(2, ins[0].dim())), keepdim=True)
-        if op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Cast"):
-            return ins[0].reshape(batched_shape)
-        if op == "BatchNormalization":
-            shape = (1, -1) + (1,) * (ins[0].dim() - 2)
-            return ins[0] * torch.from_numpy(a["scale"]).reshape(shape) + torch.from_numpy(
-                a["shift"]
-            ).reshape(shape)
-        unary = {
-            "Relu": F.relu, "Sigmoid": torch.sigmoid, "Tanh": torch.tanh, "Exp": torch.exp,
-            "Log": torch.log, "Sqrt": torch.sqrt, "Abs": torch.abs, "Neg": torch.neg,
-            "Reciprocal": torch.reciprocal, "Erf": torch.erf, "Softplus": F.softplus,
-            "HardSwish": F.hardswish, "Gelu": F.gelu,
-        }  # fmt: skip
-        if op in unary:
-            return unary[op](ins[0])
-        if op == "LeakyRelu":
-            return F.leaky_relu(ins[0], a["alpha"])
-        if op == "Elu":
-            return F.elu(ins[0], a["alpha"])
-        if op == "Selu" and a["alpha"] == SELU_ALPHA and a["gamma"] == SELU_GAMMA:
-            return F.selu(ins[0])
-        if op == "HardSigmoid":
-            return torch.clamp(a["alpha"] * ins[0] + a["beta"], 0, 1)
-        if op == "Clip":
-            return torch.clamp(ins[0], min=a["min"], max=a["max"])
-        if op in ("Add", "Sub", "Mul", "Div", "PRelu", "Max", "Min", "Sum", "Mean"):
-            b = (
-                ins[1].reshape(a["b_view"])
-                if a.get("b_view")
-                else (ins[1] if len(ins) > 1 else None)
-            )
-            fn = {
-                "Add": torch.add,
-                "Sub": torch.sub,
-                "Mul": torch.mul,
-                "Div": torch.div,
-                "Max": torch.maximum,
-                "Min": torch.minimum,
-                "Sum": torch.add,
-                "Mean": torch.add,
-            }.get(op)
-            if op == "PRelu":
-                return torch.where(ins[0] >= 0, ins[0], ins[0] * b)
-            y = ins[0]
-            for other in [b, *ins[2:]] if b is not None else []:
-                y = fn(y, other)
-            return y / len(ins) if op == "Mean" else y
-        if op in ("Softmax", "LogSoftmax"):
-            x = ins[0]
-            axis = a["axis"]
-            if a["flatten"]:
-                x = x.reshape(*x.shape[:axis], -1)
-                axis = x.dim() - 1
-            y = torch.log_softmax(x, axis) if op == "LogSoftmax" else torch.softmax(x, axis)
-            return y.reshape(ins[0].shape)
-        if op == "Transpose":
-            return ins[0].permute(*a["perm"])
-        if op == "Concat":
-            return torch.cat(ins, dim=a["axis"])
-        raise FaustgenError(f"--finetune: {op} node '{node.name}' is not supported")
 
 
 def finetune(

@@ -20,7 +20,10 @@ import pytest
 from onnx import helper, numpy_helper
 
 from faustgen.errors import FaustgenError
+from faustgen.frontend.onnx_import import import_model
 from faustgen.ops import supported_onnx_ops
+from faustgen.passes import optimize
+from faustgen.tune.interpret import run_batch, run_graph
 
 # case name -> why faustgen does not build it
 UNSUPPORTED = {
@@ -158,10 +161,6 @@ def test_helper_builds_single_input_model():
 def test_interpreter_matches_case(name):
     """The numpy interpreter (calibration errors, fine-tuning's teacher) on the same cases,
     after the same passes as a build."""
-    from faustgen.frontend.onnx_import import import_model
-    from faustgen.passes import optimize
-    from faustgen.tune.interpret import run_batch, run_graph
-
     model, x, expected = single_input_model(_cases()[name])
     graph = optimize(import_model(model, source=name))
     if graph.batch_symbolic:
@@ -170,6 +169,36 @@ def test_interpreter_matches_case(name):
         out = run_graph(graph, x.reshape(graph.tensors[graph.inputs[0]].shape))
     for o, ref in zip(graph.outputs, expected, strict=True):
         y = out[o].reshape(ref.shape)
+        scale = max(float(np.max(np.abs(ref))), 1e-30) if ref.size else 1.0
+        err = float(np.max(np.abs(y.astype(np.float64) - ref))) if ref.size else 0.0
+        bound = LOW_PRECISION_EXPECTED.get(name, 1e-5)
+        assert err <= bound * scale + 1e-7, f"{o}: max abs error {err:.3g} (scale {scale:.3g})"
+
+
+# Cases without a PyTorch form (fine-tuning refuses them with a one-line error), and why.
+NO_TORCH_FORM = {
+    n: "dilated AveragePool: torch's avg_pool has no dilations"
+    for n in case_names()
+    if n.startswith("test_averagepool") and "dilations" in n
+}
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in case_names() if n not in UNSUPPORTED and n not in NO_TORCH_FORM]
+)
+def test_torch_form_matches_case(name):
+    """Each op's PyTorch form (what fine-tuning runs) on the same cases, after the passes."""
+    torch = pytest.importorskip("torch")
+    from faustgen.tune.finetune import TorchGraph
+
+    model, x, expected = single_input_model(_cases()[name])
+    graph = optimize(import_model(model, source=name))
+    if not graph.batch_symbolic:
+        x = x.reshape(graph.tensors[graph.inputs[0]].shape)
+    with torch.no_grad():
+        outs = TorchGraph(graph)(torch.from_numpy(np.ascontiguousarray(x)))
+    for o, y, ref in zip(graph.outputs, outs, expected, strict=True):
+        y = y.numpy().reshape(ref.shape)
         scale = max(float(np.max(np.abs(ref))), 1e-30) if ref.size else 1.0
         err = float(np.max(np.abs(y.astype(np.float64) - ref))) if ref.size else 0.0
         bound = LOW_PRECISION_EXPECTED.get(name, 1e-5)
