@@ -190,6 +190,43 @@ void fg_gelu_tanh(const float *x, float *y, size_t n)
     FG_MAP(0.5f * v * (1.0f + tanhf(0.79788456080286535588f * (v + 0.044715f * v * v * v))));
 }
 
+void fg_mish(const float *x, float *y, size_t n)
+{
+    FG_MAP(v * tanhf(fg_softplusf(v)));
+}
+
+void fg_softsign(const float *x, float *y, size_t n)
+{
+    FG_MAP(v / (1.0f + fabsf(v)));
+}
+
+void fg_thresholded_relu(const float *x, float *y, size_t n, float alpha)
+{
+    FG_MAP(v > alpha ? v : 0.0f);
+}
+
+void fg_sign(const float *x, float *y, size_t n)
+{
+    /* 0 stays 0 (and NaN stays NaN): v is returned when it is neither > 0 nor < 0 */
+    FG_MAP(v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : v));
+}
+
+void fg_floor(const float *x, float *y, size_t n)
+{
+    FG_MAP(floorf(v));
+}
+
+void fg_ceil(const float *x, float *y, size_t n)
+{
+    FG_MAP(ceilf(v));
+}
+
+void fg_round(const float *x, float *y, size_t n)
+{
+    /* ONNX Round: halves to even, which is the default rounding mode nearbyintf uses */
+    FG_MAP(nearbyintf(v));
+}
+
 void fg_copy(const float *x, float *y, size_t n)
 {
     if (x != y && n > 0)

@@ -159,6 +159,13 @@ void fg_erf(const float *x, float *y, size_t n);
 void fg_gelu(const float *x, float *y, size_t n); /* exact: 0.5 x (1 + erf(x / sqrt 2)) */
 void fg_gelu_tanh(const float *x, float *y, size_t n); /* Gelu approximate="tanh":
                        0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+void fg_mish(const float *x, float *y, size_t n);     /* x tanh(softplus(x)) */
+void fg_softsign(const float *x, float *y, size_t n); /* x / (1 + |x|) */
+void fg_thresholded_relu(const float *x, float *y, size_t n, float alpha); /* x > alpha ? x : 0 */
+void fg_sign(const float *x, float *y, size_t n);
+void fg_floor(const float *x, float *y, size_t n);
+void fg_ceil(const float *x, float *y, size_t n);
+void fg_round(const float *x, float *y, size_t n); /* halves to even */
 void fg_copy(const float *x, float *y, size_t n);
 void fg_fill(float *y, size_t n, float value);
 
@@ -177,7 +184,18 @@ enum {
     FG_PRELU = 4, /* y = a >= 0 ? a : a * b   (b is the slope)   */
     FG_MAX = 5,
     FG_MIN = 6,
-    FG_POW = 7
+    FG_POW = 7,
+    /* comparisons and Boolean logic: Boolean tensors are stored as floats 0 / 1, and
+     * a logical operand counts as true when it is nonzero */
+    FG_EQUAL = 8,
+    FG_LESS = 9,
+    FG_LESS_EQUAL = 10,
+    FG_GREATER = 11,
+    FG_GREATER_EQUAL = 12,
+    FG_AND = 13,
+    FG_OR = 14,
+    FG_XOR = 15,
+    FG_NOT_EQUAL = 16
 };
 
 /* Output shape and element strides of both operands (stride 0 = broadcast
@@ -193,6 +211,17 @@ typedef struct {
 /* y = a OP b elementwise over s->shape; y is contiguous. y may equal a or b
  * when that operand is not broadcast (its strides are the contiguous ones). */
 void fg_binary(int op, const fg_bcast *s, const float *a, const float *b, float *y);
+
+/* Where: y = c != 0 ? a : b elementwise over s->shape with three broadcast operands
+ * (strides sc, sa, sb as in fg_bcast); y is contiguous and overlaps none of them. */
+typedef struct {
+    int ndim;
+    int shape[FG_MAXDIM];
+    ptrdiff_t sc[FG_MAXDIM];
+    ptrdiff_t sa[FG_MAXDIM];
+    ptrdiff_t sb[FG_MAXDIM];
+} fg_bcast3;
+void fg_where(const fg_bcast3 *s, const float *c, const float *a, const float *b, float *y);
 
 /* ---- data movement (fg_tensor.c) ---------------------------------------- */
 
@@ -228,7 +257,24 @@ void fg_copy_blocks(const float *src, float *dst, int outer, int block, ptrdiff_
 void fg_softmax(const float *x, float *y, int outer, int n, int inner);
 void fg_log_softmax(const float *x, float *y, int outer, int n, int inner);
 
-enum { FG_REDUCE_SUM = 0, FG_REDUCE_MEAN = 1, FG_REDUCE_MAX = 2, FG_REDUCE_MIN = 3 };
+/* LayerNormalization of x viewed as (outer x n), each row on its own:
+ *   y[o][i] = (x[o][i] - mean_o) / sqrt(var_o + eps) * scale[i] + bias[i]
+ * (population variance). bias may be NULL; mean / invstd (outer floats each, the
+ * optional ONNX outputs) may be NULL. In place allowed (x == y). */
+void fg_layernorm(const float *x, float *y, int outer, int n, const float *scale,
+                  const float *bias, float eps, float *mean, float *invstd);
+
+enum {
+    FG_REDUCE_SUM = 0,
+    FG_REDUCE_MEAN = 1,
+    FG_REDUCE_MAX = 2,
+    FG_REDUCE_MIN = 3,
+    FG_REDUCE_L1 = 4,       /* sum |x|                                        */
+    FG_REDUCE_L2 = 5,       /* sqrt(sum x^2)                                  */
+    FG_REDUCE_SUMSQ = 6,    /* sum x^2                                        */
+    FG_REDUCE_LOGSUM = 7,   /* log(sum x)                                     */
+    FG_REDUCE_LOGSUMEXP = 8 /* log(sum exp(x - m)) + m, m = max x (finite)    */
+};
 void fg_reduce(int op, const float *x, float *y, int outer, int n, int inner);
 
 /* Local response normalization across channels (ONNX LRN), x is

@@ -117,6 +117,33 @@ static void fg_binary_inner(int op, const float *a, ptrdiff_t sa, const float *b
     case FG_POW:
         FG_BIN_INNER(powf(u, v));
         break;
+    case FG_EQUAL:
+        FG_BIN_INNER(u == v ? 1.0f : 0.0f);
+        break;
+    case FG_LESS:
+        FG_BIN_INNER(u < v ? 1.0f : 0.0f);
+        break;
+    case FG_LESS_EQUAL:
+        FG_BIN_INNER(u <= v ? 1.0f : 0.0f);
+        break;
+    case FG_GREATER:
+        FG_BIN_INNER(u > v ? 1.0f : 0.0f);
+        break;
+    case FG_GREATER_EQUAL:
+        FG_BIN_INNER(u >= v ? 1.0f : 0.0f);
+        break;
+    case FG_AND:
+        FG_BIN_INNER((u != 0.0f && v != 0.0f) ? 1.0f : 0.0f);
+        break;
+    case FG_OR:
+        FG_BIN_INNER((u != 0.0f || v != 0.0f) ? 1.0f : 0.0f);
+        break;
+    case FG_XOR:
+        FG_BIN_INNER((u != 0.0f) != (v != 0.0f) ? 1.0f : 0.0f);
+        break;
+    case FG_NOT_EQUAL:
+        FG_BIN_INNER(u != v ? 1.0f : 0.0f);
+        break;
     default:
         break;
     }
@@ -150,6 +177,50 @@ void fg_binary(int op, const fg_bcast *s, const float *a, const float *b, float 
             ob += s->sb[k];
             if (++idx[k] < s->shape[k])
                 break;
+            oa -= s->sa[k] * (ptrdiff_t)s->shape[k];
+            ob -= s->sb[k] * (ptrdiff_t)s->shape[k];
+            idx[k] = 0;
+        }
+        if (k < 0)
+            return;
+    }
+}
+
+void fg_where(const fg_bcast3 *s, const float *c, const float *a, const float *b, float *y)
+{
+    const int nd = s->ndim;
+    int idx[FG_MAXDIM];
+    int k, i, n;
+    ptrdiff_t sc, sa, sb, oc = 0, oa = 0, ob = 0;
+    size_t oy = 0;
+    if (nd <= 0) {
+        y[0] = c[0] != 0.0f ? a[0] : b[0];
+        return;
+    }
+    for (k = 0; k < nd; ++k) {
+        if (s->shape[k] <= 0)
+            return;
+        idx[k] = 0;
+    }
+    n = s->shape[nd - 1];
+    sc = s->sc[nd - 1];
+    sa = s->sa[nd - 1];
+    sb = s->sb[nd - 1];
+    for (;;) {
+        const float *cr = c + oc, *ar = a + oa, *br = b + ob;
+        float *yr = y + oy;
+        for (i = 0; i < n; ++i) {
+            const float u = ar[(ptrdiff_t)i * sa], v = br[(ptrdiff_t)i * sb];
+            yr[i] = cr[(ptrdiff_t)i * sc] != 0.0f ? u : v;
+        }
+        oy += (size_t)n;
+        for (k = nd - 2; k >= 0; --k) {
+            oc += s->sc[k];
+            oa += s->sa[k];
+            ob += s->sb[k];
+            if (++idx[k] < s->shape[k])
+                break;
+            oc -= s->sc[k] * (ptrdiff_t)s->shape[k];
             oa -= s->sa[k] * (ptrdiff_t)s->shape[k];
             ob -= s->sb[k] * (ptrdiff_t)s->shape[k];
             idx[k] = 0;
@@ -375,9 +446,61 @@ static float fg_maxmin_contig(const float *restrict x, int n, int is_max)
     return acc[0];
 }
 
+/* y[o][i] = sum_r PRE(x[o][r][i]) for the composite reductions, rows in increasing r
+ * (vectorized across inner); the caller applies the final map. */
+#define FG_REDUCE_ROWS(PRE)                                                                      \
+    do {                                                                                         \
+        for (i = 0; i < inner; ++i)                                                              \
+            yo[i] = 0.0f;                                                                        \
+        for (r = 0; r < n; ++r) {                                                                \
+            const float *restrict xr = xo + (size_t)r * (size_t)inner;                           \
+            for (i = 0; i < inner; ++i) {                                                        \
+                const float v = xr[i];                                                           \
+                yo[i] += (PRE);                                                                  \
+            }                                                                                    \
+        }                                                                                        \
+    } while (0)
+
+static void fg_reduce_composite(int op, const float *x, float *y, int outer, int n, int inner)
+{
+    int o, r, i;
+    for (o = 0; o < outer; ++o) {
+        const float *xo = x + (size_t)o * (size_t)n * (size_t)inner;
+        float *restrict yo = y + (size_t)o * (size_t)inner;
+        if (op == FG_REDUCE_L1) {
+            FG_REDUCE_ROWS(fabsf(v));
+        } else if (op == FG_REDUCE_L2 || op == FG_REDUCE_SUMSQ) {
+            FG_REDUCE_ROWS(v * v);
+            if (op == FG_REDUCE_L2) {
+                for (i = 0; i < inner; ++i)
+                    yo[i] = sqrtf(yo[i]);
+            }
+        } else if (op == FG_REDUCE_LOGSUM) {
+            FG_REDUCE_ROWS(v);
+            for (i = 0; i < inner; ++i)
+                yo[i] = logf(yo[i]);
+        } else { /* FG_REDUCE_LOGSUMEXP: one output at a time (max, then the shifted sum) */
+            for (i = 0; i < inner; ++i) {
+                float m = -HUGE_VALF, acc = 0.0f;
+                for (r = 0; r < n; ++r)
+                    m = fg_max_nan(xo[(size_t)r * (size_t)inner + (size_t)i], m);
+                if (!(m > -HUGE_VALF && m < HUGE_VALF))
+                    m = 0.0f; /* all -inf, or +inf / NaN present: the unshifted sum says so */
+                for (r = 0; r < n; ++r)
+                    acc += expf(xo[(size_t)r * (size_t)inner + (size_t)i] - m);
+                yo[i] = logf(acc) + m;
+            }
+        }
+    }
+}
+
 void fg_reduce(int op, const float *x, float *y, int outer, int n, int inner)
 {
     int o, r, i, j;
+    if (op >= FG_REDUCE_L1) {
+        fg_reduce_composite(op, x, y, outer, n, inner);
+        return;
+    }
     const int is_max = op == FG_REDUCE_MAX;
     for (o = 0; o < outer; ++o) {
         const float *xo = x + (size_t)o * (size_t)n * (size_t)inner;
@@ -429,6 +552,63 @@ void fg_reduce(int op, const float *x, float *y, int outer, int n, int inner)
             for (i = 0; i < inner; ++i)
                 yo[i] = yo[i] / (float)n;
         }
+    }
+}
+
+/* ---- layer normalization -------------------------------------------------- */
+
+/* sum of (x[i] - mean)^2, FG_TB interleaved partial sums like fg_sum_contig */
+static float fg_sqdev_contig(const float *restrict x, int n, float mean)
+{
+    float acc[FG_TB];
+    int i = 0, j;
+    for (j = 0; j < FG_TB; ++j)
+        acc[j] = 0.0f;
+    for (; i + FG_TB <= n; i += FG_TB) {
+        for (j = 0; j < FG_TB; ++j) {
+            const float d = x[i + j] - mean;
+            acc[j] += d * d;
+        }
+    }
+    for (j = 0; i < n; ++i, ++j) {
+        const float d = x[i] - mean;
+        acc[j] += d * d;
+    }
+    for (j = FG_TB / 2; j > 0; j /= 2) {
+        int q;
+        for (q = 0; q < j; ++q)
+            acc[q] += acc[q + j];
+    }
+    return acc[0];
+}
+
+void fg_layernorm(const float *x, float *y, int outer, int n, const float *scale,
+                  const float *bias, float eps, float *mean, float *invstd)
+{
+    int o, i, j;
+    for (o = 0; o < outer; ++o) {
+        const float *xo = x + (size_t)o * (size_t)n;
+        float *yo = y + (size_t)o * (size_t)n;
+        const float mu = fg_sum_contig(xo, n) / (float)n;
+        const float r = 1.0f / sqrtf(fg_sqdev_contig(xo, n, mu) / (float)n + eps);
+        i = 0;
+        for (; i + FG_TB <= n; i += FG_TB) {
+            float t[FG_TB];
+            for (j = 0; j < FG_TB; ++j)
+                t[j] = (xo[i + j] - mu) * r * scale[i + j];
+            if (bias != NULL) {
+                for (j = 0; j < FG_TB; ++j)
+                    t[j] += bias[i + j];
+            }
+            for (j = 0; j < FG_TB; ++j)
+                yo[i + j] = t[j];
+        }
+        for (; i < n; ++i)
+            yo[i] = (xo[i] - mu) * r * scale[i] + (bias != NULL ? bias[i] : 0.0f);
+        if (mean != NULL)
+            mean[o] = mu;
+        if (invstd != NULL)
+            invstd[o] = r;
     }
 }
 

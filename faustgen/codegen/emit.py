@@ -179,8 +179,10 @@ class Emitter:
         """Register a static const array (deduplicated by content); returns its identifier."""
         arr = np.asarray(values).astype(_CTYPES[ctype], copy=False).reshape(-1)
         one = arr.size and not any(arr.strides)  # one value broadcast: checked once, not copied
-        if ctype == "float" and not np.all(np.isfinite(arr[:1] if one else arr)):
-            self.fail(f"constant '{hint}' holds NaN or Inf values")
+        # Infinities are legitimate (attention masks of -inf); weights holding them were
+        # refused at import.
+        if ctype == "float" and np.isnan(arr[:1] if one else arr).any():
+            self.fail(f"constant '{hint}' holds NaN values")
         fill = _uniform(arr) if ctype == "float" else None
         if fill is not None:
             # One value throughout (ConstantOfShape, ...): filled at run time, never stored.

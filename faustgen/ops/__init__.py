@@ -17,14 +17,17 @@ from faustgen.ops import (  # noqa: F401  (import for registration side effects)
     activation,
     binary,
     conv,
+    einsum,
     factorized,
     gemm,
+    logical,
     norm,
     pad,
     pool,
     reduce,
     softmax,
     tensor,
+    tile,
 )
 from faustgen.ops.base import (
     REGISTRY,

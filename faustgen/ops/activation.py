@@ -101,6 +101,29 @@ UNARY: dict[str, Unary] = {
         "fg_gelu",
         torch=lambda t, x: t.nn.functional.gelu(x),
     ),
+    "Mish": Unary(
+        {},
+        _f32(lambda x: x * np.tanh(np.logaddexp(0, x))),
+        "fg_mish",
+        torch=lambda t, x: t.nn.functional.mish(x),
+    ),
+    "Softsign": Unary(
+        {},
+        _f32(lambda x: x / (1 + np.abs(x))),
+        "fg_softsign",
+        torch=lambda t, x: t.nn.functional.softsign(x),
+    ),
+    "ThresholdedRelu": Unary(
+        {"alpha": 1.0},
+        _f32(lambda x, alpha: np.where(x > alpha, x, 0)),
+        "fg_thresholded_relu",
+        ("alpha",),
+        lambda t, x, alpha: t.where(x > alpha, x, t.zeros_like(x)),
+    ),
+    "Sign": Unary({}, _f32(np.sign), "fg_sign", torch=lambda t, x: t.sign(x)),
+    "Floor": Unary({}, _f32(np.floor), "fg_floor", torch=lambda t, x: t.floor(x)),
+    "Ceil": Unary({}, _f32(np.ceil), "fg_ceil", torch=lambda t, x: t.ceil(x)),
+    "Round": Unary({}, _f32(np.round), "fg_round", torch=lambda t, x: t.round(x)),
     # Gelu with approximate="tanh" parses into this entry (not an ONNX op type).
     "GeluTanh": Unary(
         {},

@@ -1,4 +1,4 @@
-"""BatchNormalization (inference) and LRN.
+"""BatchNormalization (inference), LRN and LayerNormalization.
 
 BatchNormalization is parsed into a per-channel affine map (scale, shift); the
 fold_batchnorm pass merges it into the preceding Conv or Dense when it can, and
@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from faustgen.ops.base import Op, float_like, prod, register_op
+from faustgen.ops.base import Op, float_dtype_only, float_like, norm_axis, prod, register_op
 
 
 @register_op("BatchNormalization")
@@ -129,3 +129,74 @@ class LRN(Op):
             em.f(a["beta"]),
             em.f(a["bias"]),
         )
+
+
+@register_op("LayerNormalization")
+class LayerNorm(Op):
+    """Normalizes over axes [axis, rank): y = (x - mean) / sqrt(var + eps) * scale + bias.
+    Scale and bias are constants, broadcast at compile time to the normalized block."""
+
+    def parse(self, ctx):
+        shape = ctx.shape(0)
+        axis = norm_axis(int(ctx.attr("axis", -1)), len(shape), ctx)
+        block = tuple(shape[axis:])
+        params = []
+        for i, what in ((1, "scale"), (2, "bias")):
+            v = ctx.const_input(i, what, required=i == 1)
+            if v is not None:
+                try:
+                    v = np.broadcast_to(v.astype(np.float32), block)
+                except ValueError:
+                    ctx.fail(f"{what} of shape {v.shape} does not broadcast to {block}")
+                v = np.ascontiguousarray(v).reshape(-1)
+            params.append(v)
+        attrs = {
+            "axis": axis,
+            "epsilon": float(ctx.attr("epsilon", 1e-5)),
+            "scale": params[0],
+            "bias": params[1],
+        }
+        return ctx.node(attrs, inputs=[ctx.input(0)])
+
+    def infer(self, node, ins):
+        float_dtype_only(node, ins)
+        s, axis = ins[0].shape, node.attrs["axis"]
+        stat = (*s[:axis], *(1,) * (len(s) - axis))
+        return [(s, "float32"), (stat, "float32"), (stat, "float32")][: len(node.outputs)]
+
+    def compute(self, node, ins):
+        a = node.attrs
+        x = ins[0].astype(np.float64)
+        axes = tuple(range(a["axis"], x.ndim))
+        mean = x.mean(axis=axes, keepdims=True)
+        inv = 1.0 / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + a["epsilon"])
+        block = x.shape[a["axis"] :]
+        y = (x - mean) * inv * a["scale"].reshape(block)
+        if a["bias"] is not None:
+            y = y + a["bias"].reshape(block)
+        t = float_like(ins[0])
+        outs = [y.astype(t), mean.astype(t), inv.astype(t)]
+        return outs[: len(node.outputs)]
+
+    def batch_axes_ok(self, node, ins):
+        return node.attrs["axis"] > 0
+
+    def lower(self, node, em):
+        a = node.attrs
+        s = em.shape_in(0)
+        n = prod(s[a["axis"] :])
+        scale = em.weight(a["scale"], node.name + "_scale")
+        bias = "NULL" if a["bias"] is None else em.weight(a["bias"], node.name + "_bias")
+        stats = [em.y(k) if k < len(node.outputs) and node.outputs[k] else "NULL" for k in (1, 2)]
+        em.call(
+            "fg_layernorm",
+            em.x(0),
+            em.y(),
+            prod(s[: a["axis"]]),
+            n,
+            scale,
+            bias,
+            em.f(a["epsilon"]),
+            *stats,
+        )
+        em.allow_inplace()

@@ -1,5 +1,6 @@
-"""ReduceMean, ReduceSum, ReduceMax, ReduceMin over a contiguous block of axes
-(e.g. the spatial mean that exporters write for global average pooling)."""
+"""ReduceMean, ReduceSum, ReduceMax, ReduceMin, ReduceL1, ReduceL2, ReduceSumSquare,
+ReduceLogSum and ReduceLogSumExp over a contiguous block of axes (e.g. the spatial mean
+that exporters write for global average pooling); scattered axes are moved last first."""
 
 from __future__ import annotations
 
@@ -13,10 +14,34 @@ _KERNEL = {
     "ReduceMean": "FG_REDUCE_MEAN",
     "ReduceMax": "FG_REDUCE_MAX",
     "ReduceMin": "FG_REDUCE_MIN",
+    "ReduceL1": "FG_REDUCE_L1",
+    "ReduceL2": "FG_REDUCE_L2",
+    "ReduceSumSquare": "FG_REDUCE_SUMSQ",
+    "ReduceLogSum": "FG_REDUCE_LOGSUM",
+    "ReduceLogSumExp": "FG_REDUCE_LOGSUMEXP",
 }
-_NUMPY = {"ReduceSum": np.sum, "ReduceMean": np.mean, "ReduceMax": np.max, "ReduceMin": np.min}
+
+
+def _logsumexp(x, axis, keepdims):
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    y = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return y if keepdims else np.squeeze(y, axis=axis)
+
+
+_NUMPY = {
+    "ReduceSum": np.sum,
+    "ReduceMean": np.mean,
+    "ReduceMax": np.max,
+    "ReduceMin": np.min,
+    "ReduceL1": lambda x, axis, keepdims: np.sum(np.abs(x), axis=axis, keepdims=keepdims),
+    "ReduceL2": lambda x, axis, keepdims: np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims)),
+    "ReduceSumSquare": lambda x, axis, keepdims: np.sum(x * x, axis=axis, keepdims=keepdims),
+    "ReduceLogSum": lambda x, axis, keepdims: np.log(np.sum(x, axis=axis, keepdims=keepdims)),
+    "ReduceLogSumExp": _logsumexp,
+}
 # Opset from which `axes` is an input rather than an attribute.
-_AXES_INPUT_FROM = {"ReduceSum": 13, "ReduceMean": 18, "ReduceMax": 18, "ReduceMin": 18}
+_AXES_INPUT_FROM = {"ReduceSum": 13, **{op: 18 for op in _KERNEL if op != "ReduceSum"}}
 
 
 @register_op(*_KERNEL)

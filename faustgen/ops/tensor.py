@@ -156,8 +156,16 @@ class Cast(Op):
         return [ins[0].to(getattr(t.torch, node.attrs["to"]))]
 
     def lower(self, node, em):
-        if node.attrs["to"] != "float32" or em.graph.tensors[node.inputs[0]].dtype != "float32":
-            em.fail(f"cast of an activation to {node.attrs['to']} is not supported")
+        # Boolean activations are stored as floats 0 / 1 (see ops/logical.py).
+        src, to = em.graph.tensors[node.inputs[0]].dtype, node.attrs["to"]
+        if src not in ("float32", "bool") or to not in ("float32", "bool"):
+            em.fail(f"cast of a {src} activation to {to} is not supported")
+        if to == "bool" and src != "bool":
+            n = prod(em.shape_in(0))
+            zero = em.weight(np.zeros(1, np.float32), "zero")
+            p = em.struct("fg_bcast", "ne0", ndim=1, shape=[n], sa=[1], sb=[0])
+            em.call("fg_binary", "FG_NOT_EQUAL", p, em.x(0), zero, em.y())
+            return
         em.alias()
 
 

@@ -237,6 +237,24 @@ float ref_unary(int op, float v, float p0, float p1)
     case REF_GELU_TANH:
         return (float)(0.5 * d * (1.0 + tanh(sqrt(2.0 / 3.14159265358979323846) *
                                              (d + 0.044715 * d * d * d))));
+    case REF_MISH:
+        return (float)(d * tanh(log(1.0 + exp(d))));
+    case REF_SOFTSIGN:
+        return (float)(d / (1.0 + fabs(d)));
+    case REF_THRESHOLDED_RELU:
+        return v > p0 ? v : 0.0f;
+    case REF_SIGN:
+        return v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f);
+    case REF_FLOOR:
+        return (float)floor(d);
+    case REF_CEIL:
+        return (float)-floor(-d);
+    case REF_ROUND: {
+        const double r = floor(d), frac = d - r;
+        if (frac > 0.5 || (frac == 0.5 && fmod(r, 2.0) != 0.0))
+            return (float)(r + 1.0);
+        return (float)r;
+    }
     default:
         return v;
     }
@@ -273,6 +291,24 @@ float ref_binary1(int op, float a, float b)
         return a != a ? a : (b != b ? b : (a < b ? a : b));
     case FG_POW:
         return (float)pow((double)a, (double)b);
+    case FG_EQUAL:
+        return (float)(a == b);
+    case FG_LESS:
+        return (float)(a < b);
+    case FG_LESS_EQUAL:
+        return (float)(a <= b);
+    case FG_GREATER:
+        return (float)(a > b);
+    case FG_GREATER_EQUAL:
+        return (float)(a >= b);
+    case FG_AND:
+        return (float)(a != 0.0f && b != 0.0f);
+    case FG_OR:
+        return (float)(a != 0.0f || b != 0.0f);
+    case FG_XOR:
+        return (float)((a != 0.0f) ^ (b != 0.0f));
+    case FG_NOT_EQUAL:
+        return (float)(a != b);
     default:
         return 0.0f;
     }
@@ -386,11 +422,21 @@ void ref_reduce(int op, const float *x, float *y, int outer, int n, int inner)
                     acc = v > acc ? v : acc;
                 else if (op == FG_REDUCE_MIN)
                     acc = v < acc ? v : acc;
+                else if (op == FG_REDUCE_L1)
+                    acc += fabs(v);
+                else if (op == FG_REDUCE_L2 || op == FG_REDUCE_SUMSQ)
+                    acc += v * v;
+                else if (op == FG_REDUCE_LOGSUMEXP)
+                    acc += exp(v);
                 else
                     acc += v;
             }
             if (op == FG_REDUCE_MEAN)
                 acc /= n;
+            if (op == FG_REDUCE_L2)
+                acc = sqrt(acc);
+            if (op == FG_REDUCE_LOGSUM || op == FG_REDUCE_LOGSUMEXP)
+                acc = log(acc);
             y[(size_t)o * inner + i] = (float)acc;
         }
 }
@@ -483,4 +529,41 @@ void ref_csr_spmm(int m, int ncols, const int32_t *indptr, const int32_t *indice
                 s += bias[i];
             Y[(size_t)i * ncols + c] = ref_act(s, act, a, b);
         }
+}
+
+void ref_layernorm(const float *x, float *y, int outer, int n, const float *scale,
+                   const float *bias, float eps, float *mean, float *invstd)
+{
+    int o, i;
+    for (o = 0; o < outer; ++o) {
+        const float *xo = x + (size_t)o * n;
+        double mu = 0.0, var = 0.0, r;
+        for (i = 0; i < n; ++i)
+            mu += xo[i];
+        mu /= n;
+        for (i = 0; i < n; ++i)
+            var += (xo[i] - mu) * (xo[i] - mu);
+        r = 1.0 / sqrt(var / n + eps);
+        for (i = 0; i < n; ++i)
+            y[(size_t)o * n + i] = (float)((xo[i] - mu) * r * scale[i] + (bias ? bias[i] : 0.0f));
+        mean[o] = (float)mu;
+        invstd[o] = (float)r;
+    }
+}
+
+void ref_where(const fg_bcast3 *s, const float *c, const float *a, const float *b, float *y)
+{
+    const size_t n = ref_numel(s->ndim, s->shape);
+    size_t t;
+    int idx[FG_MAXDIM], k;
+    for (t = 0; t < n; ++t) {
+        ptrdiff_t oc = 0, oa = 0, ob = 0;
+        ref_unravel(t, s->ndim, s->shape, idx);
+        for (k = 0; k < s->ndim; ++k) {
+            oc += idx[k] * s->sc[k];
+            oa += idx[k] * s->sa[k];
+            ob += idx[k] * s->sb[k];
+        }
+        y[t] = c[oc] != 0.0f ? a[oa] : b[ob];
+    }
 }

@@ -37,7 +37,8 @@ void ref_global_maxpool(const float *x, float *y, int C, int S);
 enum {
     REF_RELU, REF_LEAKY, REF_CLIP, REF_ELU, REF_SELU, REF_SIGMOID, REF_HARD_SIGMOID,
     REF_HARD_SWISH, REF_TANH, REF_SOFTPLUS, REF_EXP, REF_LOG, REF_SQRT, REF_ABS, REF_NEG,
-    REF_RECIPROCAL, REF_ERF, REF_GELU, REF_GELU_TANH, REF_COPY, REF_NUM_UNARY
+    REF_RECIPROCAL, REF_ERF, REF_GELU, REF_GELU_TANH, REF_MISH, REF_SOFTSIGN, REF_THRESHOLDED_RELU, REF_SIGN, REF_FLOOR,
+    REF_CEIL, REF_ROUND, REF_COPY, REF_NUM_UNARY
 };
 float ref_unary(int op, float v, float p0, float p1);
 void ref_channel_affine(const float *x, float *y, int outer, int C, int inner, const float *scale,
@@ -50,6 +51,9 @@ void ref_pad(const fg_padspec *p, const float *x, float *y, float value);
 void ref_copy_blocks(const float *src, float *dst, int outer, int block, ptrdiff_t src_stride,
                      ptrdiff_t dst_stride);
 void ref_softmax(const float *x, float *y, int outer, int n, int inner, int logsm);
+void ref_layernorm(const float *x, float *y, int outer, int n, const float *scale,
+                   const float *bias, float eps, float *mean, float *invstd);
+void ref_where(const fg_bcast3 *s, const float *c, const float *a, const float *b, float *y);
 void ref_reduce(int op, const float *x, float *y, int outer, int n, int inner);
 void ref_lrn(const float *x, float *y, int outer, int C, int inner, int size, float alpha,
              float beta, float bias);

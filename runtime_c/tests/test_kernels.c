@@ -758,6 +758,13 @@ static void run_unary(int op, const float *x, float *y, size_t n, float p0, floa
     case REF_ERF: fg_erf(x, y, n); break;
     case REF_GELU: fg_gelu(x, y, n); break;
     case REF_GELU_TANH: fg_gelu_tanh(x, y, n); break;
+    case REF_MISH: fg_mish(x, y, n); break;
+    case REF_SOFTSIGN: fg_softsign(x, y, n); break;
+    case REF_THRESHOLDED_RELU: fg_thresholded_relu(x, y, n, p0); break;
+    case REF_SIGN: fg_sign(x, y, n); break;
+    case REF_FLOOR: fg_floor(x, y, n); break;
+    case REF_CEIL: fg_ceil(x, y, n); break;
+    case REF_ROUND: fg_round(x, y, n); break;
     case REF_COPY: fg_copy(x, y, n); break;
     default: break;
     }
@@ -768,7 +775,8 @@ static void test_unary(int iters)
     static const char *names[REF_NUM_UNARY] = {
         "relu", "leaky_relu", "clip", "elu", "selu", "sigmoid", "hard_sigmoid", "hard_swish",
         "tanh", "softplus", "exp", "log", "sqrt", "abs", "neg", "reciprocal", "erf", "gelu",
-        "gelu_tanh", "copy"};
+        "gelu_tanh", "mish", "softsign", "thresholded_relu", "sign", "floor", "ceil", "round",
+        "copy"};
     int it, op;
     for (op = 0; op < REF_NUM_UNARY; ++op) {
         for (it = 0; it < iters; ++it) {
@@ -797,6 +805,8 @@ static void test_unary(int iters)
                     x[i] = fabsf(x[i]) + 1e-3f;
                 if (op == REF_RECIPROCAL && fabsf(x[i]) < 1e-2f)
                     x[i] = 0.5f;
+                if (op == REF_ROUND && i % 2) /* exact halves: ties go to even */
+                    x[i] = floorf(x[i] * 2.0f) * 0.5f;
                 yr[i] = ref_unary(op, x[i], p0, p1);
             }
             if (inplace) {
@@ -848,12 +858,15 @@ static void test_unary(int iters)
 
 static void test_binary(int iters)
 {
-    static const char *names[8] = {"add", "sub", "mul", "div", "prelu", "max", "min", "pow"};
+    static const char *names[17] = {"add",        "sub",  "mul",           "div",     "prelu",
+                                    "max",        "min",  "pow",           "equal",   "less",
+                                    "less_equal", "greater", "greater_equal", "and", "or",
+                                    "xor",        "not_equal"};
     int it;
     for (it = 0; it < iters; ++it) {
         fg_bcast s;
         int ashape[FG_MAXDIM], bshape[FG_MAXDIM];
-        const int op = it % 8;
+        const int op = it % 17;
         const int nd = rnd_int(it % 11 == 0 ? 0 : 1, 4);
         size_t na = 1, nb = 1, ny = 1;
         ptrdiff_t st;
@@ -895,6 +908,28 @@ static void test_binary(int iters)
             size_t i;
             for (i = 0; i < nb; ++i)
                 b[i] = b[i] < 0.0f ? b[i] - 0.1f : b[i] + 0.1f;
+        }
+        if (op >= FG_EQUAL) { /* small integers: equal operands and zeros occur */
+            size_t i;
+            for (i = 0; i < na; ++i)
+                a[i] = (float)rnd_int(-1, 1);
+            for (i = 0; i < nb; ++i)
+                b[i] = (float)rnd_int(-1, 1);
+        }
+        if (op == FG_EQUAL) { /* fg_where with condition a, values b (true) and a (false) */
+            fg_bcast3 w;
+            memset(&w, 0, sizeof w);
+            w.ndim = nd;
+            for (k = 0; k < nd; ++k) {
+                w.shape[k] = s.shape[k];
+                w.sc[k] = s.sa[k];
+                w.sa[k] = s.sb[k];
+                w.sb[k] = s.sa[k];
+            }
+            fg_where(&w, a, b, a, y);
+            ref_where(&w, a, b, a, yr);
+            snprintf(ctx, sizeof ctx, "nd=%d", nd);
+            record(compare("where", y, yr, ny, 0.0f, 0.0f, ctx) && guards_ok(y, ny));
         }
         ref_binary(op, &s, a, b, yr);
         inplace = 0;
@@ -1051,9 +1086,14 @@ static void test_reductions(int iters)
                            ctx) &&
                    guards_ok(y, nx));
         }
-        for (op = 0; op < 4; ++op) {
-            static const char *names[4] = {"reduce_sum", "reduce_mean", "reduce_max",
-                                           "reduce_min"};
+        for (op = 0; op < 9; ++op) {
+            static const char *names[9] = {"reduce_sum", "reduce_mean",  "reduce_max",
+                                           "reduce_min", "reduce_l1",    "reduce_l2",
+                                           "reduce_sumsq", "reduce_logsum", "reduce_logsumexp"};
+            if (op == FG_REDUCE_LOGSUM) { /* log of a positive sum */
+                for (i = 0; i < nx; ++i)
+                    x[i] = fabsf(x[i]) + 0.01f;
+            }
             fg_reduce(op, x, y, outer, n, inner);
             ref_reduce(op, x, yr, outer, n, inner);
             record(compare(names[op], y, yr, nr, 1e-5f, 8.0f * atol_dot(n), ctx) &&
@@ -1065,6 +1105,31 @@ static void test_reductions(int iters)
             fg_lrn(x, y, outer, C, inner, size, 1e-3f, 0.75f, 2.0f);
             ref_lrn(x, yr, outer, C, inner, size, 1e-3f, 0.75f, 2.0f);
             record(compare("fg_lrn", y, yr, nl, 1e-5f, 1e-6f, ctx));
+        }
+        {
+            /* layer normalization over rows of n (x viewed as (outer*inner) x n) */
+            const int rows = outer * inner;
+            float *sc = alloc_g((size_t)n), *bi = alloc_g((size_t)n);
+            float *mu = alloc_g((size_t)rows), *rs = alloc_g((size_t)rows);
+            float *mur = alloc_g((size_t)rows), *rsr = alloc_g((size_t)rows);
+            fill_rand(sc, (size_t)n);
+            fill_rand(bi, (size_t)n);
+            ref_layernorm(x, yr, rows, n, sc, it % 2 ? bi : NULL, 1e-5f, mur, rsr);
+            if (it % 4 == 0) { /* in place */
+                memcpy(y, x, nx * sizeof(float));
+                fg_layernorm(y, y, rows, n, sc, it % 2 ? bi : NULL, 1e-5f, mu, rs);
+            } else {
+                fg_layernorm(x, y, rows, n, sc, it % 2 ? bi : NULL, 1e-5f, mu, rs);
+            }
+            record(compare("fg_layernorm", y, yr, nx, 1e-4f, 1e-5f, ctx) && guards_ok(y, nx));
+            record(compare("fg_layernorm mean", mu, mur, (size_t)rows, 1e-5f, 1e-5f, ctx));
+            record(compare("fg_layernorm invstd", rs, rsr, (size_t)rows, 1e-4f, 1e-5f, ctx));
+            free_g(sc);
+            free_g(bi);
+            free_g(mu);
+            free_g(rs);
+            free_g(mur);
+            free_g(rsr);
         }
         free_g(x);
         free_g(y);

@@ -626,6 +626,13 @@ UNARY = {
         (),
         lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3))),
     ),
+    "fg_mish": ((), lambda x: x * np.tanh(np.logaddexp(0, x))),
+    "fg_softsign": ((), lambda x: x / (1 + np.abs(x))),
+    "fg_thresholded_relu": ((0.7,), lambda x: np.where(x > 0.7, x, 0)),
+    "fg_sign": ((), np.sign),
+    "fg_floor": ((), np.floor),
+    "fg_ceil": ((), np.ceil),
+    "fg_round": ((), np.round),  # halves to even, as ONNX Round
     "fg_copy": ((), lambda x: x),
 }
 
@@ -642,6 +649,8 @@ def test_unary(rt, name, n, inplace):
         x = f32(np.abs(x) + 1e-3)
     if name == "fg_reciprocal":
         x[np.abs(x) < 1e-2] = 0.5
+    if name == "fg_round":
+        x[::2] = np.floor(x[::2] * 2) / 2  # exact halves
     want = ref(x.astype(np.float64))
     y = x.copy() if inplace else np.full(n, np.nan, dtype=np.float32)
     getattr(lib, name)(ptr(ffi, y if inplace else x), ptr(ffi, y), n, *params)
