@@ -242,7 +242,7 @@ def build_report(
             "name": node.name,
             "op": node.op,
             "fused": list(node.attrs.get("fused", [])),
-            "output_shape": list(graph.tensors[node.outputs[0]].shape),
+            "output_shape": list(graph.tensors[next(o for o in node.outputs if o)].shape),
             "parameters": own,
         }
         fact = node.attrs.get("factorization")

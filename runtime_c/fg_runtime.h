@@ -283,6 +283,51 @@ void fg_reduce(int op, const float *x, float *y, int outer, int n, int inner);
 void fg_lrn(const float *x, float *y, int outer, int C, int inner, int size, float alpha,
             float beta, float bias);
 
+/* ---- recurrent layers (fg_rnn.c) ----------------------------------------- */
+
+enum { FG_CELL_RNN = 0, FG_CELL_GRU = 1, FG_CELL_LSTM = 2 };
+/* gate activations (ONNX `activations` names) */
+enum {
+    FG_RNN_SIGMOID = 0,
+    FG_RNN_TANH = 1,
+    FG_RNN_RELU = 2,
+    FG_RNN_HARD_SIGMOID = 3,
+    FG_RNN_LEAKY_RELU = 4,
+    FG_RNN_THRESHOLDED_RELU = 5,
+    FG_RNN_SCALED_TANH = 6,
+    FG_RNN_AFFINE = 7,
+    FG_RNN_ELU = 8,
+    FG_RNN_SOFTSIGN = 9,
+    FG_RNN_SOFTPLUS = 10
+};
+
+typedef struct {
+    int cell;                /* FG_CELL_*                                          */
+    int T, B, I, H;          /* sequence length, batch, input size, hidden size    */
+    int dirs;                /* 1 or 2 (bidirectional: direction 1 runs reversed)   */
+    int reverse;             /* dirs == 1: run the sequence backwards               */
+    int gates;               /* G: 1 (RNN), 3 (GRU: z r h), 4 (LSTM: i o f c)        */
+    int layout;              /* ONNX layout: 0 = X [T][B][I], 1 = X [B][T][I]        */
+    int linear_before_reset; /* GRU                                                 */
+    int input_forget;        /* LSTM: f = 1 - i                                     */
+    float clip;              /* > 0: gate pre-activations clipped to [-clip, clip]  */
+    int act[3];              /* f, g, h (unused ones ignored)                       */
+    float alpha[3], beta[3];
+} fg_rnn;
+
+/* Floats of scratch fg_rnn_seq needs: (2 G + 3) H. */
+size_t fg_rnn_scratch(const fg_rnn *p);
+
+/* The ONNX RNN / GRU / LSTM over the whole sequence. Per direction d: wt is W_d^T
+ * (I x G*H), rt is R_d^T (H x G*H), bias holds Wb_d then Rb_d (2 G*H), peep the LSTM
+ * peepholes p_i, p_o, p_f (3 H, may be NULL). seq_lens (B) may be NULL (all T);
+ * steps past a sample's length leave Y at 0. h0 / c0 (initial states, laid out as
+ * Y_h) may be NULL (zeros). y, yh, yc (Y, Y_h, Y_c) may each be NULL; h0 may equal
+ * yh and c0 yc (a streaming step). */
+void fg_rnn_seq(const fg_rnn *p, const float *x, const float *wt, const float *rt,
+                const float *bias, const float *peep, const int32_t *seq_lens, const float *h0,
+                const float *c0, float *y, float *yh, float *yc, float *scratch);
+
 /* ---- sparse factors (fg_sparse.c) ---------------------------------------- */
 /* A factorized layer applies a chain of sparse factors S (m x n). Arrays follow
  * scipy's CSR naming (indptr, indices, data). Each kernel exists with uint16_t

@@ -30,6 +30,7 @@ RUNTIME_SOURCES = (
     "fg_act.c",
     "fg_tensor.c",
     "fg_sparse.c",
+    "fg_rnn.c",
 )
 RUNTIME_HEADERS = ("fg_runtime.h", "fg_kernel.h")
 
@@ -248,4 +249,6 @@ def _field(v: Any) -> str:
         return "{" + ", ".join(_field(x) for x in v) + "}"
     if isinstance(v, (float, np.floating)):
         return c_float(v)
+    if isinstance(v, str):  # an enum constant of fg_runtime.h (never a model string)
+        return v
     return c_int(v)

@@ -176,3 +176,42 @@ def timm():
             "this needs timm: pip install --no-deps timm huggingface_hub safetensors pyyaml"
         ) from None
     return _timm
+
+
+# ---------------------------------------------------------------- the model zoo (issue 15)
+
+
+def keyword_spotter(
+    cell: str = "lstm",
+    features: int = 10,
+    hidden: int = 32,
+    classes: int = 5,
+    layers: int = 1,
+    bidirectional: bool = False,
+    seed: int = 0,
+):
+    """A keyword-spotting-like recurrent classifier: (B, T, features) -> RNN -> last step -> FC."""
+    torch = _torch()
+    nn = torch.nn
+    torch.manual_seed(seed)
+    rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell]
+
+    class KWS(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = rnn_cls(
+                features, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional
+            )
+            self.fc = nn.Linear(hidden * (2 if bidirectional else 1), classes)
+
+        def forward(self, x):
+            y, _ = self.rnn(x)
+            return self.fc(y[:, -1])
+
+    return KWS().eval()
+
+
+def vision_transformer(name: str = "vit_tiny_patch16_224", img_size: int = 32, **kw):
+    """A timm ViT/DeiT with random weights at a small input size (e.g. depth=2 for tests)."""
+    _torch().manual_seed(kw.pop("seed", 0))
+    return timm().create_model(name, img_size=img_size, num_classes=10, **kw).eval()

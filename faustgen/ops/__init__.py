@@ -24,6 +24,7 @@ from faustgen.ops import (  # noqa: F401  (import for registration side effects)
     norm,
     pad,
     pool,
+    recurrent,
     reduce,
     softmax,
     tensor,

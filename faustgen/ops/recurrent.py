@@ -1,0 +1,247 @@
+"""RNN, GRU and LSTM with the ONNX semantics: directions (forward, reverse,
+bidirectional), initial states, sequence_lens, peepholes, clip, input_forget,
+linear_before_reset, the `activations` attributes and both layouts.
+
+One fg_rnn_seq call runs the whole sequence; the weights go to it transposed
+(W^T: I x G*H, R^T: H x G*H per direction) so each step is two axpy sweeps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import expit
+
+from faustgen.ops.base import Op, fail, register_op
+
+_GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
+_DEFAULT_ACTS = {"RNN": ["Tanh"], "GRU": ["Sigmoid", "Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"]}
+# ONNX activation name -> (C code, default alpha, default beta, how many of alpha/beta it reads)
+_ACTS = {
+    "Sigmoid": ("FG_RNN_SIGMOID", 0.0, 0.0, 0),
+    "Tanh": ("FG_RNN_TANH", 0.0, 0.0, 0),
+    "Relu": ("FG_RNN_RELU", 0.0, 0.0, 0),
+    "HardSigmoid": ("FG_RNN_HARD_SIGMOID", 0.2, 0.5, 2),
+    "LeakyRelu": ("FG_RNN_LEAKY_RELU", 0.01, 0.0, 1),
+    "ThresholdedRelu": ("FG_RNN_THRESHOLDED_RELU", 1.0, 0.0, 1),
+    "ScaledTanh": ("FG_RNN_SCALED_TANH", 1.0, 1.0, 2),
+    "Affine": ("FG_RNN_AFFINE", 1.0, 0.0, 2),
+    "Elu": ("FG_RNN_ELU", 1.0, 0.0, 1),
+    "Softsign": ("FG_RNN_SOFTSIGN", 0.0, 0.0, 0),
+    "Softplus": ("FG_RNN_SOFTPLUS", 0.0, 0.0, 0),
+}
+_LOWER = {k.lower(): k for k in _ACTS}
+
+
+def _act_numpy(name: str, v: np.ndarray, a: float, b: float) -> np.ndarray:
+    if name == "Sigmoid":
+        return expit(v)
+    if name == "Tanh":
+        return np.tanh(v)
+    if name == "Relu":
+        return np.maximum(v, 0)
+    if name == "HardSigmoid":
+        return np.clip(a * v + b, 0, 1)
+    if name == "LeakyRelu":
+        return np.where(v >= 0, v, a * v)
+    if name == "ThresholdedRelu":
+        return np.where(v > a, v, 0)
+    if name == "ScaledTanh":
+        return a * np.tanh(b * v)
+    if name == "Affine":
+        return a * v + b
+    if name == "Elu":
+        return np.where(v >= 0, v, a * np.expm1(v))
+    if name == "Softsign":
+        return v / (1 + np.abs(v))
+    return np.logaddexp(0, v)  # Softplus
+
+
+@register_op("RNN", "GRU", "LSTM")
+class Recurrent(Op):
+    def parse(self, ctx):
+        op = ctx.op_type
+        g = _GATES[op]
+        x = ctx.shape(0)
+        if len(x) != 3:
+            ctx.fail(f"X has shape {tuple(x)}; expected rank 3")
+        layout = int(ctx.attr("layout", 0))
+        t, b, i = (x[1], x[0], x[2]) if layout else x
+        direction = ctx.attr("direction", "forward")
+        if direction not in ("forward", "reverse", "bidirectional"):
+            ctx.fail(f"direction '{direction}' is not one of forward, reverse, bidirectional")
+        dirs = 2 if direction == "bidirectional" else 1
+        w = ctx.const_input(1, "W").astype(np.float32)
+        r = ctx.const_input(2, "R").astype(np.float32)
+        h = int(ctx.attr("hidden_size", r.shape[-1]))
+        if w.shape != (dirs, g * h, i) or r.shape != (dirs, g * h, h):
+            ctx.fail(f"W {w.shape} / R {r.shape} do not fit {dirs} direction(s), {g}x{h} gates")
+        bias = ctx.const_input(3, "B", required=False)
+        bias = np.zeros((dirs, 2 * g * h), np.float32) if bias is None else bias.astype(np.float32)
+        if bias.shape != (dirs, 2 * g * h):
+            ctx.fail(f"B has shape {bias.shape}; expected {(dirs, 2 * g * h)}")
+        lens = ctx.const_input(4, "sequence_lens", required=False)
+        if lens is not None:
+            lens = np.asarray(lens).astype(np.int32).reshape(-1)
+            if lens.shape != (b,) or (lens < 1).any() or (lens > t).any():
+                ctx.fail(f"sequence_lens {lens.tolist()} do not fit batch {b}, length {t}")
+            if (lens == t).all():
+                lens = None
+        peep = ctx.const_input(7, "P", required=False) if op == "LSTM" else None
+        if peep is not None:
+            peep = peep.astype(np.float32).reshape(dirs, 3 * h)
+        names = ctx.attr("activations") or _DEFAULT_ACTS[op] * dirs
+        n_act = len(_DEFAULT_ACTS[op])
+        names = [_LOWER.get(str(n).lower(), str(n)) for n in names]
+        if len(names) != n_act * dirs:
+            ctx.fail(f"{len(names)} activations given; expected {n_act * dirs}")
+        if dirs == 2 and names[:n_act] != names[n_act:]:
+            ctx.fail("different activations per direction are not supported")
+        alphas = list(ctx.attr("activation_alpha") or [])
+        betas = list(ctx.attr("activation_beta") or [])
+        acts = []
+        for name in names[:n_act]:
+            if name not in _ACTS:
+                ctx.fail(f"activation '{name}' is not supported")
+            _, a0, b0, used = _ACTS[name]
+            a = alphas.pop(0) if used >= 1 and alphas else a0
+            bb = betas.pop(0) if used >= 2 and betas else b0
+            acts.append((name, float(a), float(bb)))
+        if op == "GRU" and ctx.attr("linear_before_reset", 0) not in (0, 1):
+            ctx.fail("linear_before_reset must be 0 or 1")
+        attrs = {
+            "T": t,
+            "B": b,
+            "I": i,
+            "H": h,
+            "dirs": dirs,
+            "reverse": int(direction == "reverse"),
+            "layout": layout,
+            "W": w,
+            "R": r,
+            "bias": bias,
+            "lens": lens,
+            "peep": peep,
+            "acts": tuple(acts),
+            "clip": float(ctx.attr("clip", 0.0) or 0.0),
+            "input_forget": int(ctx.attr("input_forget", 0)) if op == "LSTM" else 0,
+            "linear_before_reset": int(ctx.attr("linear_before_reset", 0)) if op == "GRU" else 0,
+        }
+        state_in = [ctx.input(5), ctx.input(6) if op == "LSTM" else ""]
+        return ctx.node(attrs, inputs=[ctx.input(0), *state_in])
+
+    def infer(self, node, ins):
+        a = node.attrs
+        t, b, d, h = a["T"], a["B"], a["dirs"], a["H"]
+        state = (b, d, h) if a["layout"] else (d, b, h)
+        for k, t_in in enumerate(ins[1:], start=1):
+            if t_in.shape != state:
+                fail(node, f"initial state {k} has shape {t_in.shape}; expected {state}")
+        y = (b, t, d, h) if a["layout"] else (t, d, b, h)
+        return [(y, "float32"), (state, "float32"), (state, "float32")][: len(node.outputs)]
+
+    def batch_axes_ok(self, node, ins):
+        return node.attrs["layout"] == 1
+
+    def compute(self, node, ins):
+        a = node.attrs
+        x = ins[0].astype(np.float64)
+        if not a["layout"]:
+            x = x.transpose(1, 0, 2)  # [B][T][I]
+        t_len, b_n, d_n, h_n = a["T"], a["B"], a["dirs"], a["H"]
+        h0 = _state(node, ins, 1, a)
+        c0 = _state(node, ins, 2, a)
+        y = np.zeros((b_n, t_len, d_n, h_n))
+        yh = np.zeros((b_n, d_n, h_n))
+        yc = np.zeros((b_n, d_n, h_n))
+        for d in range(d_n):
+            reverse = d == 1 if d_n == 2 else bool(a["reverse"])
+            for b in range(b_n):
+                length = t_len if a["lens"] is None else int(a["lens"][b])
+                h, c = h0[b, d].copy(), c0[b, d].copy()
+                steps = range(length - 1, -1, -1) if reverse else range(length)
+                for t in steps:
+                    h, c = _cell(node.op, a, d, x[b, t], h, c)
+                    y[b, t, d] = h
+                yh[b, d], yc[b, d] = h, c
+        if not a["layout"]:
+            y = y.transpose(1, 2, 0, 3)
+            yh, yc = yh.transpose(1, 0, 2), yc.transpose(1, 0, 2)
+        return [v.astype(np.float32) for v in (y, yh, yc)][: len(node.outputs)]
+
+    def lower(self, node, em):
+        a = node.attrs
+        g = _GATES[node.op]
+        acts = list(a["acts"]) + [("Tanh", 0.0, 0.0)] * (3 - len(a["acts"]))
+        p = em.struct(
+            "fg_rnn",
+            node.op.lower(),
+            cell={"RNN": "FG_CELL_RNN", "GRU": "FG_CELL_GRU", "LSTM": "FG_CELL_LSTM"}[node.op],
+            T=a["T"],
+            B=a["B"],
+            I=a["I"],
+            H=a["H"],
+            dirs=a["dirs"],
+            reverse=a["reverse"],
+            gates=g,
+            layout=a["layout"],
+            linear_before_reset=a["linear_before_reset"],
+            input_forget=a["input_forget"],
+            clip=float(a["clip"]),
+            act=[_ACTS[n][0] for n, _, _ in acts],
+            alpha=[float(x) for _, x, _ in acts],
+            beta=[float(x) for _, _, x in acts],
+        )
+        wt = em.weight(np.ascontiguousarray(a["W"].transpose(0, 2, 1)), node.name + "_Wt")
+        rt = em.weight(np.ascontiguousarray(a["R"].transpose(0, 2, 1)), node.name + "_Rt")
+        bias = em.weight(a["bias"], node.name + "_B")
+        peep = "NULL" if a["peep"] is None else em.weight(a["peep"], node.name + "_P")
+        lens = "NULL" if a["lens"] is None else em.weight(a["lens"], node.name + "_lens", "int32_t")
+        states = [em.x(k) if k < len(node.inputs) and node.inputs[k] else "NULL" for k in (1, 2)]
+        outs = [em.y(k) if k < len(node.outputs) and node.outputs[k] else "NULL" for k in (0, 1, 2)]
+        scratch = em.scratch((2 * g + 3) * a["H"])
+        em.call("fg_rnn_seq", p, em.x(0), wt, rt, bias, peep, lens, *states, *outs, scratch)
+
+
+def _state(node, ins, k: int, a) -> np.ndarray:
+    """Initial state k (1: h, 2: c) as [B][D][H], zeros when absent."""
+    shape = (a["B"], a["dirs"], a["H"])
+    if k < len(node.inputs) and node.inputs[k]:
+        v = ins[[i for i, n in enumerate(node.inputs) if n].index(k)].astype(np.float64)
+        return v if a["layout"] else v.transpose(1, 0, 2)
+    return np.zeros(shape)
+
+
+def _cell(op, a, d, x, h, c):
+    hs = a["H"]
+    gx = a["W"][d].astype(np.float64) @ x + a["bias"][d, : a["W"].shape[1]]
+    gh = a["R"][d].astype(np.float64) @ h + a["bias"][d, a["W"].shape[1] :]
+    acts = a["acts"]
+
+    def f(k, v):
+        name, al, be = acts[k]
+        if a["clip"] > 0:
+            v = np.clip(v, -a["clip"], a["clip"])
+        return _act_numpy(name, v, al, be)
+
+    if op == "RNN":
+        return f(0, gx + gh), c
+    if op == "GRU":
+        z = f(0, gx[:hs] + gh[:hs])
+        r = f(0, gx[hs : 2 * hs] + gh[hs : 2 * hs])
+        if a["linear_before_reset"]:
+            pre = gx[2 * hs :] + r * gh[2 * hs :]
+        else:
+            rb = a["bias"][d, a["W"].shape[1] + 2 * hs :]
+            pre = gx[2 * hs :] + a["R"][d, 2 * hs :].astype(np.float64) @ (r * h) + rb
+        return (1 - z) * f(1, pre) + z * h, c
+    p = a["peep"][d].astype(np.float64) if a["peep"] is not None else np.zeros(3 * hs)
+    i = f(0, gx[:hs] + gh[:hs] + p[:hs] * c)
+    if a["input_forget"]:
+        fg = 1 - i
+    else:
+        fg = f(0, gx[2 * hs : 3 * hs] + gh[2 * hs : 3 * hs] + p[2 * hs :] * c)
+    cc = f(1, gx[3 * hs :] + gh[3 * hs :])
+    c = fg * c + i * cc
+    o = f(0, gx[hs : 2 * hs] + gh[hs : 2 * hs] + p[hs : 2 * hs] * c)
+    name, al, be = acts[2]
+    return o * _act_numpy(name, c, al, be), c
