@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from faustgen import compile_onnx, zoo  # noqa: E402
-from faustgen.reference import compare, ort_predict, ort_session  # noqa: E402
+from faustgen.tune.reference import compare, ort_predict, ort_session  # noqa: E402
 
 RTOL = 1e-5  # max |y - ref| relative to max |ref|
 

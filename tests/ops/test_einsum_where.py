@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from faustgen.errors import FaustgenError
-from faustgen.reference import ort_session
+from faustgen.tune.reference import ort_session
 
 
 def _model(nodes, x_shape, out_shape, inits=()):
