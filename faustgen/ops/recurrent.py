@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-from faustgen.ops.base import Op, fail, register_op
+from faustgen.ops.base import Op, fail, float_like, register_op
 
 _GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 _DEFAULT_ACTS = {"RNN": ["Tanh"], "GRU": ["Sigmoid", "Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"]}
@@ -166,7 +166,8 @@ class Recurrent(Op):
         if not a["layout"]:
             y = y.transpose(1, 2, 0, 3)
             yh, yc = yh.transpose(1, 0, 2), yc.transpose(1, 0, 2)
-        return [v.astype(np.float32) for v in (y, yh, yc)][: len(node.outputs)]
+        t = float_like(ins[0])
+        return [v.astype(t) for v in (y, yh, yc)][: len(node.outputs)]
 
     def lower(self, node, em):
         a = node.attrs
