@@ -1,7 +1,7 @@
 """faustgen command line: parse the flags, call the driver (faustgen.compiler) or a command.
 
 Exit codes: 0 success, 1 verification failed, 2 bad input or a resource ran out (one line on
-stderr), 3 internal error, 130 interrupted (README.md lists them).
+stderr), 3 internal error, 130 interrupted, 141 stdout closed early (README.md lists them).
 """
 
 from __future__ import annotations
@@ -359,9 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "factorize":
-            return cli_factorize.run(args)
-        return COMMANDS[args.command](args)
+        run = cli_factorize.run if args.command == "factorize" else COMMANDS[args.command]
+        code = run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except VerificationError as e:
         if args.debug:
             traceback.print_exc()
@@ -375,6 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("faustgen: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # stdout closed early (`faustgen verify ... --json | head`): stop quietly, as `cat`
+        # does; later writes to the closed pipe must not raise again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as e:
         if args.debug:
             traceback.print_exc()

@@ -99,3 +99,19 @@ def test_a_bug_is_still_an_internal_error_with_code_3(tmp_path, capsys, monkeypa
     code = main(["build", str(_model(tmp_path)), "-o", str(tmp_path / "out")])
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert code == 3 and line.startswith("faustgen: internal error: KeyError")
+
+
+def test_stdout_closed_early_stops_quietly():
+    """`faustgen targets --json | head -1`: no traceback, no internal error, exit 141."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "faustgen.cli", "targets", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader went away before faustgen wrote
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141
+    assert "error" not in err and "Traceback" not in err, err
