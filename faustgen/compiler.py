@@ -27,6 +27,7 @@ from faustgen.codegen.render import RUNTIME_HEADERS, RUNTIME_SOURCES, Rendered, 
 from faustgen.errors import FaustgenError
 from faustgen.frontend import import_onnx
 from faustgen.ir import Graph
+from faustgen.ops import REGISTRY
 from faustgen.passes import optimize
 from faustgen.passes.costmodel import CostModel
 from faustgen.passes.factorize import FactorizePolicy
@@ -103,7 +104,7 @@ def _build(
         compression = None
         if not opts.dense:
             graph, compression = _factorized(imported, graph, opts, target, progress)
-        program = lower_graph(graph, opts.prefix)
+        program = lower_graph(graph, opts.prefix, REGISTRY)
         plan = plan_memory(program)
     except FaustgenError as e:
         source = str(model_path)

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import cffi
 import numpy as np
 
 from faustgen.backend.toolchain import killed_message, load_target
@@ -115,8 +116,6 @@ class CompiledModel:
 
     def _load(self):
         if self._lib is None:
-            import cffi
-
             lib_path = self.out_dir / f"lib{self.prefix}.so"
             if not lib_path.is_file():
                 raise FaustgenError(f"{self.out_dir}: no host library {lib_path.name} to load")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from faustgen.errors import FaustgenError
 from faustgen.factorize import FactorizationError, factorize
@@ -70,10 +71,6 @@ def _load(path_text: str) -> np.ndarray:
 
 def _progress_bar(enabled: bool) -> tuple[Any, Any]:
     if not enabled:
-        return None, None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
         return None, None
     bar = tqdm(total=1, file=sys.stderr, leave=False, unit="it", dynamic_ncols=True)
 

@@ -9,6 +9,7 @@ the renderer then turns them into C expressions.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,8 +141,9 @@ class Emitter:
             return f"{ident} + {offset}" if offset else ident
         return Buf(name, offset)
 
-    def y(self, i: int = 0, offset: int = 0) -> Buf:
-        return Buf(self.node.outputs[i], offset, write=True)
+    def y(self, i: int = 0, offset: int = 0, write: bool = True) -> Buf:
+        """Output i; write=False to read what an earlier call wrote there."""
+        return Buf(self.node.outputs[i], offset, write=write)
 
     def const_tensor(self, name: str) -> str:
         """Identifier of the float array holding constant tensor `name`."""
@@ -233,13 +235,12 @@ def _uniform(arr: np.ndarray) -> float | None:
     return float(arr[0])
 
 
-def lower_graph(graph: Graph, prefix: str) -> Program:
-    """Run every node's lowering in graph order."""
-    from faustgen.ops import REGISTRY
-
+def lower_graph(graph: Graph, prefix: str, ops: Mapping[str, Any]) -> Program:
+    """Run every node's lowering in graph order; `ops` is the op registry (op type -> an
+    object whose .lower(node, emitter) emits the node's calls)."""
     em = Emitter(graph, prefix)
     for node in graph.nodes:
-        em.lower(node, REGISTRY[node.op].lower)
+        em.lower(node, ops[node.op].lower)
     _finish_output(em)
     return em.program
 

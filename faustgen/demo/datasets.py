@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import zoom
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -53,7 +54,6 @@ def fashion_mnist(root: Path = FASHION_DIR) -> Dataset:
 
 def digits(seed: int = 0) -> Dataset:
     """scikit-learn's 8x8 digits, upsampled to 28x28 so the same networks apply."""
-    from scipy.ndimage import zoom
     from sklearn.datasets import load_digits
 
     d = load_digits()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from tqdm import tqdm
 
 from faustgen.demo.datasets import Dataset
 
@@ -19,7 +20,6 @@ def train(
 ):
     """Adam on cross-entropy; deterministic for a given seed and thread count."""
     import torch
-    from tqdm import tqdm
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

@@ -20,19 +20,19 @@ import time
 import numpy as np
 import scipy.sparse as sps
 
-from .palm4msa import _as_matrix
+from .palm4msa import as_matrix
 from .result import FactorizationError, FactorizedMatrix
 
 __all__ = ["butterfly", "butterfly_groups", "butterfly_nnz", "butterfly_support"]
 
 
-def _log2_exact(n: int) -> int | None:
+def log2_exact(n: int) -> int | None:
     return n.bit_length() - 1 if n > 0 and n & (n - 1) == 0 else None
 
 
 def butterfly_support(n: int, s: int, t: int) -> np.ndarray:
     """Boolean support of the product of butterfly factors ``s…t`` (1-based, inclusive)."""
-    L = _log2_exact(n)
+    L = log2_exact(n)
     if L is None or not 1 <= s <= t <= L:
         raise FactorizationError(f"No butterfly factors {s}..{t} for size {n}.")
     c, m, e = 2 ** (s - 1), 2 ** (t - s + 1), n // 2**t
@@ -51,7 +51,7 @@ def butterfly_groups(n_levels: int, n_factors: int) -> list[tuple[int, int]]:
 
 def butterfly_nnz(n: int, n_factors: int | None = None) -> int:
     """Total nonzeros of a butterfly factorization of size ``n`` with that many factors."""
-    L = _log2_exact(n)
+    L = log2_exact(n)
     if L is None:
         raise FactorizationError(f"Butterfly needs a power-of-two size, got {n}.")
     groups = butterfly_groups(max(L, 1), n_factors or max(L, 1))
@@ -223,9 +223,9 @@ def butterfly(W: np.ndarray, n_factors: int | None = None) -> FactorizedMatrix:
     a constant factor of the best butterfly approximation (Zheng et al. 2023).
     """
     t0 = time.perf_counter()
-    W = _as_matrix(W)
+    W = as_matrix(W)
     n, n2 = W.shape
-    L = _log2_exact(n)
+    L = log2_exact(n)
     if n != n2 or L is None or L == 0:
         raise FactorizationError(
             f"Butterfly factorization needs a square power-of-two matrix (at least 2x2), "

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .palm4msa import _SpectralNorm, suffix_products
+from .palm4msa import SpectralNorm, suffix_products
 from .projections import Constraint, normalize_fro
 
 __all__ = ["TwoFactorState", "accelerated_two_factor", "start_state"]
@@ -79,7 +79,7 @@ def accelerated_two_factor(
     beta: float = 0.8,
     rel_tol: float = 1e-5,
     step: float = 1.0,
-    norms: _SpectralNorm | None = None,
+    norms: SpectralNorm | None = None,
     callback: Callable[[int], None] | None = None,
     give_up: Callable[[int, float], bool] | None = None,
     gram: bool = False,
@@ -98,7 +98,7 @@ def accelerated_two_factor(
     the inner dimension k is below min(D, d). Same iterates up to rounding.
     """
     w_norm = float(np.linalg.norm(W)) or 1.0
-    norms = norms or _SpectralNorm()
+    norms = norms or SpectralNorm()
     ops = _GramSweep(W, w_norm) if gram else _DenseSweep(W, w_norm)
     S0, S1, lam = state.S0, state.S1, state.lam
     prev0, prev1 = S0, S1
@@ -262,7 +262,7 @@ def accelerated_multi_factor(
     beta: float = 0.9,
     step: float = 1.3,
     rel_tol: float = 1e-4,
-    norms: _SpectralNorm | None = None,
+    norms: SpectralNorm | None = None,
     callback: Callable[[int], None] | None = None,
 ) -> tuple[float, list[np.ndarray], float]:
     """Inertial PALM sweeps (left to right) on J ≥ 2 dense factors of ``W ≈ λ ∏ S_j``, the
@@ -271,7 +271,7 @@ def accelerated_multi_factor(
     best point; the factors take ``W``'s dtype."""
     J = len(factors)
     w_norm = float(np.linalg.norm(W)) or 1.0
-    norms = norms or _SpectralNorm()
+    norms = norms or SpectralNorm()
     S = [normalize_fro(np.array(f, dtype=W.dtype)) for f in factors]
     prev = list(S)
 

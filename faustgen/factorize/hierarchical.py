@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .palm4msa import _as_matrix, chain_shapes, default_init, run_palm
+from .palm4msa import as_matrix, chain_shapes, default_init, run_palm
 from .projections import Constraint, sp, splincol
 from .result import FactorizationError, FactorizedMatrix
 
@@ -77,7 +77,7 @@ def hierarchical(
     first sparse factor cannot move away from, and the Hadamard recovery fails.
     """
     t0 = time.perf_counter()
-    W = _as_matrix(W)
+    W = as_matrix(W)
     J = int(n_factors)
     if J < 1:
         raise FactorizationError("The number of factors must be at least 1.")

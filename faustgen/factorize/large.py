@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .engine import accelerated_two_factor, start_state
-from .palm4msa import _SpectralNorm
+from .palm4msa import SpectralNorm
 from .projections import sp, spblock
 from .result import FactorizedMatrix
 from .twofactor import (
@@ -191,7 +191,7 @@ def large_two_factor(
     n_sweeps = max(n_sweeps, 2)
     n_fast = max(min(20, n_sweeps // 3), 1)  # the probes' fast support discovery first
     gram = use_gram(D, d, k)
-    norms = _SpectralNorm(seed)
+    norms = SpectralNorm(seed)
 
     def tick(_: int) -> None:
         if progress is not None:

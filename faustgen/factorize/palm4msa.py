@@ -22,7 +22,7 @@ __all__ = ["chain_shapes", "default_init", "palm4msa", "palm_core", "run_palm"]
 _ALPHA = 1e-3
 
 
-class _SpectralNorm:
+class SpectralNorm:
     """Squared spectral norms by power iteration, warm-started from the previous vector.
 
     Between two PALM sweeps a factor product changes little, so a few iterations from the
@@ -90,7 +90,7 @@ def palm_core(
     n_iter: int,
     target_error: float | None = None,
     rel_change_tol: float | None = None,
-    norms: _SpectralNorm | None = None,
+    norms: SpectralNorm | None = None,
     callback: Callable[[int, float], None] | None = None,
 ) -> tuple[list[np.ndarray], float, list[float]]:
     """Left-to-right palm4MSA sweeps on dense working copies (modified in place).
@@ -99,7 +99,7 @@ def palm_core(
     """
     J = len(factors)
     S = factors
-    norms = norms or _SpectralNorm()
+    norms = norms or SpectralNorm()
     w_norm = float(np.linalg.norm(W)) or 1.0
     errors: list[float] = []
     for it in range(n_iter):
@@ -200,7 +200,7 @@ def palm4msa(
     errors are in ``result.info["errors"]``; they never increase.
     """
     t0 = time.perf_counter()
-    W = _as_matrix(W)
+    W = as_matrix(W)
     J = len(constraints)
     if J < 1:
         raise FactorizationError("palm4msa needs at least one constraint (one factor).")
@@ -231,7 +231,7 @@ def palm4msa(
     return FactorizedMatrix(S, lam, info)
 
 
-def _as_matrix(W: np.ndarray) -> np.ndarray:
+def as_matrix(W: np.ndarray) -> np.ndarray:
     W = np.asarray(W)
     if W.ndim != 2:
         raise FactorizationError(f"Expected a 2-D matrix, got an array with {W.ndim} dimension(s).")

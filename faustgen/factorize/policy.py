@@ -36,12 +36,13 @@ from collections.abc import Callable
 import numpy as np
 
 from .blocked import block_candidates
-from .butterfly import _log2_exact, butterfly, butterfly_nnz
+from .butterfly import butterfly, butterfly_nnz, log2_exact
 from .hierarchical import default_hierarchical_constraints, hadamard_constraints, hierarchical
 from .large import _LARGE_FLOPS, is_large, large_two_factor, partial_svd_error, randomized_svd
-from .palm4msa import _as_matrix, chain_shapes
+from .palm4msa import as_matrix, chain_shapes, palm4msa
 from .projections import proj_sp, sp
 from .result import FactorizationError, FactorizedMatrix
+from .search import search_max_error
 from .twofactor import (
     _FINAL_FLOPS,
     heavy_tailed,
@@ -86,7 +87,7 @@ def _svd(W: np.ndarray, budget: int, svd: tuple) -> _Candidate | None:
 
 def _butterflies(W: np.ndarray, budget: int, factors: int | None) -> list[_Candidate]:
     n = W.shape[0]
-    L = _log2_exact(n) if W.shape[0] == W.shape[1] else None
+    L = log2_exact(n) if W.shape[0] == W.shape[1] else None
     if not L:
         return []
     Js = [factors] if factors else list(range(1, L + 1))
@@ -104,7 +105,7 @@ def _hierarchical(
 ) -> list[_Candidate]:
     D, d = W.shape
     out = []
-    if d == D and _log2_exact(D) == J and J >= 2 and budget >= 2 * D * J:
+    if d == D and log2_exact(D) == J and J >= 2 and budget >= 2 * D * J:
         # The paper's Hadamard parametrization (2 nonzeros per row and column per factor);
         # the final nonzero check drops it if the factors it finds are denser than that.
         fact, res = hadamard_constraints(D)
@@ -143,7 +144,7 @@ def _candidates_for_budget(
     cands: list[_Candidate] = []
     D, d = W.shape
     if method == "butterfly":
-        if not (d == D and _log2_exact(D) and D >= 2):
+        if not (d == D and log2_exact(D) and D >= 2):
             raise FactorizationError(
                 f"Butterfly factorization needs a square power-of-two matrix, got {D}x{d}."
             )
@@ -226,8 +227,6 @@ def _phase(progress: Progress, lo: int, hi: int) -> Progress:
 
 
 def _palm_chain(W: np.ndarray, budget: int, J: int, effort: float) -> _Candidate:
-    from .palm4msa import palm4msa
-
     if J == 1:
         return _prune(W, budget)
     D, d = W.shape
@@ -269,7 +268,7 @@ def factorize(
     default) is the unstructured engine, unchanged. Butterfly has no block form.
     """
     t0 = time.perf_counter()
-    W = _as_matrix(W)
+    W = as_matrix(W)
     if method not in _METHODS:
         raise FactorizationError(f"Unknown method {method!r}; use one of {', '.join(_METHODS)}.")
     if rcg is None and max_error is None:
@@ -291,7 +290,7 @@ def factorize(
         if method == "butterfly":
             raise FactorizationError("Butterfly factorizations have no block-sparse form.")
     D, d = W.shape
-    if method == "butterfly" and not (d == D and _log2_exact(D) and D >= 2):
+    if method == "butterfly" and not (d == D and log2_exact(D) and D >= 2):
         raise FactorizationError(
             f"Butterfly factorization needs a square power-of-two matrix, got {D}x{d}."
         )
@@ -326,23 +325,18 @@ def factorize(
             )
         best = min(cands, key=lambda c: (c.error, c.result.stored_nnz))
         return _finish(best, cands, t0, W)
-    from .search import search_max_error
-
-    return search_max_error(
+    best, seen = search_max_error(
         W,
-        rcg,
         max_error,
-        factors,
-        method,
-        seed,
-        effort,
-        progress,
-        svd,
-        t0,
-        make,
-        _finish,
+        lambda budget: make(W, budget, factors, method, seed, effort, None, svd),
+        rcg=rcg,
+        factors=factors,
+        method=method,
+        svd=svd,
         block=block,
+        progress=progress,
     )
+    return _finish(best, seen, t0, W)
 
 
 def _finish(

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from .blocked import block_prune_budget, block_svd_budget
-from .butterfly import _log2_exact
-from .result import FactorizationError, FactorizedMatrix
+from .butterfly import log2_exact
+from .result import FactorizationError
 
 __all__ = ["prune_budget", "search_max_error", "svd_budget"]
 
@@ -47,21 +47,19 @@ def svd_budget(shape: tuple[int, int], s: np.ndarray, max_error: float) -> int |
 
 def search_max_error(
     W: np.ndarray,
-    rcg: float | None,
     max_error: float,
+    make: Callable[[int], list[Any]],
+    *,
+    rcg: float | None,
     factors: int | None,
     method: str,
-    seed: int,
-    effort: float,
-    progress: Callable[[int, int, str], None] | None,
     svd: tuple | None,
-    t0: float,
-    make: Callable[..., list[Any]],
-    finish: Callable[..., FactorizedMatrix],
-    block: int | None = None,
-) -> FactorizedMatrix:
+    block: int | None,
+    progress: Callable[[int, int, str], None] | None,
+) -> tuple[Any, list[Any]]:
     """Smallest stored-entry budget (nonzeros, or bh per block with ``block``) whose
-    candidates from ``make`` meet ``max_error``."""
+    candidates ``make(budget)`` meet ``max_error``: (the best candidate, every candidate
+    probed)."""
     D, d = W.shape
     cap = math.floor(D * d / rcg + 1e-9) if rcg is not None else D * d
     if cap < (block or 1):
@@ -72,7 +70,7 @@ def search_max_error(
     seen: list[Any] = []
 
     def probe(budget: int) -> list[Any]:
-        cands = make(W, budget, factors, method, seed, effort, None, svd)
+        cands = make(budget)
         seen.extend(cands)
         return [c for c in cands if c.error <= max_error]
 
@@ -97,7 +95,7 @@ def search_max_error(
             hi = min(bounds)
     is_butterfly = block is None and (
         method == "butterfly"
-        or (method == "auto" and d == D and _log2_exact(D) and factors not in (None, 1, 2))
+        or (method == "auto" and d == D and log2_exact(D) and factors not in (None, 1, 2))
     )
     n_probes = 1 if is_butterfly else 7
     ok = probe(hi)
@@ -128,4 +126,4 @@ def search_max_error(
     best = min(good, key=lambda c: (c.result.stored_nnz, c.error))
     if progress is not None:
         progress(n_probes, n_probes, "max_error search done")
-    return finish(best, seen, t0, W)
+    return best, seen

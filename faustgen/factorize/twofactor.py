@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .engine import accelerated_multi_factor, accelerated_two_factor, start_state
-from .palm4msa import _SpectralNorm
+from .palm4msa import SpectralNorm
 from .projections import Constraint, sp, spblock
 from .result import FactorizedMatrix
 
@@ -172,7 +172,7 @@ def palm_two_factor(
             return
         S0, S1 = _svd_init(W, k, rng, svd, c0, c1) if bh else _two_factor_init(D, d, k, rng)
         st = start_state(Wk, S0, S1)
-        run = [k, st, c0, c1, _SpectralNorm(seed), density]
+        run = [k, st, c0, c1, SpectralNorm(seed), density]
         # A probe far behind the best earlier one at the same sweep stops early.
         ref = [min(r[1].errors[: n_check + 1]) for r in runs.values() if len(r[1].errors) > n_check]
 
@@ -276,7 +276,7 @@ def split_three(
             progress(it, n_iter, "three factors")
 
     _, factors, lam = accelerated_multi_factor(
-        Wk, start, cons, n_iter, norms=_SpectralNorm(0), callback=tick
+        Wk, start, cons, n_iter, norms=SpectralNorm(0), callback=tick
     )
     factors = [f.astype(np.float64) for f in factors]
     lam *= w_norm
@@ -320,7 +320,7 @@ def two_factor_at(
     Wk = (W / w_norm).astype(_WORK_DTYPE)
     S0, S1 = _two_factor_init(D, d, k, np.random.default_rng(seed))
     st = start_state(Wk, S0, S1)
-    c0, c1, norms = sp(n0), sp(n1), _SpectralNorm(seed)
+    c0, c1, norms = sp(n0), sp(n1), SpectralNorm(seed)
     n_probe = max(int(20 * effort), 3)
     n_final = max(int(100 * effort), 10)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper, numpy_helper, version_converter
 
 from faustgen.errors import FaustgenError
 from faustgen.frontend.budget import ConstBudget
@@ -260,8 +260,6 @@ def _normalize_opset(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
     if opset is None:
         raise FaustgenError(f"{source}: the model imports no default-domain (ai.onnx) opset")
     if opset < MIN_OPSET:
-        from onnx import version_converter
-
         try:
             model = version_converter.convert_version(model, MIN_OPSET + 1)
         except Exception:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from faustgen.errors import FaustgenError
 from faustgen.ir import Graph, Node, Shape, Tensor
-
-if TYPE_CHECKING:
-    from faustgen.codegen.emit import Emitter
 
 REGISTRY: dict[str, Op] = {}
 
@@ -136,7 +133,9 @@ class Op:
         """False when the op mixes values along axis 0 (the batch axis when it is symbolic)."""
         return True
 
-    def lower(self, node: Node, em: Emitter) -> None:
+    def lower(self, node: Node, em: Any) -> None:
+        """Emit the node's kernel calls through `em`, the code generator's Emitter
+        (codegen.emit), which the code generator hands in: ops sit below it."""
         raise FaustgenError(f"{node.op} node '{node.name}': no C lowering for this op")
 
 

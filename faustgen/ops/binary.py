@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from faustgen.codegen.emit import Buf
 from faustgen.ir import Node
 from faustgen.ops.base import Op, ParseContext, broadcast_shapes, fail, register_op
 from faustgen.ops.tensor import collapse, contiguous_strides
@@ -176,16 +175,14 @@ def emit_binary(em, kop: str, a, a_shape, b, b_shape) -> None:
         shape = (1,) * (len(out) - len(shape)) + tuple(shape)
         st = contiguous_strides(shape)
         strides = [0 if d == 1 and o != 1 else s for d, o, s in zip(shape, out, st, strict=True)]
-        if ref is None:
-            return em.y(), strides
+        if ref is None:  # reading the output we accumulate into
+            return em.y(write=False), strides
         if isinstance(ref, str):
             return ref, strides
         return em.x(ref), strides
 
     pa, sa = operand(a, a_shape)
     pb, sb = operand(b, b_shape)
-    if isinstance(pa, Buf) and pa.write:  # reading the output we accumulate into
-        pa = Buf(pa.tensor, pa.offset)
     shape, (sa, sb) = collapse(list(out), sa, sb)
     if len(shape) > 8:
         em.fail(f"broadcast over {len(shape)} axes after merging; at most 8 are supported")

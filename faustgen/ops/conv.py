@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from faustgen.layout.pack import conv_scratch_floats as mirror
+from faustgen.layout.pack import im2col_floats as im2col_mirror
+from faustgen.layout.pack import pack_conv_weight
 from faustgen.ops.activation import apply_act, apply_act_torch
 from faustgen.ops.base import Op, float_like, prod, register_op
 from faustgen.ops.spatial import Window, parse_window
@@ -66,8 +69,6 @@ class Conv(Op):
         if depthwise:
             wd = em.weight(w, node.inputs[1])
         else:
-            from faustgen.codegen.pack import pack_conv_weight
-
             wp = em.weight(
                 pack_conv_weight(w, group),
                 node.inputs[1],
@@ -182,14 +183,10 @@ def _scratch_fields(c_per_group: int, win: Window) -> dict[str, int]:
 
 
 def conv_scratch_floats(c_per_group: int, win: Window) -> int:
-    """fg_conv_scratch for one group of this window (the C mirror lives in codegen.pack)."""
-    from faustgen.codegen.pack import conv_scratch_floats as mirror
-
+    """fg_conv_scratch for one group of this window (the C mirror lives in layout.pack)."""
     return mirror(**_scratch_fields(c_per_group, win))
 
 
 def im2col_floats(c_per_group: int, win: Window) -> int:
     """Floats of fg_im2col's matrix for one group (0 for a pointwise convolution)."""
-    from faustgen.codegen.pack import im2col_floats as mirror
-
-    return mirror(**_scratch_fields(c_per_group, win))
+    return im2col_mirror(**_scratch_fields(c_per_group, win))

@@ -12,63 +12,14 @@ per row, slot-major) or bsr16 (blocks of 16 rows x 1 column).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-import scipy.sparse as sps
 
+from faustgen.layout.factor import Factor, chain_dense
 from faustgen.ops.activation import apply_act, apply_act_torch
 from faustgen.ops.base import Op, float_like, prod, register_op
-from faustgen.ops.conv import conv_reference, conv_torch
+from faustgen.ops.conv import conv_reference, conv_shape_fields, conv_torch, im2col_floats
+from faustgen.ops.sparse import emit_factor_chain
 from faustgen.ops.spatial import Window
-
-BSR_ROWS = 16  # FG_BSR_ROWS in fg_runtime.h
-
-
-@dataclass
-class Factor:
-    """One factor S (m x n) and the storage chosen for it."""
-
-    matrix: sps.csr_matrix  # float32
-    storage: str  # dense | csr | ell | bsr16
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.matrix.shape
-
-    @property
-    def nnz(self) -> int:
-        return int(self.matrix.nnz)
-
-    @property
-    def index_type(self) -> str:
-        return "u16" if self.matrix.shape[1] <= 65536 else "i32"
-
-    def stored_entries(self) -> int:
-        """Floats this storage keeps (a dense factor keeps every entry, a bsr16 one whole
-        blocks)."""
-        m, n = self.shape
-        if self.storage == "dense":
-            return m * n
-        if self.storage == "ell":
-            return m * ell_width(self.matrix)
-        if self.storage == "bsr16":
-            return BSR_ROWS * len(bsr_blocks(self.matrix)[1])
-        return self.nnz
-
-
-def chain_dense(factors: list[Factor]) -> np.ndarray:
-    """The product S_0 ... S_{J-1} as a dense float64 matrix."""
-    acc = factors[-1].matrix.astype(np.float64).toarray()
-    for f in reversed(factors[:-1]):
-        m = f.matrix
-        # A sparse-times-dense product runs at a few GFLOP/s, BLAS at tens: a large factor
-        # that is not very sparse goes through BLAS (minutes saved on a VGG-sized layer).
-        if m.shape[0] * m.shape[1] >= 1 << 20 and m.nnz >= 0.05 * m.shape[0] * m.shape[1]:
-            acc = m.toarray().astype(np.float64, copy=False) @ acc
-        else:
-            acc = m.astype(np.float64) @ acc
-    return np.asarray(acc)
 
 
 def chain_torch(factors: list, x):
@@ -76,27 +27,6 @@ def chain_torch(factors: list, x):
     for f in reversed(factors):
         x = x @ f.T
     return x
-
-
-def ell_width(m: sps.csr_matrix) -> int:
-    counts = np.diff(m.indptr)
-    return int(counts.max()) if len(counts) else 0
-
-
-def bsr_blocks(m: sps.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Group the nonzeros into 16x1 blocks: (panel_ptr, block_cols, values (n_blocks x 16))."""
-    rows, n = m.shape
-    n_panels = -(-rows // BSR_ROWS)
-    coo = m.tocoo()
-    panel = coo.row // BSR_ROWS
-    key = panel.astype(np.int64) * n + coo.col
-    uniq, inverse = np.unique(key, return_inverse=True)
-    values = np.zeros((len(uniq), BSR_ROWS), np.float32)
-    values[inverse, coo.row % BSR_ROWS] = coo.data
-    block_panel = uniq // n
-    cols = (uniq % n).astype(np.int64)
-    ptr = np.searchsorted(block_panel, np.arange(n_panels + 1)).astype(np.int64)
-    return ptr, cols, values
 
 
 @register_op("FactorizedDense", onnx=False)
@@ -125,8 +55,6 @@ class FactorizedDense(Op):
         return [apply_act_torch(t, y, node.attrs.get("act")).reshape(t.batched(node))]
 
     def lower(self, node, em):
-        from faustgen.codegen.sparse import emit_factor_chain
-
         factors: list[Factor] = node.attrs["factors"]
         rows = prod(em.shape_in(0)) // factors[-1].shape[1]
         bias = em.x(1) if node.input(1) else "NULL"
@@ -170,9 +98,6 @@ class FactorizedConv(Op):
         return [conv_torch(t, ins[0], w.reshape(w.shape[0], cg, -1), bias, node)]
 
     def lower(self, node, em):
-        from faustgen.codegen.sparse import emit_factor_chain
-        from faustgen.ops.conv import conv_shape_fields, im2col_floats
-
         win: Window = node.attrs["window"]
         group = node.attrs["group"]
         x_shape = em.shape_in(0)

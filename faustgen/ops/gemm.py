@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from faustgen.layout.pack import pack_mblocks, pack_panels
 from faustgen.ops.activation import apply_act, apply_act_torch
 from faustgen.ops.base import Op, fail, float_like, prod, register_op
 
@@ -111,8 +112,6 @@ class MatMul(Op):
         m, k, n = a2[-2], a2[-1], b2[-1]
         batch = tuple(np.broadcast_shapes(a2[:-2], b2[:-2]))
         if em.const_in(0) is not None and len(a) == 2 and len(b) >= 2:
-            from faustgen.codegen.pack import pack_mblocks
-
             ap = em.weight(pack_mblocks(em.const_in(0)), node.inputs[0] + "_packed")
             for i in range(prod(batch)):
                 em.call(
@@ -181,8 +180,6 @@ class Dense(Op):
         return [apply_act_torch(t, y, node.attrs.get("act")).reshape(t.batched(node))]
 
     def lower(self, node, em):
-        from faustgen.codegen.pack import pack_panels
-
         w = em.const_in(1)
         k, n = w.shape
         rows = prod(em.shape_in(0)) // k

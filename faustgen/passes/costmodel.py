@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import scipy.sparse as sps
 
-from faustgen.ops.factorized import BSR_ROWS, Factor, bsr_blocks, ell_width
+from faustgen.layout.factor import BSR_ROWS, Factor, bsr_blocks, ell_width
 
 # x86-64 with AVX2, measured by benchmarks/bench_sparse.py; targets override these in their
 # [cost] table (targets/*.toml).

@@ -19,8 +19,8 @@ from faustgen.errors import FaustgenError
 from faustgen.factorize import FactorizationError
 from faustgen.factorize.jobs import LayerJob, LayerOutcome, default_cache_dir, run_jobs
 from faustgen.ir import Graph, Node
+from faustgen.layout.factor import Factor, chain_dense
 from faustgen.ops.base import prod
-from faustgen.ops.factorized import Factor, chain_dense
 from faustgen.passes.costmodel import CostModel
 
 # A matrix with fewer rows or columns than this has no useful product of sparse factors: a

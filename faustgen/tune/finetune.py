@@ -19,11 +19,12 @@ import math
 
 import numpy as np
 import scipy.sparse as sps
+from tqdm import tqdm
 
 from faustgen.errors import FaustgenError
 from faustgen.ir import Graph
+from faustgen.layout.factor import Factor
 from faustgen.ops import REGISTRY, TorchContext
-from faustgen.ops.factorized import Factor
 from faustgen.tune.interpret import run_batch
 
 
@@ -154,8 +155,6 @@ def finetune(
     over the epochs * ceil(len(xs) / batch) steps.
     """
     torch = _torch()
-    from tqdm import tqdm
-
     if not dense.batch_symbolic:
         batch = 1  # without a proven batch axis the graph runs one call at a time
     torch.manual_seed(seed)

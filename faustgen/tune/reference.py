@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import onnxruntime as ort
 
 from faustgen.errors import FaustgenError
 
 
 def ort_session(model_path: str | os.PathLike, threads: int = 1):
-    import onnxruntime as ort
-
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1

@@ -13,7 +13,7 @@ from onnx import numpy_helper
 from faustgen.backend import CompiledModel
 from faustgen.cli import main
 from faustgen.compiler import BuildOptions, build_bundle
-from faustgen.ops.factorized import chain_dense
+from faustgen.layout.factor import chain_dense
 from faustgen.tune.interpret import run_batch
 from faustgen.tune.verify import judge_factorized
 

@@ -8,7 +8,7 @@ import pytest
 
 from faustgen.factorize import factorize, large, sp
 from faustgen.factorize.engine import accelerated_two_factor, start_state
-from faustgen.factorize.palm4msa import _SpectralNorm
+from faustgen.factorize.palm4msa import SpectralNorm
 from faustgen.factorize.twofactor import _split_budget, _two_factor_init
 
 
@@ -52,9 +52,7 @@ def test_gram_sweeps_follow_the_dense_sweeps(shape) -> None:
     for gram in (False, True):
         S0, S1 = _two_factor_init(D, d, k, np.random.default_rng(0))
         st = start_state(W, S0, S1)
-        accelerated_two_factor(
-            W, st, sp(n0), sp(n1), 30, 0.8, 0.0, 1.5, _SpectralNorm(0), gram=gram
-        )
+        accelerated_two_factor(W, st, sp(n0), sp(n1), 30, 0.8, 0.0, 1.5, SpectralNorm(0), gram=gram)
         true = np.linalg.norm(W - st.lam * (st.S0 @ st.S1)) / np.linalg.norm(W)
         assert st.err == pytest.approx(float(true), rel=1e-4)  # the Gram error is the error
         errs[gram] = st.err

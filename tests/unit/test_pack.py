@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from faustgen.codegen.pack import (
+from faustgen.layout.pack import (
     FG_CONV_PANEL_MAX,
     FG_MBLOCK,
     FG_PANEL,

@@ -21,7 +21,7 @@ import scipy.special
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from faustgen.codegen.pack import (
+from faustgen.layout.pack import (
     conv_scratch_floats,
     pack_conv_weight,
     pack_mblocks,

@@ -406,8 +406,8 @@ def test_large_column_indices(srt, n):
 
 
 def factor_call(ffi, lib, storage: str, f: sps.csr_matrix, x, y, bias, act: int):
-    """One factor applied as faustgen/codegen/sparse.py emits it (u16 indices)."""
-    from faustgen.ops.factorized import bsr_blocks, ell_width
+    """One factor applied as faustgen/ops/sparse.py emits it (u16 indices)."""
+    from faustgen.layout.factor import bsr_blocks, ell_width
 
     m, n = f.shape
     rows = x.shape[0]

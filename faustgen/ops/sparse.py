@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from faustgen.codegen.pack import pack_mblocks, pack_panels
-from faustgen.ops.factorized import Factor, bsr_blocks, ell_width
+from faustgen.layout.factor import Factor, bsr_blocks, ell_width
+from faustgen.layout.pack import pack_mblocks, pack_panels
 
 _INDEX_CTYPE = {"u16": "uint16_t", "i32": "int32_t"}
 
