@@ -84,9 +84,7 @@ def bench(repeat: int, rounds: int) -> list[dict]:
                 .standard_normal((1, *first.input_shape[1:]))
                 .astype(np.float32)
             )
-            contenders = {
-                "onnxruntime": ort_runner(path, x, first.input_shape, first.batch_symbolic)
-            }
+            contenders = {"onnxruntime": ort_runner(path, x, first.layout)}
             contenders |= {k: (lambda c=c, x=x: c.predict(x)) for k, c in compiled.items()}
             times = interleaved(contenders, repeat=repeat, rounds=rounds)
             in_c = {k: c.run_timed(x, repeat * rounds) for k, c in compiled.items()}

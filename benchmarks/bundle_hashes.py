@@ -125,13 +125,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--every", type=int, default=1, help="build every N-th operator case")
     ap.add_argument("--no-cases", action="store_true", help="demo models only")
-    ap.add_argument("--only", default="", help="demo builds whose MODEL/VARIANT contains this")
+    ap.add_argument(
+        "--only", default="", help="demo builds whose MODEL/VARIANT contains one of these (a,b)"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for stem, path, calib in demo_models(tmp):
             for label, flags in VARIANTS:
-                if args.only not in f"{stem}/{label}":
+                if not any(o in f"{stem}/{label}" for o in args.only.split(",")):
                     continue
                 flags = [f.replace("{calib}", calib.name) for f in flags]
                 for line in build(path, tmp / "out", flags):

@@ -26,11 +26,10 @@ from faustgen.codegen.memory import plan_memory
 from faustgen.codegen.render import RUNTIME_HEADERS, RUNTIME_SOURCES, Rendered, render
 from faustgen.errors import FaustgenError
 from faustgen.frontend import import_onnx
-from faustgen.ir import Graph
+from faustgen.ir import BatchLayout, Graph
 from faustgen.ops import REGISTRY
-from faustgen.passes import optimize
+from faustgen.passes import FactorizePolicy, factorize_weights, optimize
 from faustgen.passes.costmodel import CostModel
-from faustgen.passes.factorize import FactorizePolicy
 from faustgen.progress import Progress
 from faustgen.tune.calibrate import calibration_report
 from faustgen.tune.finetune import finetune
@@ -41,21 +40,24 @@ _PREFIX_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
 
 @dataclass
 class BuildOptions:
+    """One build's options, with the defaults of `faustgen build` (the CLI takes its defaults
+    from here, and the factorization's from FactorizePolicy)."""
+
     target: str = "host"
     prefix: str = "model"
-    dense: bool = True
+    dense: bool = False  # True: no factorization, a plain ONNX -> C build
     input_shape: tuple[int, ...] | None = None
     command: str = "faustgen build"
     compile: bool = True
     extra_cflags: tuple[str, ...] = ()
     # factorization (ignored with dense=True)
-    rcg: float | None = None
+    rcg: float | None = None  # None with max_error None: FactorizePolicy's default RCG
     max_error: float | None = None
     factors: int | None = None
     keep_dense: tuple[str, ...] = ()
     convs: bool | None = None  # None: only when rcg / max_error is given explicitly
     unstructured: bool = False  # unstructured sparse factors instead of 16x1 blocks
-    min_size: int = 4096
+    min_size: int = FactorizePolicy.min_size
     calib: np.ndarray | None = None  # calibration inputs, first axis = samples
     finetune: int = 0  # epochs of factor fine-tuning on the calibration inputs
     seed: int = 0
@@ -65,6 +67,22 @@ class BuildOptions:
     jobs: int | None = None  # factorization processes (None: one per core)
     ray: str | None = None  # a Ray cluster address for the factorization jobs instead
     cache: bool = True  # reuse factorized layers cached under $FAUSTGEN_CACHE
+
+    def check(self) -> None:
+        """Bad values fail here, whichever way the options came (CLI or Python)."""
+        if not _PREFIX_RE.fullmatch(self.prefix):
+            raise FaustgenError(
+                f"--name '{self.prefix}' is not a valid C identifier prefix "
+                "(a letter, then up to 31 letters, digits or underscores)"
+            )
+        for flag in ("rcg", "max_error", "factors", "min_size", "jobs", "max_params"):
+            value = getattr(self, flag)
+            if value is not None and value <= 0:
+                raise FaustgenError(f"--{flag.replace('_', '-')} must be positive")
+        if self.rcg is not None and self.rcg < 1:
+            raise FaustgenError("--rcg must be at least 1")
+        if not self.dense and self.finetune > 0 and self.calib is None:
+            raise FaustgenError("--finetune needs calibration inputs (--calib X.npy)")
 
 
 @dataclass
@@ -79,11 +97,7 @@ def build_bundle(
     model_path: str | os.PathLike, out_dir: str | os.PathLike, options: BuildOptions | None = None
 ) -> BuildResult:
     opts = options or BuildOptions()
-    if not _PREFIX_RE.fullmatch(opts.prefix):
-        raise FaustgenError(
-            f"--name '{opts.prefix}' is not a valid C identifier prefix "
-            "(a letter, then up to 31 letters, digits or underscores)"
-        )
+    opts.check()
     target = load_target(opts.target)
     out = Path(out_dir)
     check_out_dir(out)
@@ -103,7 +117,7 @@ def _build(
         graph = optimize(imported)
         compression = None
         if not opts.dense:
-            graph, compression = _factorized(imported, graph, opts, target, progress)
+            graph, compression = _factorized(graph, opts, target, progress)
         program = lower_graph(graph, opts.prefix, REGISTRY)
         plan = plan_memory(program)
     except FaustgenError as e:
@@ -144,14 +158,15 @@ def _build(
 def compile_onnx(
     path: str | os.PathLike,
     out_dir: str | os.PathLike,
-    target: str = "host",
-    dense: bool = True,
-    name: str = "model",
+    target: str = BuildOptions.target,
+    dense: bool = BuildOptions.dense,
+    name: str = BuildOptions.prefix,
     **options,
 ) -> CompiledModel:
     """Build `path` into `out_dir` and return a CompiledModel whose .predict(x) runs the C.
 
-    Extra keyword options are those of BuildOptions (input_shape, ...).
+    The defaults are `faustgen build`'s: fully connected layers factorized (dense=True for a
+    plain build). Extra keyword options are those of BuildOptions (rcg, input_shape, ...).
     """
     command = (
         f"faustgen.compile_onnx({os.path.basename(os.fspath(path))!r}, target={target!r}, "
@@ -163,9 +178,9 @@ def compile_onnx(
 
 
 def _factorized(
-    imported: Graph, dense: Graph, opts: BuildOptions, target: Target, progress: Progress | None
+    dense: Graph, opts: BuildOptions, target: Target, progress: Progress | None
 ) -> tuple[Graph, dict[str, Any]]:
-    """The factorized graph, fine-tuned and calibrated as the options ask."""
+    """The optimized graph factorized, fine-tuned and calibrated as the options ask."""
     explicit = opts.rcg is not None or opts.max_error is not None
     policy = FactorizePolicy.default(
         rcg=opts.rcg,
@@ -182,10 +197,7 @@ def _factorized(
         ray=opts.ray,
         cache=opts.cache,
     )
-    g = imported.copy()
-    g.meta["factorize"] = policy
-    graph = optimize(g)
-    graph.meta.pop("factorize", None)
+    graph = factorize_weights(dense, policy)
     warnings = [
         f"warning: layer '{n.name}' {n.attrs['factorization']['reason']}"
         for n in graph.nodes
@@ -197,8 +209,6 @@ def _factorized(
         "convs": policy.convs,
         "warnings": warnings,
     }
-    if opts.finetune > 0 and opts.calib is None:
-        raise FaustgenError("--finetune needs calibration inputs (--calib X.npy)")
     if opts.calib is not None:
         xs = _calib_samples(opts.calib, dense)
         info["calibration"] = calibration_report(dense, graph, xs)
@@ -211,22 +221,17 @@ def _factorized(
 
 
 def _calib_samples(x: np.ndarray, graph: Graph) -> np.ndarray:
-    per_call = graph.tensors[graph.inputs[0]].shape
+    """The calibration inputs as samples along axis 0 (one call's input is one sample)."""
+    layout = BatchLayout.of(graph)
     x = np.asarray(x)
     if x.dtype != np.float32:
         raise FaustgenError(f"calibration inputs have dtype {x.dtype}; expected float32")
-    if tuple(x.shape) == tuple(per_call):
-        return x[None] if per_call[0] != 1 else x
-    if (
-        x.ndim == len(per_call)
-        and tuple(x.shape[1:]) == tuple(per_call[1:])
-        and (graph.batch_symbolic or per_call[0] == 1)
-    ):
-        return x
-    raise FaustgenError(
-        f"calibration inputs have shape {x.shape}; expected "
-        f"(B, {', '.join(map(str, per_call[1:]))})"
-    )
+    calls = layout.calls(x.shape)
+    if calls is None:
+        raise FaustgenError(
+            f"calibration inputs have shape {x.shape}; expected {layout.expected()}"
+        )
+    return x[None] if tuple(x.shape) == layout.per_call and not layout.batched else x
 
 
 def build_report(

@@ -55,6 +55,52 @@ class Node:
         return self.inputs[i] if i < len(self.inputs) else ""
 
 
+@dataclass(frozen=True)
+class BatchLayout:
+    """The batch rule, stated once. An input of the model's own shape (`per_call`) runs as
+    one call; when the batch axis is symbolic or fixed at 1, an input (B, *rest) runs as B
+    calls of one sample each, and each output gets the leading B."""
+
+    per_call: tuple[int, ...]
+    symbolic: bool  # axis 0 is a symbolic batch axis (the graph was built with batch 1)
+
+    @classmethod
+    def of(cls, graph: Graph) -> BatchLayout:
+        return cls(tuple(graph.tensors[graph.inputs[0]].shape), graph.batch_symbolic)
+
+    @property
+    def batched(self) -> bool:
+        """Whether inputs (B, *rest) are accepted."""
+        return self.symbolic or self.per_call[0] == 1
+
+    def calls(self, shape: Iterable[int]) -> int | None:
+        """How many calls run an input of `shape`; None when the model does not take it."""
+        shape = tuple(shape)
+        if shape == self.per_call:
+            return 1
+        rest = self.per_call[1:]
+        if self.batched and len(shape) == len(self.per_call) and shape[1:] == rest and shape[0]:
+            return int(shape[0])
+        return None
+
+    def output_shape(self, calls: int, shape: tuple[int, ...], exact: bool) -> tuple[int, ...]:
+        """The shape of an output (one call's `shape`) for `calls` calls; `exact`: the input
+        had the model's own shape, so the output keeps its own too."""
+        if exact:
+            return tuple(shape)
+        return (calls, *(shape[1:] if shape and shape[0] == 1 else shape))
+
+    def expected(self) -> str:
+        """The accepted input shapes, for error messages."""
+        if self.batched:
+            return f"(B, {', '.join(map(str, self.per_call[1:]))})"
+        return str(self.per_call)
+
+    def example(self, batch: int) -> tuple[int, ...]:
+        """The input shape of `batch` samples (the model's own shape if it takes no batch)."""
+        return (batch, *self.per_call[1:]) if self.batched else self.per_call
+
+
 @dataclass
 class Graph:
     name: str

@@ -62,7 +62,7 @@ def quick_build(tmp_path, runtime_objects):
 
     def build(model_path, **kw) -> CompiledModel:
         out = tmp_path / f"build{next(counter)}"
-        opts = BuildOptions(compile=False, **kw)
+        opts = BuildOptions(**{"dense": True, "compile": False, **kw})
         build_bundle(model_path, out, opts)
         cmd = [
             "gcc",
@@ -125,7 +125,7 @@ def target_build(tmp_path, target_runtime):
     def build(model_path, target_name: str, **kw) -> CompiledModel:
         target = load_target(target_name)
         out = tmp_path / f"{target_name}{next(counter)}"
-        opts = BuildOptions(target=target_name, compile=False, **kw)
+        opts = BuildOptions(**{"target": target_name, "dense": True, "compile": False, **kw})
         build_bundle(model_path, out, opts)
         cmd = [
             target.cc,

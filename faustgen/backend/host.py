@@ -17,6 +17,7 @@ import numpy as np
 
 from faustgen.backend.toolchain import killed_message, load_target
 from faustgen.errors import FaustgenError
+from faustgen.ir import BatchLayout
 
 # PREFIX_load() return codes (templates/weights.c.j2)
 _LOAD_ERRORS = {
@@ -41,6 +42,7 @@ class CompiledModel:
             self.input_shape = tuple(m["input_shape"])
             self.output_shapes = [tuple(o) for o in m["output_shapes"]]
             self.batch_symbolic = bool(m["batch_symbolic"])
+            self.layout = BatchLayout(self.input_shape, self.batch_symbolic)
             self.target = load_target(m["target"])
             # "file": the weights are read by PREFIX_load() (older reports: literals)
             self.weights_file = m.get("weights_file", "") if m.get("weights") == "file" else ""
@@ -64,25 +66,13 @@ class CompiledModel:
     # ------------------------------------------------------------ batching
     def batch_layout(self, shape: tuple[int, ...]) -> tuple[int, list[tuple[int, ...]]]:
         """(number of model calls, shape of each output) for an input of `shape`."""
-        fixed, rest = self.input_shape, self.input_shape[1:]
-        if tuple(shape) == fixed:
-            return 1, list(self.output_shapes)
-        if (
-            (self.batch_symbolic or fixed[0] == 1)
-            and len(shape) == len(fixed)
-            and tuple(shape[1:]) == rest
-            and shape[0] >= 1
-        ):
-            b = int(shape[0])
-            return b, [
-                (b, *(out[1:] if out and out[0] == 1 else out)) for out in self.output_shapes
-            ]
-        expected = (
-            f"(B, {', '.join(map(str, rest))})"
-            if (self.batch_symbolic or fixed[0] == 1)
-            else str(fixed)
-        )
-        raise FaustgenError(f"input has shape {tuple(shape)}; the model expects {expected}")
+        calls = self.layout.calls(shape)
+        if calls is None:
+            raise FaustgenError(
+                f"input has shape {tuple(shape)}; the model expects {self.layout.expected()}"
+            )
+        exact = tuple(shape) == self.input_shape
+        return calls, [self.layout.output_shape(calls, o, exact) for o in self.output_shapes]
 
     def check_input(self, x: np.ndarray) -> tuple[int, list[tuple[int, ...]]]:
         if not isinstance(x, np.ndarray):

@@ -37,14 +37,12 @@ def bench_model(
                 BuildOptions(dense=False, rcg=rcg, unstructured=unstructured, convs=convs),
             ).out_dir
         )
-        shape = dense.input_shape
-        if dense.batch_symbolic or shape[0] == 1:
-            shape = (batch, *shape[1:])
+        shape = dense.layout.example(batch)
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         contenders = {
             "dense C": lambda: dense.predict(x),
             "factorized C": lambda: fact.predict(x),
-            "onnxruntime": ort_runner(model_path, x, dense.input_shape, dense.batch_symbolic),
+            "onnxruntime": ort_runner(model_path, x, dense.layout),
         }
         times = interleaved(contenders, repeat=repeat, rounds=rounds)
         in_c = {

@@ -14,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from faustgen.errors import FaustgenError
-from faustgen.factorize import FactorizationError, factorize
+from faustgen.factorize import DEFAULT_RCG, FactorizationError, factorize
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -31,7 +31,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, help="output .npz (written atomically)")
     target = p.add_mutually_exclusive_group()
     target.add_argument(
-        "--rcg", type=float, help="required compression: dense size / total nonzeros (default 4)"
+        "--rcg",
+        type=float,
+        help=f"required compression: dense size / total nonzeros (default {DEFAULT_RCG:g})",
     )
     target.add_argument(
         "--max-error", type=float, help="largest acceptable relative Frobenius error"
@@ -94,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     W = _load(args.matrix)
     rcg = args.rcg
     if rcg is None and args.max_error is None:
-        rcg = 4.0
+        rcg = DEFAULT_RCG
     bar, update = _progress_bar(not getattr(args, "no_progress", False))
     t0 = time.perf_counter()
     try:

@@ -24,6 +24,7 @@ from faustgen.cli import factorize as cli_factorize
 from faustgen.compiler import BuildOptions, build_bundle
 from faustgen.demo.job import main_demo
 from faustgen.errors import FaustgenError, VerificationError
+from faustgen.factorize import DEFAULT_RCG
 from faustgen.tune.verify import verify_bundle
 from faustgen.version import __version__
 
@@ -69,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
         help="where the constants go: C literals, a .bin linked by .incbin (blob), or a .bin "
         "read at start-up by PREFIX_load() (file); auto: literals up to 2 MiB, else blob",
     )
-    f = b.add_argument_group("factorization (default: fully connected layers at RCG 4)")
+    f = b.add_argument_group(
+        f"factorization (default: fully connected layers at RCG {DEFAULT_RCG:g})"
+    )
     target = f.add_mutually_exclusive_group()
     target.add_argument(
         "--rcg",
@@ -104,8 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--min-size",
         type=int,
-        default=4096,
-        help="layers with fewer weights stay dense (default 4096)",
+        default=BuildOptions.min_size,
+        help=f"layers with fewer weights stay dense (default {BuildOptions.min_size})",
     )
     f.add_argument("--calib", help="float32 .npy calibration inputs: report output errors")
     f.add_argument(
@@ -208,12 +211,6 @@ def _save_npy(path: str, y: np.ndarray) -> None:
 
 
 def cmd_build(args) -> int:
-    for flag in ("rcg", "max_error", "factors", "min_size", "finetune", "jobs", "max_params"):
-        value = getattr(args, flag)
-        if value is not None and value <= 0 and flag != "finetune":
-            raise FaustgenError(f"--{flag.replace('_', '-')} must be positive")
-    if args.rcg is not None and args.rcg < 1:
-        raise FaustgenError("--rcg must be at least 1")
     opts = BuildOptions(
         target=args.target,
         prefix=args.name,

@@ -81,9 +81,7 @@ def run_demo(
             build_bundle(onnx_path, out / f"{slug}_dense", BuildOptions(dense=True)).out_dir
         )
         y = dense.predict(data.x_test)
-        ref_ort = ort_predict(
-            ort_session(onnx_path), data.x_test, dense.input_shape, dense.batch_symbolic
-        )
+        ref_ort = ort_predict(ort_session(onnx_path), data.x_test, dense.layout)
         err_t, err_o = compare(y, ref_torch)["max_rel"], compare(y, ref_ort)["max_rel"]
         if max(err_t, err_o) > 1e-5:
             raise FaustgenError(
@@ -133,9 +131,7 @@ def run_demo(
             builds[label] = fact
         x1 = data.x_test[:1]
         contenders = {k: (lambda c=c, x=x1: c.predict(x)) for k, c in builds.items()}
-        contenders["onnxruntime"] = ort_runner(
-            onnx_path, x1, dense.input_shape, dense.batch_symbolic
-        )
+        contenders["onnxruntime"] = ort_runner(onnx_path, x1, dense.layout)
         contenders["torch"] = torch_runner(model, x1)
         times = interleaved(contenders, repeat=100 if quick else 300, rounds=3)
         torch.set_num_threads(2)

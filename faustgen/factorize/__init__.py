@@ -33,7 +33,10 @@ from .projections import (
 )
 from .result import BlockStructure, FactorizationError, FactorizedMatrix
 
+DEFAULT_RCG = 4.0  # the compression target when neither an RCG nor a max error is given
+
 __all__ = [
+    "DEFAULT_RCG",
     "BlockStructure",
     "Constraint",
     "FactorizationError",

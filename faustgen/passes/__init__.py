@@ -1,7 +1,8 @@
 """The optimization pipeline: plain functions Graph -> Graph, in the order they run.
 
-Reading PIPELINE is reading the compiler: everything between import and code
-generation happens here.
+Reading PIPELINE is reading the compiler: everything between import and code generation
+happens here. A factorizing build then runs `factorize_weights(graph, policy)` on the
+optimized graph, which stays the dense reference for calibration and fine-tuning.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable, Sequence
 from faustgen.ir import Graph
 from faustgen.passes.canonicalize import canonicalize_linear, remove_identities
 from faustgen.passes.cleanup import eliminate_dead_nodes, fold_constants
-from faustgen.passes.factorize import factorize_weights
+from faustgen.passes.factorize import FactorizePolicy, factorize_weights
 from faustgen.passes.fuse import fold_batchnorm, fuse_activation, fuse_bias
 
 Pass = Callable[[Graph], Graph]
@@ -23,7 +24,6 @@ PIPELINE: list[Pass] = [
     fold_batchnorm,  # BatchNormalization after Conv / Dense -> scaled weights and bias
     fuse_bias,  # Dense / Conv + Add(constant per-channel) -> bias
     fuse_activation,  # Dense / Conv + Relu / LeakyRelu / Clip -> fused epilogue
-    factorize_weights,  # Dense / Conv -> chains of sparse factors (when the build asks)
     eliminate_dead_nodes,
 ]
 
@@ -34,4 +34,4 @@ def optimize(graph: Graph, passes: Sequence[Pass] = PIPELINE) -> Graph:
     return graph
 
 
-__all__ = ["PIPELINE", "optimize"]
+__all__ = ["PIPELINE", "FactorizePolicy", "factorize_weights", "optimize"]

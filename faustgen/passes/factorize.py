@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sps
 
 from faustgen.errors import FaustgenError
-from faustgen.factorize import FactorizationError
+from faustgen.factorize import DEFAULT_RCG, FactorizationError
 from faustgen.factorize.jobs import LayerJob, LayerOutcome, default_cache_dir, run_jobs
 from faustgen.ir import Graph, Node
 from faustgen.layout.factor import Factor, chain_dense
@@ -30,7 +30,10 @@ MIN_FACTOR_DIM = 4
 
 @dataclass
 class FactorizePolicy:
-    rcg: float | None = None
+    """What the factorize pass does; the one home of the factorization defaults (the build
+    options and the CLI take theirs from here)."""
+
+    rcg: float | None = None  # DEFAULT_RCG when max_error is not given either
     max_error: float | None = None
     factors: int | None = None
     keep_dense: tuple[str, ...] = ()
@@ -47,11 +50,11 @@ class FactorizePolicy:
 
     @classmethod
     def default(cls, **kw) -> FactorizePolicy:
-        """Without flags: fully connected layers at RCG 4; convolutions only on request,
+        """Without flags: fully connected layers at DEFAULT_RCG; convolutions only on request,
         because data-free factorization of small filter matrices costs accuracy."""
         p = cls(**kw)
         if p.rcg is None and p.max_error is None:
-            p.rcg = 4.0
+            p.rcg = DEFAULT_RCG
         return p
 
     def describe(self) -> str:
@@ -59,15 +62,13 @@ class FactorizePolicy:
         return target + (f", {self.factors} factors" if self.factors else "")
 
 
-def factorize_weights(graph: Graph) -> Graph:
-    """The pipeline entry: a no-op unless the build put a policy in graph.meta.
+def factorize_weights(graph: Graph, policy: FactorizePolicy) -> Graph:
+    """The optimized (dense) graph with its Dense / Conv layers factorized as `policy` says;
+    `graph` itself is left as it is (calibration and fine-tuning compare with it).
 
     Every layer's matrices are factorized in one batch of independent jobs (in parallel, see
     :func:`faustgen.factorize.jobs.run_jobs`), then each layer is rewritten from its results.
     """
-    policy: FactorizePolicy | None = graph.meta.get("factorize")
-    if policy is None:
-        return graph
     g = graph.copy()
     layers = [n for n in g.nodes if n.op in ("Dense", "Conv")]
     plans = [(node, _plan(g, node, policy)) for node in layers]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from faustgen.ir import BatchLayout
 from faustgen.tune.reference import ort_predict, ort_session
 
 
@@ -51,10 +52,10 @@ def interleaved(
     return {k: float(np.median(v)) for k, v in per.items()}
 
 
-def ort_runner(model_path, x: np.ndarray, per_call_shape, batch_symbolic: bool):
+def ort_runner(model_path, x: np.ndarray, layout: BatchLayout):
     """A zero-argument callable running onnxruntime (1 thread) on x."""
     sess = ort_session(model_path, threads=1)
-    return lambda: ort_predict(sess, x, per_call_shape, batch_symbolic)
+    return lambda: ort_predict(sess, x, layout)
 
 
 def torch_runner(model, x: np.ndarray):

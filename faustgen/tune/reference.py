@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from faustgen.errors import FaustgenError
+from faustgen.ir import BatchLayout
 
 
 def ort_session(model_path: str | os.PathLike, threads: int = 1):
@@ -22,13 +23,11 @@ def ort_session(model_path: str | os.PathLike, threads: int = 1):
         raise FaustgenError(f"{model_path}: onnxruntime cannot load the model: {first}") from None
 
 
-def ort_predict(
-    session, x: np.ndarray, per_call_shape: tuple[int, ...], batch_symbolic: bool
-) -> np.ndarray | list[np.ndarray]:
+def ort_predict(session, x: np.ndarray, layout: BatchLayout) -> np.ndarray | list[np.ndarray]:
     """Outputs for x (a list when the model has several), with faustgen's batch semantics:
     onnxruntime is called once per sample when the model's batch is fixed at 1."""
     name = session.get_inputs()[0].name
-    if batch_symbolic or tuple(x.shape) == tuple(per_call_shape):
+    if layout.symbolic or tuple(x.shape) == layout.per_call:
         outs = session.run(None, {name: x})
     else:
         calls = [session.run(None, {name: x[i : i + 1]}) for i in range(x.shape[0])]

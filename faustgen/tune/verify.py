@@ -25,6 +25,7 @@ from onnx import numpy_helper
 from faustgen.backend import CompiledModel
 from faustgen.errors import FaustgenError
 from faustgen.frontend import load_model
+from faustgen.ir import BatchLayout
 from faustgen.tune.interpret import run_batch
 from faustgen.tune.reference import ort_predict, ort_session
 
@@ -367,10 +368,8 @@ def verify_bundle(
             "you accept with --rtol/--atol (faustgen report shows each layer's)"
         )
     if x is None:
-        shape = model.input_shape
-        if model.batch_symbolic or shape[0] == 1:
-            shape = (samples, *shape[1:])
-        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        x = np.random.default_rng(0).standard_normal(model.layout.example(samples))
+        x = x.astype(np.float32)
     else:
         model.check_input(x)
     proto = load_model(model_path)
@@ -378,7 +377,7 @@ def verify_bundle(
     names = [o.name for o in session.get_outputs()]
 
     def run(sess) -> list[np.ndarray]:
-        y = ort_predict(sess, x, model.input_shape, model.batch_symbolic)
+        y = ort_predict(sess, x, model.layout)
         return y if isinstance(y, list) else [y]
 
     c = model.predict(x)
@@ -413,13 +412,13 @@ def judge_factorized(
     float64 evaluation) stands for float32 rounding on this network: the factor chains
     replace each product by shorter sparse ones, with rounding of the same order."""
 
-    per_call = graph.tensors[graph.inputs[0]].shape
+    layout = BatchLayout.of(graph)
     c = c if isinstance(c, list) else [c]
     truth_runs = run_batch(graph, x, float64=True)
     truth = [truth_runs[o].reshape(y.shape) for o, y in zip(graph.outputs, c, strict=True)]
 
     def run(sess) -> list[np.ndarray]:
-        y = ort_predict(sess, x, per_call, graph.batch_symbolic)
+        y = ort_predict(sess, x, layout)
         return y if isinstance(y, list) else [y]
 
     dense_ort = run(ort_session(model_path))

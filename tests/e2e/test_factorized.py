@@ -124,7 +124,7 @@ def test_finetune_caches_the_fixed_prefix(tmp_path, monkeypatch):
     path = zoo.export(model, x[:1], tmp_path / "lenet.onnx")
     opts = BuildOptions(dense=False, rcg=8, compile=False)
     res = build_bundle(path, tmp_path / "f", opts)
-    dense = build_bundle(path, tmp_path / "d", BuildOptions(compile=False)).graph
+    dense = build_bundle(path, tmp_path / "d", BuildOptions(dense=True, compile=False)).graph
     tg = ft.TorchGraph(res.graph)
     assert {n.op for n in tg.fixed} >= {"Conv", "MaxPool"}
     assert next(n.op for n in tg.live) == "FactorizedDense"

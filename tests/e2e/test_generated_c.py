@@ -36,7 +36,7 @@ def lenet_bundle(tmp_path_factory):
     zoo.randomize_batchnorm(model)
     x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
     path = zoo.export(model, x[:1], d / "lenet.onnx")
-    build_bundle(path, d / "out", BuildOptions(compile=False))
+    build_bundle(path, d / "out", BuildOptions(dense=True, compile=False))
     return d / "out", x, zoo.torch_predict(model, x)
 
 
@@ -77,7 +77,9 @@ def test_builds_are_byte_identical(tmp_path):
     texts = []
     for i in range(2):
         out = tmp_path / f"o{i}"
-        build_bundle(path, out, BuildOptions(compile=False, command="faustgen build mlp.onnx"))
+        build_bundle(
+            path, out, BuildOptions(dense=True, compile=False, command="faustgen build mlp.onnx")
+        )
         texts.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
     assert texts[0] == texts[1]
 
@@ -100,6 +102,6 @@ def test_host_build_loads_and_matches(lenet_bundle, tmp_path):
     """The normal build path (faustgen's own compile at -O3 -march=native)."""
     out, x, ref = lenet_bundle
     src = out.parent / "lenet.onnx"
-    build_bundle(src, tmp_path / "full", BuildOptions())
+    build_bundle(src, tmp_path / "full", BuildOptions(dense=True))
     y = CompiledModel(tmp_path / "full").predict(x)
     assert np.max(np.abs(y - ref)) <= 1e-5 * np.max(np.abs(ref))

@@ -12,6 +12,7 @@ import pytest
 
 from faustgen.backend import CompiledModel, load_target
 from faustgen.compiler import BuildOptions, build_bundle
+from faustgen.ir import BatchLayout
 from faustgen.tune.reference import compare, ort_predict, ort_session
 
 ARM_TARGETS = ["rpi", "rpi64", "rpi0"]
@@ -48,11 +49,15 @@ def test_model_under_qemu_matches_host_and_onnxruntime(target, name, models, tmp
     _need(target)
     paths, x = models
     arm = CompiledModel(
-        build_bundle(paths[name], tmp_path / target, BuildOptions(target=target)).out_dir
+        build_bundle(
+            paths[name], tmp_path / target, BuildOptions(target=target, dense=True)
+        ).out_dir
     )
-    host = CompiledModel(build_bundle(paths[name], tmp_path / "host", BuildOptions()).out_dir)
+    host = CompiledModel(
+        build_bundle(paths[name], tmp_path / "host", BuildOptions(dense=True)).out_dir
+    )
     y = arm.predict(x)
-    ref = ort_predict(ort_session(paths[name]), x, arm.input_shape, arm.batch_symbolic)
+    ref = ort_predict(ort_session(paths[name]), x, arm.layout)
     assert compare(y, ref)["max_rel"] < 1e-5
     assert compare(y, host.predict(x))["max_rel"] < 1e-5
     sizes = arm.report["target_sizes"]
@@ -65,14 +70,14 @@ def test_bundle_makefile_with_cross_compiler(target, models, tmp_path):
     t = _need(target)
     paths, x = models
     out = build_bundle(
-        paths["lenet"], tmp_path / "b", BuildOptions(target=target, compile=False)
+        paths["lenet"], tmp_path / "b", BuildOptions(target=target, dense=True, compile=False)
     ).out_dir
     proc = subprocess.run(["make", "-s", f"CC={t.cc}"], cwd=out, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     x.tofile(out / "in.bin")
     subprocess.run([*t.run_prefix(), str(out / "model"), "in.bin", "out.bin"], cwd=out, check=True)
     y = np.fromfile(out / "out.bin", np.float32).reshape(3, 10)
-    ref = ort_predict(ort_session(paths["lenet"]), x, (1, 1, 28, 28), True)
+    ref = ort_predict(ort_session(paths["lenet"]), x, BatchLayout((1, 1, 28, 28), True))
     assert compare(y, ref)["max_rel"] < 1e-5
 
 
@@ -116,7 +121,7 @@ def test_cross_compiler_missing_gives_source_bundle(models, tmp_path, monkeypatc
     monkeypatch.setattr(
         shutil, "which", lambda name, *a, **k: None if "arm" in name else real_which(name, *a, **k)
     )
-    result = build_bundle(paths["mlp"], tmp_path / "src", BuildOptions(target="rpi"))
+    result = build_bundle(paths["mlp"], tmp_path / "src", BuildOptions(target="rpi", dense=True))
     assert (result.out_dir / "model.c").is_file()
     assert not (result.out_dir / "model").exists()
     assert any("apt-get install gcc-arm-linux-gnueabihf" in m for m in result.messages)

@@ -36,7 +36,7 @@ def test_exported_model_matches_torch_and_onnxruntime(name, dynamo, tmp_path, sa
     compiled = compile_onnx(path, tmp_path / "out", dense=True)
     y = compiled.predict(samples)
     ref_torch = zoo.torch_predict(model, samples)
-    ref_ort = ort_predict(ort_session(path), samples, compiled.input_shape, compiled.batch_symbolic)
+    ref_ort = ort_predict(ort_session(path), samples, compiled.layout)
     assert y.shape == ref_torch.shape == (8, 10)
     assert compare(y, ref_torch)["max_rel"] < RTOL
     assert compare(y, ref_ort)["max_rel"] < RTOL
@@ -51,7 +51,7 @@ def test_batchnorm_kept_by_exporter_is_folded(tmp_path, samples):
     import onnx
 
     assert any(n.op_type == "BatchNormalization" for n in onnx.load(path).graph.node)
-    compiled = compile_onnx(path, tmp_path / "out")
+    compiled = compile_onnx(path, tmp_path / "out", dense=True)
     ops = [layer["op"] for layer in compiled.report["layers"]]
     assert "BatchNormalization" not in ops
     assert compare(compiled.predict(samples), zoo.torch_predict(model, samples))["max_rel"] < RTOL
@@ -60,7 +60,7 @@ def test_batchnorm_kept_by_exporter_is_folded(tmp_path, samples):
 def test_fixed_batch_model_runs_per_sample(tmp_path, samples):
     model = MODELS["mlp"]
     path = zoo.export(model, samples[:1], tmp_path / "fixed.onnx", dynamic_batch=False)
-    compiled = compile_onnx(path, tmp_path / "out")
+    compiled = compile_onnx(path, tmp_path / "out", dense=True)
     assert not compiled.batch_symbolic and compiled.input_shape == (1, 1, 28, 28)
     y = compiled.predict(samples)
     assert y.shape == (8, 10)
@@ -71,5 +71,5 @@ def test_fixed_batch_model_runs_per_sample(tmp_path, samples):
 def test_older_opsets_import(opset, tmp_path, samples):
     model = MODELS["lenet5"]
     path = zoo.export(model, samples[:1], tmp_path / f"o{opset}.onnx", opset=opset)
-    compiled = compile_onnx(path, tmp_path / "out")
+    compiled = compile_onnx(path, tmp_path / "out", dense=True)
     assert compare(compiled.predict(samples), zoo.torch_predict(model, samples))["max_rel"] < RTOL

@@ -43,7 +43,7 @@ def _close(y, ref):
 @pytest.mark.parametrize("mode", ["c", "blob", "file"])
 def test_host_build_matches_torch(lenet, tmp_path, mode):
     path, x, ref = lenet
-    build_bundle(path, tmp_path / "out", BuildOptions(weights=mode))
+    build_bundle(path, tmp_path / "out", BuildOptions(dense=True, weights=mode))
     out = tmp_path / "out"
     assert (out / "model_weights.bin").exists() == (mode != "c")
     assert (out / "model_weights.s").exists() == (mode == "blob")
@@ -57,7 +57,7 @@ def test_host_build_matches_torch(lenet, tmp_path, mode):
 
 def test_blob_is_aligned_and_written_from_the_arrays(lenet, tmp_path):
     path, _, _ = lenet
-    build_bundle(path, tmp_path / "out", BuildOptions(weights="blob"))
+    build_bundle(path, tmp_path / "out", BuildOptions(dense=True, weights="blob"))
     blob = (tmp_path / "out" / "model_weights.bin").read_bytes()
     asm = (tmp_path / "out" / "model_weights.s").read_text()
     assert blob[:8] == b"FGWEIGHT" and int(blob[24:40], 16) == len(blob)
@@ -83,7 +83,9 @@ def test_blob_builds_are_byte_identical(lenet, tmp_path):
     trees = []
     for i in range(2):
         out = tmp_path / f"o{i}"
-        build_bundle(path, out, BuildOptions(weights="blob", compile=False, command="c"))
+        build_bundle(
+            path, out, BuildOptions(dense=True, weights="blob", compile=False, command="c")
+        )
         trees.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
     assert trees[0] == trees[1]
 
@@ -95,7 +97,7 @@ def test_strict_warnings_and_plain_make(lenet, tmp_path, cc, mode):
         pytest.skip(f"{cc} is not installed")
     path, x, ref = lenet
     out = tmp_path / "out"
-    build_bundle(path, out, BuildOptions(weights=mode, compile=False))
+    build_bundle(path, out, BuildOptions(dense=True, weights=mode, compile=False))
     for src in ("model.c", "main.c"):
         proc = subprocess.run(
             [cc, *STRICT, "-O2", "-c", src, "-o", str(tmp_path / "x.o")],
@@ -117,7 +119,7 @@ def test_strict_warnings_and_plain_make(lenet, tmp_path, cc, mode):
 def test_file_mode_under_sanitizers(lenet, tmp_path):
     path, x, ref = lenet
     out = tmp_path / "out"
-    build_bundle(path, out, BuildOptions(weights="file", compile=False))
+    build_bundle(path, out, BuildOptions(dense=True, weights="file", compile=False))
     exe = out / "model_asan"
     asan_harness(out, exe, STRICT)
     x.tofile(out / "in.bin")
@@ -138,15 +140,15 @@ def test_arm_targets_under_qemu(lenet, tmp_path, target, mode):
     if not t.can_run():
         pytest.skip(f"{target}: toolchain or qemu missing ({t.install_hint})")
     path, x, ref = lenet
-    build_bundle(path, tmp_path / "out", BuildOptions(weights=mode, target=target))
+    build_bundle(path, tmp_path / "out", BuildOptions(dense=True, weights=mode, target=target))
     _close(CompiledModel(tmp_path / "out").predict(x), ref)
 
 
 def test_load_errors_are_clear(lenet, tmp_path):
     path, x, _ = lenet
     a, b = tmp_path / "a", tmp_path / "b"
-    build_bundle(path, a, BuildOptions(weights="file"))
-    build_bundle(path, b, BuildOptions(weights="file", prefix="other"))
+    build_bundle(path, a, BuildOptions(dense=True, weights="file"))
+    build_bundle(path, b, BuildOptions(dense=True, weights="file", prefix="other"))
     lib_ffi = CompiledModel(a)
     lib_ffi.predict(x)
     lib, ffi = lib_ffi._load()
@@ -183,7 +185,7 @@ def test_auto_keeps_literals_up_to_the_limit(tmp_path):
     for cols, expected in ((limit_cols, "c"), (limit_cols + 16, "blob")):
         p = tmp_path / f"m{cols}.onnx"
         onnx.save(_gemm_model(cols), p)
-        build_bundle(p, tmp_path / f"o{cols}", BuildOptions(compile=False))
+        build_bundle(p, tmp_path / f"o{cols}", BuildOptions(dense=True, compile=False))
         assert CompiledModel(tmp_path / f"o{cols}").report["model"]["weights"] == expected
 
 
@@ -211,7 +213,7 @@ def test_uniform_weights_are_filled_not_stored(tmp_path, mode):
     path = tmp_path / "m.onnx"
     onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), path)
     out = tmp_path / "out"
-    build_bundle(path, out, BuildOptions(weights=mode))
+    build_bundle(path, out, BuildOptions(dense=True, weights=mode))
     c_text = (out / "model_weights.c").read_text()
     assert "every element 0.25f" in c_text and "0.25f, 0.25f" not in c_text
     if mode != "c":

@@ -60,7 +60,9 @@ def all_cases(tmp_path_factory):
     for i, name in enumerate(names):
         model, x, expected = single_input_model(_cases()[name])
         onnx.save(model, d / f"{i}.onnx")
-        build_bundle(d / f"{i}.onnx", d / f"b{i}", BuildOptions(prefix=f"c{i}", compile=False))
+        build_bundle(
+            d / f"{i}.onnx", d / f"b{i}", BuildOptions(prefix=f"c{i}", dense=True, compile=False)
+        )
         np.ascontiguousarray(x, np.float32).tofile(d / f"in{i}.bin")
         ref = np.concatenate([e.reshape(-1) for e in expected])
         entries.append((i, x.size, ref))

@@ -61,7 +61,7 @@ def test_constant_subgraph_of_unsupported_ops_folds_and_matches_onnxruntime(quic
     onnx.save(model, path)
     compiled = quick_build(path)
     x = np.random.default_rng(1).standard_normal((1, 3, 4)).astype(np.float32)
-    ref = ort_predict(ort_session(path), x, compiled.input_shape, compiled.batch_symbolic)
+    ref = ort_predict(ort_session(path), x, compiled.layout)
     assert compare(compiled.predict(x), ref)["max_abs"] == 0.0
 
 

@@ -1,5 +1,5 @@
 """The dependency rule, checked with import-linter (contracts in pyproject.toml):
-cli -> demo -> compiler -> frontend | passes | codegen | backend | tune -> ops -> ir | layout,
+cli -> demo -> compiler -> tune -> frontend | passes | codegen | backend -> ops -> ir | layout,
 and faustgen.factorize independent of everything else in faustgen."""
 
 from __future__ import annotations
