@@ -21,6 +21,7 @@ from faustgen.ops import (  # noqa: F401  (import for registration side effects)
     factorized,
     gemm,
     logical,
+    movement,
     norm,
     pad,
     pool,
@@ -29,6 +30,7 @@ from faustgen.ops import (  # noqa: F401  (import for registration side effects)
     softmax,
     tensor,
     tile,
+    view,
 )
 from faustgen.ops.base import (
     REGISTRY,

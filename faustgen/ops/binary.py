@@ -11,7 +11,7 @@ import numpy as np
 
 from faustgen.ir import Node
 from faustgen.ops.base import Op, ParseContext, broadcast_shapes, fail, register_op
-from faustgen.ops.tensor import collapse, contiguous_strides
+from faustgen.ops.movement import collapse, contiguous_strides
 
 _KERNEL_OP = {
     "Add": "FG_ADD",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from faustgen.ops.base import Op, ints, norm_axis, prod, register_op
-from faustgen.ops.tensor import contiguous_strides, emit_strided_copy
+from faustgen.ops.movement import contiguous_strides, emit_strided_copy
 
 _KERNEL = {
     "ReduceSum": "FG_REDUCE_SUM",
