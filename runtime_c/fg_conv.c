@@ -779,8 +779,6 @@ void fg_conv(const fg_conv_shape *s, const float *x, float *y, const float *wp, 
     }
 }
 
-
-
 /* o[ow] += w * xr[ow*sw + off] for ow in [lo, hi), all taps inside xr */
 static void fg_row_axpy(float *restrict o, const float *restrict xr, float w, int lo, int hi,
                         int sw, int off)
@@ -1098,7 +1096,7 @@ void fg_conv_depthwise(const fg_conv_shape *s, const float *x, float *y, const f
                         }
                     }
                 }
-                fg_act_row(o, s->OW, act, a, b);
+                fg_act_vec(o, s->OW, act, a, b);
             }
         }
     }

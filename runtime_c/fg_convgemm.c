@@ -237,7 +237,7 @@ FG_INLINE void fg_pkc(const float *restrict a, const float *restrict p, int R, i
                 t[v * FG_GVL + j] = c[i][v][j] + br;
         }
         memcpy(y + (size_t)i * ldy, t, (size_t)nr * sizeof(float));
-        fg_act_row(y + (size_t)i * ldy, nr, act, pa, pb);
+        fg_act_vec(y + (size_t)i * ldy, nr, act, pa, pb);
     }
 }
 

@@ -83,32 +83,6 @@
 
 /* ---- epilogue ------------------------------------------------------------ */
 
-/* v[0..n) = act(v[0..n)); n is a compile-time constant at every call site. */
-FG_INLINE void fg_act_fixed(float *v, int n, int act, float a, float b)
-{
-    int j;
-    switch (act) {
-    case FG_ACT_RELU:
-        for (j = 0; j < n; ++j)
-            v[j] = v[j] < 0.0f ? 0.0f : v[j];
-        break;
-    case FG_ACT_LEAKY:
-        for (j = 0; j < n; ++j) {
-            const float t = a * v[j]; /* unconditional: lets it if-convert */
-            v[j] = v[j] >= 0.0f ? v[j] : t;
-        }
-        break;
-    case FG_ACT_CLIP:
-        for (j = 0; j < n; ++j) {
-            const float t = v[j] < a ? a : v[j];
-            v[j] = t > b ? b : t;
-        }
-        break;
-    default:
-        break;
-    }
-}
-
 typedef float fg_tile[4][FG_NV][FG_VL];
 
 /* Store rows x cols of the tile c to C (row stride ldc), adding bias_row[i]
@@ -134,7 +108,7 @@ static void fg_store_tile(fg_tile c, int rows, int cols, float *C, size_t ldc,
             for (j = 0; j < FG_VL; ++j)
                 t[v * FG_VL + j] = c[i][v][j] + (bc[v * FG_VL + j] + br);
         }
-        fg_act_fixed(t, FG_NR, act, a, b);
+        fg_act_vec(t, FG_NR, act, a, b);
         if (cols == FG_NR) {
             for (j = 0; j < FG_NR; ++j)
                 out[j] = t[j];
@@ -411,7 +385,7 @@ static void fg_dense_rows1(const float *x, float *y, int m0, int M, int K, int N
                         v[j] += bias[n0 + j];
                 }
             }
-            fg_act_fixed(v, FG_PANEL, act, a, b);
+            fg_act_vec(v, FG_PANEL, act, a, b);
             if (cols == FG_PANEL) {
                 for (j = 0; j < FG_PANEL; ++j)
                     ym[n0 + j] = v[j];

@@ -1,12 +1,13 @@
-/* fg_kernel.h - compiler configuration shared by the kernel sources (private:
- * not part of the API in fg_runtime.h; only fg_*.c include it). */
+/* fg_kernel.h - compiler configuration and the fused activation epilogue shared
+ * by the kernel sources (private: not part of the API in fg_runtime.h; only
+ * fg_*.c include it). */
 #ifndef FG_KERNEL_H
 #define FG_KERNEL_H
 
 #include <math.h>
 #include <stddef.h>
 
-#include "fg_runtime.h"
+#include "fg_runtime.h" /* FG_ACT_* for the epilogue below */
 
 /* fmaf only where it is one instruction: a libm call would be far slower than
  * the separate multiply and add. clang contracts a*b+c itself under its
@@ -51,31 +52,40 @@
 #define FG_OPAQUE(v) ((void)0)
 #endif
 
-/* y[0..n) = act(y[0..n)) */
-FG_INLINE void fg_act_row(float *y, int n, int act, float a, float b)
+/* The fused activation epilogue of fg_dense, fg_conv and the sparse kernels:
+ * v[0..n) = act(v[0..n)) in place (act: FG_ACT_* of fg_runtime.h). Called right
+ * after a block of outputs was stored (still in L1), as a separate loop: the
+ * conditionals need the loop vectorizer's if-conversion (the SLP vectorizer
+ * does not vectorize branches), and FG_NOUNROLL keeps gcc -O3 from unrolling
+ * the loop into scalar code first. */
+FG_INLINE void fg_act_vec(float *restrict v, int n, int act, float a, float b)
 {
-    int i;
+    int j;
     switch (act) {
     case FG_ACT_RELU:
-        for (i = 0; i < n; ++i)
-            y[i] = y[i] < 0.0f ? 0.0f : y[i];
+        FG_NOUNROLL
+        for (j = 0; j < n; ++j)
+            v[j] = v[j] < 0.0f ? 0.0f : v[j];
         break;
     case FG_ACT_LEAKY:
-        for (i = 0; i < n; ++i) {
-            const float t = a * y[i];
-            y[i] = y[i] >= 0.0f ? y[i] : t;
+        FG_NOUNROLL
+        for (j = 0; j < n; ++j) {
+            const float t = a * v[j]; /* unconditional: lets it if-convert */
+            v[j] = v[j] >= 0.0f ? v[j] : t;
         }
         break;
     case FG_ACT_CLIP:
-        for (i = 0; i < n; ++i) {
-            const float t = y[i] < a ? a : y[i];
-            y[i] = t > b ? b : t;
+        FG_NOUNROLL
+        for (j = 0; j < n; ++j) {
+            const float t = v[j] < a ? a : v[j];
+            v[j] = t > b ? b : t;
         }
         break;
     default:
         break;
     }
 }
+
 
 #if defined(__AVX512F__)
 #include <immintrin.h>

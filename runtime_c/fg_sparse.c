@@ -17,7 +17,7 @@
  *     the stores of the results. Those stores therefore go straight to the
  *     output (bias added in the same expression); a partial last BSR panel
  *     goes through a local buffer whose stores play the same role. The
- *     activation follows in place as a short rolled loop (fg_act_block) that
+ *     activation follows in place as a short rolled loop (fg_act_vec) that
  *     the loop vectorizer if-converts; SLP does not vectorize branches.
  *     fg_dense.c's style (FG_VL-long loops left rolled for the loop vectorizer)
  *     measured 20-60 % slower here with gcc 12 -O3: loop distribution turns the
@@ -124,39 +124,6 @@ static const float fg_zeros[FG_ER > FG_BR ? FG_ER : FG_BR];
 
 /* ---- epilogue -------------------------------------------------------------- */
 
-/* v[0..n) = act(v[0..n)) in place, as fg_dense does. Called right after the
- * block of outputs was stored (still in L1), as a separate loop: the
- * conditionals need the loop vectorizer's if-conversion (the SLP vectorizer
- * does not vectorize branches), and FG_NOUNROLL keeps gcc -O3 from unrolling
- * the loop into scalar code first. */
-FG_INLINE void fg_act_block(float *restrict v, int n, int act, float a, float b)
-{
-    int j;
-    switch (act) {
-    case FG_ACT_RELU:
-        FG_NOUNROLL
-        for (j = 0; j < n; ++j)
-            v[j] = v[j] < 0.0f ? 0.0f : v[j];
-        break;
-    case FG_ACT_LEAKY:
-        FG_NOUNROLL
-        for (j = 0; j < n; ++j) {
-            const float t = a * v[j]; /* unconditional: lets it if-convert */
-            v[j] = v[j] >= 0.0f ? v[j] : t;
-        }
-        break;
-    case FG_ACT_CLIP:
-        FG_NOUNROLL
-        for (j = 0; j < n; ++j) {
-            const float t = v[j] < a ? a : v[j];
-            v[j] = t > b ? b : t;
-        }
-        break;
-    default:
-        break;
-    }
-}
-
 static float fg_act1(float v, int act, float a, float b)
 {
     switch (act) {
@@ -262,7 +229,7 @@ FG_INLINE void fg_bsr16_body(int wide, int rows, int m, int n, const int32_t *pa
             }
 #endif
             if (cnt == FG_BR) {
-                fg_act_block(yr + i0, FG_BR, act, a, b);
+                fg_act_vec(yr + i0, FG_BR, act, a, b);
             } else {
                 for (j = 0; j < cnt; ++j)
                     yr[i0 + j] = fg_act1(v[j], act, a, b);
@@ -397,7 +364,7 @@ FG_INLINE void fg_ell_body(int wide, int rows, int m, int n, int k, const uint16
             const int b0 = i0 + FG_ER <= m ? i0 : m - FG_ER;
             fg_ell_block(wide, xr, i16, i32, data, mm, k, (size_t)b0,
                          bias ? bias + b0 : fg_zeros, yr + b0);
-            fg_act_block(yr + b0, FG_ER, act, a, b);
+            fg_act_vec(yr + b0, FG_ER, act, a, b);
         }
     }
 }
@@ -443,7 +410,7 @@ FG_INLINE void fg_spmm_chunk(int W, int wide, int m, size_t ncols, size_t c0,
         FG_UNROLL_WIDE
         for (c = 0; c < W; ++c)
             yo[c] = acc[c] + bi;
-        fg_act_block(yo, W, act, a, b);
+        fg_act_vec(yo, W, act, a, b);
     }
 }
 
