@@ -7,30 +7,12 @@ hierarchical butterfly algorithm of Zheng, Riccietti & Gribonval (SIAM J. Math. 
 per-factor sparsity to meet a compression (``rcg``) or accuracy (``max_error``) target.
 """
 
+from . import projections
 from .butterfly import butterfly
 from .hierarchical import hierarchical
 from .palm4msa import palm4msa
 from .policy import factorize
-from .projections import (
-    Constraint,
-    block_energy,
-    dense,
-    normalize_fro,
-    proj_sp,
-    proj_spblock,
-    proj_spcol,
-    proj_splin,
-    proj_splinblock,
-    proj_splincol,
-    proj_support,
-    sp,
-    spblock,
-    spcol,
-    splin,
-    splinblock,
-    splincol,
-    support,
-)
+from .projections import *  # noqa: F403  (the constraint constructors and projections)
 from .result import BlockStructure, FactorizationError, FactorizedMatrix
 
 DEFAULT_RCG = 4.0  # the compression target when neither an RCG nor a max error is given
@@ -38,28 +20,11 @@ DEFAULT_RCG = 4.0  # the compression target when neither an RCG nor a max error 
 __all__ = [
     "DEFAULT_RCG",
     "BlockStructure",
-    "Constraint",
     "FactorizationError",
     "FactorizedMatrix",
-    "block_energy",
     "butterfly",
-    "dense",
     "factorize",
     "hierarchical",
-    "normalize_fro",
     "palm4msa",
-    "proj_sp",
-    "proj_spblock",
-    "proj_spcol",
-    "proj_splin",
-    "proj_splinblock",
-    "proj_splincol",
-    "proj_support",
-    "sp",
-    "spblock",
-    "spcol",
-    "splin",
-    "splinblock",
-    "splincol",
-    "support",
+    *projections.__all__,
 ]
