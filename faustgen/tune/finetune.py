@@ -3,14 +3,14 @@
 The nonzero values of every factor are trained, supports fixed, so that the
 factorized model reproduces the dense model's outputs on the calibration inputs
 (distillation, no labels), as the PSM-nets follow-up of the seed does. The graph is
-run by a small torch interpreter of the IR; biases and every other weight stay fixed.
+run by each op's PyTorch form (Op.compute_torch); biases and every other weight stay
+fixed.
 
-Recipe (measured on Fashion-MNIST, see `faustgen demo`): Adam, each factor's step size
-scaled by its mean |value|, base lr 1e-2 decayed to 0 on a cosine, batch 64, MSE on the
-outputs normalized by the teacher's mean square. Fine-tuning needs no labels, so the more
-inputs the better: an MLP/LeNet-5 at RCG 8 lost 1.3/12 points tuned on 10000 images and
-0.7/0.7 points on all 60000 (2 epochs each). The part of the graph in front of the first
-factorized layer is fixed; its outputs are computed once and cached when they fit.
+Recipe (why, and what it was measured against: DESIGN.md, "Fine-tuning is distillation"):
+Adam, each factor's step size scaled by its mean |value|, base lr 1e-2 decayed to 0 on a
+cosine, batch 64, MSE on the outputs normalized by the teacher's mean square. Fine-tuning
+needs no labels, so the more inputs the better. The part of the graph in front of the
+first factorized layer is fixed; its outputs are computed once and cached when they fit.
 """
 
 from __future__ import annotations
