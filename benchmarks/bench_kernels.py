@@ -33,67 +33,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / "runtime_c"
+BENCH = ROOT / "benchmarks"  # bench_timing.h
 DEFAULT_FLAGS = ["-O2", "-O3", "-O3 -march=native"]
 
 HARNESS = r"""
-#define _POSIX_C_SOURCE 199309L
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
+#include "bench_timing.h"
 #include "fg_runtime.h"
 #include "tests/ref_kernels.h"
-
-static double now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static unsigned rng = 12345u;
-static float rnd(void)
-{
-    rng = rng * 1664525u + 1013904223u;
-    return (float)(rng >> 8) * (2.0f / 16777216.0f) - 1.0f;
-}
-static float *rnd_buf(size_t n)
-{
-    float *p = malloc(n * sizeof(float) + 64);
-    size_t i;
-    for (i = 0; i < n; ++i)
-        p[i] = rnd() * 0.5f;
-    return p;
-}
-
-/* median over SAMPLES batches of the time per call, in ns */
-#define SAMPLES 101
-#define TIME(label, flops, BODY)                                                   \
-    do {                                                                         \
-        double t[SAMPLES], t0;                                                   \
-        int s_, r_, reps = 1;                                                    \
-        t0 = now_ns();                                                           \
-        BODY;                                                                    \
-        t0 = now_ns() - t0;                                                      \
-        reps = t0 > 0 ? (int)(20000.0 / t0) : 1000;                              \
-        if (reps < 1) reps = 1;                                                  \
-        if (reps > 100000) reps = 100000;                                        \
-        for (r_ = 0; r_ < reps; ++r_) { BODY; }                                  \
-        for (s_ = 0; s_ < SAMPLES; ++s_) {                                       \
-            t0 = now_ns();                                                       \
-            for (r_ = 0; r_ < reps; ++r_) { BODY; }                              \
-            t[s_] = (now_ns() - t0) / reps;                                      \
-        }                                                                        \
-        qsort(t, SAMPLES, sizeof t[0], cmp_d);                                   \
-        printf("%s\t%.1f\t%.0f\n", label, t[SAMPLES / 2], (double)(flops));      \
-        fflush(stdout);                                                          \
-    } while (0)
 
 static void pack_panels(const float *B, int K, int N, float *Bp)
 {
@@ -205,6 +151,7 @@ int main(void)
     memcpy(x, xin, sizeof x);
     memcpy(x3, x3in, sizeof x3);
 
+    g_target = 20000.0; /* ns per batch */
     TIME("dense 784x300\tfg", 2.0 * 784 * 300,
          fg_dense(x, h1, 1, 784, 300, d1.Bp, d1.bias, FG_ACT_RELU, 0.0f, 0.0f));
     TIME("dense 784x300\tnaive", 2.0 * 784 * 300, naive_dense(x, h1, 784, 300, d1.Bt, d1.bias, 1));
@@ -274,7 +221,8 @@ def build(cc: str, flags: str, workdir: Path) -> Path:
     exe = workdir / ("bench_" + "".join(c if c.isalnum() else "_" for c in flags))
     srcs = [str(p) for p in sorted(RUNTIME.glob("*.c"))]
     srcs.append(str(RUNTIME / "tests" / "ref_kernels.c"))
-    cmd = [cc, "-std=c99", *flags.split(), f"-I{RUNTIME}", *srcs, str(workdir / "bench_main.c")]
+    cmd = [cc, "-std=c99", *flags.split(), f"-I{RUNTIME}", f"-I{BENCH}", *srcs]
+    cmd.append(str(workdir / "bench_main.c"))
     cmd += ["-lm", "-o", str(exe)]
     subprocess.run(cmd, check=True)
     return exe
@@ -284,7 +232,7 @@ def run(exe: Path) -> dict[tuple[str, str], tuple[float, float]]:
     out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
     res: dict[tuple[str, str], tuple[float, float]] = {}
     for line in out.splitlines():
-        case, impl, ns, flops = line.split("\t")
+        case, impl, ns, flops, _fastest = line.split("\t")
         res[(case, impl)] = (float(ns), float(flops))
     return res
 

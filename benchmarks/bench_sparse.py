@@ -45,6 +45,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / "runtime_c"
+BENCH = ROOT / "benchmarks"  # bench_timing.h
 DEFAULT_FLAGS = ["-O3 -march=native", "-O3", "-O2"]
 RPI64 = (
     "aarch64-linux-gnu-gcc",
@@ -53,79 +54,11 @@ RPI64 = (
 )
 
 HARNESS = r"""
-#define _POSIX_C_SOURCE 199309L
+#include "bench_timing.h"
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
 #include "fg_runtime.h"
 
-static double now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static unsigned rng = 12345u;
-static unsigned rnd_u(void)
-{
-    rng = rng * 1664525u + 1013904223u;
-    return rng >> 4;
-}
-static float rnd(void)
-{
-    return (float)(rnd_u() >> 4) * (2.0f / 16777216.0f) - 1.0f;
-}
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "out of memory\n");
-        exit(2);
-    }
-    return p;
-}
-static float *rnd_buf(size_t n)
-{
-    float *p = xmalloc(n * sizeof(float) + 64);
-    size_t i;
-    for (i = 0; i < n; ++i)
-        p[i] = rnd() * 0.5f;
-    return p;
-}
-
-/* median over g_samples batches of the time per call, in ns */
-static int g_samples = 101;
-static double g_target = 100000.0; /* ns per batch */
 static volatile float g_sink;
-#define TIME(label, entries, BODY)                                               \
-    do {                                                                         \
-        double ts_[101], t0_;                                                    \
-        int s_, r_, reps_ = 1;                                                   \
-        t0_ = now_ns();                                                          \
-        BODY;                                                                    \
-        t0_ = now_ns() - t0_;                                                    \
-        reps_ = t0_ > 0 ? (int)(g_target / t0_) : 1000;                          \
-        if (reps_ < 1) reps_ = 1;                                                \
-        if (reps_ > 100000) reps_ = 100000;                                      \
-        for (r_ = 0; r_ < reps_; ++r_) { BODY; }                                 \
-        for (s_ = 0; s_ < g_samples; ++s_) {                                     \
-            t0_ = now_ns();                                                      \
-            for (r_ = 0; r_ < reps_; ++r_) { BODY; }                             \
-            ts_[s_] = (now_ns() - t0_) / reps_;                                  \
-        }                                                                        \
-        qsort(ts_, (size_t)g_samples, sizeof ts_[0], cmp_d);                     \
-        printf("%s\t%.2f\t%.0f\t%.2f\n", label, ts_[g_samples / 2], (double)(entries), ts_[0]); \
-        fflush(stdout);                                                          \
-    } while (0)
 
 /* ---- random factors -------------------------------------------------------- */
 
@@ -471,7 +404,7 @@ def build(cc: str, flags: str, workdir: Path, tag: str = "", static: bool = Fals
     (workdir / "bench_sparse_main.c").write_text(HARNESS)
     exe = workdir / ("bench_" + tag + "".join(c if c.isalnum() else "_" for c in flags))
     srcs = [str(RUNTIME / "fg_dense.c"), str(RUNTIME / "fg_sparse.c")]  # all it calls
-    cmd = [cc, "-std=c99", "-Wall", "-Werror", *flags.split(), f"-I{RUNTIME}", *srcs]
+    cmd = [cc, "-std=c99", "-Wall", "-Werror", *flags.split(), f"-I{RUNTIME}", f"-I{BENCH}", *srcs]
     cmd += [str(workdir / "bench_sparse_main.c"), "-lm", "-o", str(exe)]
     if static:
         cmd.append("-static")
