@@ -108,36 +108,6 @@ size_t fg_conv_scratch(const fg_conv_shape *s)
     return fg_conv_cols(s) + R * FG_CONV_PANEL_MAX;
 }
 
-/* floor(a / b) for b > 0 */
-static int fg_floordiv(int a, int b)
-{
-    const int q = a / b;
-    return (a % b != 0 && a < 0) ? q - 1 : q;
-}
-
-/* Outputs o in [*lo, *hi) whose tap i = o*stride + off lies in [0, n). */
-static void fg_valid_range(int n_out, int stride, int off, int n, int *lo, int *hi)
-{
-    int l, h;
-    if (stride == 1) { /* no divisions: they cost more than a short row */
-        l = -off;
-        h = n - off;
-    } else {
-        /* o*stride + off >= 0  <=>  o >= ceil(-off / stride) */
-        l = -fg_floordiv(off, stride);
-        /* o*stride + off <= n - 1  <=>  o <= floor((n - 1 - off) / stride) */
-        h = fg_floordiv(n - 1 - off, stride) + 1;
-    }
-    if (l < 0)
-        l = 0;
-    if (h > n_out)
-        h = n_out;
-    if (h < l)
-        h = l;
-    *lo = l;
-    *hi = h;
-}
-
 /* Short row copies / fills (im2col rows are often 5..30 floats): inline
  * fixed-size blocks instead of loops that gcc would turn into libc calls. */
 FG_INLINE void fg_copy8(float *restrict o, const float *restrict xs)

@@ -52,6 +52,38 @@
 #define FG_OPAQUE(v) ((void)0)
 #endif
 
+/* ---- window geometry of fg_conv.c and fg_pool.c ---- */
+
+/* floor(a / b) for b > 0 */
+FG_INLINE int fg_floordiv(int a, int b)
+{
+    const int q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+/* Outputs o in [*lo, *hi) whose tap i = o*stride + off lies in [0, n). */
+FG_INLINE void fg_valid_range(int n_out, int stride, int off, int n, int *lo, int *hi)
+{
+    int l, h;
+    if (stride == 1) { /* no divisions: they cost more than a short row */
+        l = -off;
+        h = n - off;
+    } else {
+        /* o*stride + off >= 0  <=>  o >= ceil(-off / stride) */
+        l = -fg_floordiv(off, stride);
+        /* o*stride + off <= n - 1  <=>  o <= floor((n - 1 - off) / stride) */
+        h = fg_floordiv(n - 1 - off, stride) + 1;
+    }
+    if (l < 0)
+        l = 0;
+    if (h > n_out)
+        h = n_out;
+    if (h < l)
+        h = l;
+    *lo = l;
+    *hi = h;
+}
+
 /* The fused activation epilogue of fg_dense, fg_conv and the sparse kernels:
  * v[0..n) = act(v[0..n)) in place (act: FG_ACT_* of fg_runtime.h). Called right
  * after a block of outputs was stored (still in L1), as a separate loop: the

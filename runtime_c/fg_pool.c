@@ -23,31 +23,11 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "fg_kernel.h"
 #include "fg_runtime.h"
 
 #define FG_PB 16
 #define FG_NEG_FLT_MAX (-3.40282346638528859812e+38f)
-
-static int fg_floordiv(int a, int b)
-{
-    const int q = a / b;
-    return (a % b != 0 && a < 0) ? q - 1 : q;
-}
-
-/* Outputs o in [*lo, *hi) whose tap o*stride + off lies in [0, n). */
-static void fg_valid_range(int n_out, int stride, int off, int n, int *lo, int *hi)
-{
-    int l = -fg_floordiv(off, stride);
-    int h = fg_floordiv(n - 1 - off, stride) + 1;
-    if (l < 0)
-        l = 0;
-    if (h > n_out)
-        h = n_out;
-    if (h < l)
-        h = l;
-    *lo = l;
-    *hi = h;
-}
 
 /* Number of taps t in [0, k) with a <= start + t*d < b. */
 static int fg_tap_count(int start, int k, int d, int a, int b)
