@@ -75,10 +75,12 @@ class BuildOptions:
                 f"--name '{self.prefix}' is not a valid C identifier prefix "
                 "(a letter, then up to 31 letters, digits or underscores)"
             )
-        for flag in ("rcg", "max_error", "factors", "min_size", "jobs", "max_params"):
+        for flag in ("rcg", "max_error", "factors", "jobs", "max_params"):
             value = getattr(self, flag)
             if value is not None and value <= 0:
                 raise FaustgenError(f"--{flag.replace('_', '-')} must be positive")
+        if self.min_size < 0:
+            raise FaustgenError("--min-size must not be negative")
         if self.rcg is not None and self.rcg < 1:
             raise FaustgenError("--rcg must be at least 1")
         if not self.dense and self.finetune > 0 and self.calib is None:
