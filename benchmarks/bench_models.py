@@ -110,7 +110,7 @@ def bench_cnn(names: list[str], repeat: int, rounds: int) -> list[dict]:
             path, x = cnn_onnx(name, tmp)
             c = CompiledModel(build_bundle(path, tmp / name, BuildOptions(dense=True)).out_dir)
             contenders = {
-                "onnxruntime": ort_runner(path, x, c.input_shape, c.batch_symbolic),
+                "onnxruntime": ort_runner(path, x, c.layout),
                 "dense C (host)": lambda c=c, x=x: c.predict(x),
             }
             wall = interleaved(contenders, repeat=repeat, rounds=rounds, warmup=3)

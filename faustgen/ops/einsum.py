@@ -10,7 +10,7 @@ import string
 import numpy as np
 
 from faustgen.ops.base import Op, fail, prod, register_op
-from faustgen.ops.tensor import collapse, contiguous_strides
+from faustgen.ops.movement import collapse, contiguous_strides
 
 
 def parse_equation(eq: str, ranks: list[int]) -> tuple[list[str], str] | str:

@@ -14,7 +14,8 @@ import numpy as np
 
 from faustgen.ops.base import Op, broadcast_shapes, register_op
 from faustgen.ops.binary import emit_binary
-from faustgen.ops.tensor import Cast, collapse, contiguous_strides
+from faustgen.ops.movement import collapse, contiguous_strides
+from faustgen.ops.tensor import Cast
 
 _COMPARE = {
     "Equal": np.equal,

@@ -14,6 +14,7 @@ from faustgen.ops.base import (
     ParseContext,
     fail,
     ints,
+    prod,
     register_op,
 )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from faustgen.ops.base import Op, ints, register_op
-from faustgen.ops.tensor import contiguous_strides, emit_strided_copy
+from faustgen.ops.movement import contiguous_strides, emit_strided_copy
 
 
 @register_op("Tile")
