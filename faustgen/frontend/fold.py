@@ -15,6 +15,7 @@ import math
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
 
 from faustgen.errors import FaustgenError
 
@@ -52,8 +53,6 @@ def fold_node(
             f"{where}: folding this constant node would create {sum(sizes)} values, above the "
             f"--max-params limit of {limit}"
         )
-    from onnx.reference import ReferenceEvaluator
-
     try:
         evaluator = ReferenceEvaluator(proto, opsets={"": opset})
         outs = evaluator.run(None, {k: v for k, v in inputs.items()})

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from onnx.reference import ReferenceEvaluator
+from onnx.reference.ops.op_max_pool import MaxPool
 
 from faustgen.backend import CompiledModel
 from faustgen.errors import FaustgenError
@@ -154,8 +156,6 @@ def _tensor_to_double(t: onnx.TensorProto) -> None:
 
 
 def _reference_ops() -> list:
-    from onnx.reference.ops.op_max_pool import MaxPool
-
     class StrideOneCeilMaxPool(MaxPool):
         """onnx.reference's stride-1 MaxPool ignores ceil_mode's last-window rule (googlenet's
         3x3/1 ceil-mode pools come out 2 wider); its general path is right, so use it there."""
@@ -177,8 +177,6 @@ class Float64Session:
     """onnx.reference.ReferenceEvaluator on the float64 copy, with onnxruntime's run() API."""
 
     def __init__(self, model: onnx.ModelProto):
-        from onnx.reference import ReferenceEvaluator
-
         try:
             self._ev = ReferenceEvaluator(float64_model(model), new_ops=_reference_ops())
         except (Float64Unavailable, MemoryError):
