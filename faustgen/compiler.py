@@ -241,7 +241,7 @@ def build_report(
 ) -> dict[str, Any]:
     """report.json: the model, totals and one entry per layer (target_sizes is filled in by
     the backend once the bundle is compiled)."""
-    (inp,) = graph.inputs
+    inp = graph.inputs[0]
     layers = []
     params = dense_params = 0
     for node in graph.nodes:
@@ -273,6 +273,8 @@ def build_report(
             "target": target.name,
             "input_shape": list(graph.tensors[inp].shape),
             "output_shapes": [list(graph.tensors[o].shape) for o in graph.outputs],
+            "inputs": [_io_entry(graph, name) for name in graph.inputs],
+            "outputs": [_io_entry(graph, name) for name in graph.outputs],
             "batch_symbolic": graph.batch_symbolic,
             "weights": rendered.weights_mode,
             "weights_file": rendered.blob_file,
@@ -287,3 +289,8 @@ def build_report(
         "target_sizes": None,
         "layers": layers,
     }
+
+
+def _io_entry(graph: Graph, name: str) -> dict[str, Any]:
+    t = graph.tensors[name]
+    return {"name": name, "shape": list(t.shape), "dtype": t.dtype}

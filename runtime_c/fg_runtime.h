@@ -250,6 +250,21 @@ void fg_pad(const fg_padspec *p, const float *x, float *y, float value);
 void fg_copy_blocks(const float *src, float *dst, int outer, int block, ptrdiff_t src_stride,
                     ptrdiff_t dst_stride);
 
+/* Graph boundaries of other dtypes: Boolean inputs / outputs are bytes 0 / 1 (the
+ * kernels compute with floats 0 / 1); integer ids convert exactly below 2^24. */
+void fg_bool_to_float(const uint8_t *x, float *y, size_t n);
+void fg_float_to_bool(const float *x, uint8_t *y, size_t n);
+void fg_i64_to_float(const int64_t *x, float *y, size_t n);
+void fg_i32_to_float(const int32_t *x, float *y, size_t n);
+
+/* Gather along an axis of a table viewed as (outer x rows x row) with integer ids
+ * (an embedding lookup when outer == 1): y (outer x n_ids x row) gets row ids[k] of each
+ * outer block; a negative id counts from the end, an id out of range gives zeros. */
+void fg_gather_i64(const float *table, const int64_t *ids, float *y, int outer, int rows, int row,
+                   int n_ids);
+void fg_gather_i32(const float *table, const int32_t *ids, float *y, int outer, int rows, int row,
+                   int n_ids);
+
 /* ---- reductions along one axis (fg_tensor.c) ---------------------------- */
 
 /* x viewed as (outer x n x inner); y is (outer x n x inner) for softmax,

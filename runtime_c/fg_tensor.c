@@ -745,3 +745,64 @@ void fg_lrn(const float *x, float *y, int outer, int C, int inner, int size, flo
         }
     }
 }
+
+/* ---- typed graph boundaries and integer ids -------------------------------- */
+
+void fg_bool_to_float(const uint8_t *x, float *y, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; ++i)
+        y[i] = x[i] != 0 ? 1.0f : 0.0f;
+}
+
+void fg_float_to_bool(const float *x, uint8_t *y, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; ++i)
+        y[i] = (uint8_t)(x[i] != 0.0f);
+}
+
+void fg_i64_to_float(const int64_t *x, float *y, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; ++i)
+        y[i] = (float)x[i];
+}
+
+void fg_i32_to_float(const int32_t *x, float *y, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; ++i)
+        y[i] = (float)x[i];
+}
+
+/* one row per id; negative ids count from the end, ids out of range give a zero row */
+#define FG_GATHER_ROWS                                                                           \
+    do {                                                                                         \
+        int k;                                                                                   \
+        for (k = 0; k < n_ids; ++k) {                                                            \
+            const long long id = (long long)ids[k] < 0 ? (long long)ids[k] + rows : ids[k];     \
+            float *dst = y + ((size_t)o * (size_t)n_ids + (size_t)k) * (size_t)row;             \
+            if (id < 0 || id >= rows)                                                            \
+                memset(dst, 0, (size_t)row * sizeof(float));                                    \
+            else                                                                                 \
+                memcpy(dst, table + ((size_t)o * (size_t)rows + (size_t)id) * (size_t)row,      \
+                       (size_t)row * sizeof(float));                                             \
+        }                                                                                        \
+    } while (0)
+
+void fg_gather_i64(const float *table, const int64_t *ids, float *y, int outer, int rows, int row,
+                   int n_ids)
+{
+    int o;
+    for (o = 0; o < outer; ++o)
+        FG_GATHER_ROWS;
+}
+
+void fg_gather_i32(const float *table, const int32_t *ids, float *y, int outer, int rows, int row,
+                   int n_ids)
+{
+    int o;
+    for (o = 0; o < outer; ++o)
+        FG_GATHER_ROWS;
+}

@@ -26,9 +26,13 @@ _LOAD_ERRORS = {
     -3: "is truncated",
 }
 
+_NP_DTYPES = {"float32": np.float32, "int64": np.int64, "int32": np.int32, "bool": np.bool_}
+_C_TYPES = {"float32": "float", "int64": "int64_t", "int32": "int32_t", "bool": "uint8_t"}
+
 
 class CompiledModel:
-    """A built model directory; `predict(x)` runs the generated C."""
+    """A built model directory; `predict(x)` (or `predict(x0, x1, ...)`, or
+    `predict({name: x})` for a model with several inputs) runs the generated C."""
 
     def __init__(self, out_dir: str | os.PathLike):
         self.out_dir = Path(out_dir)
@@ -39,70 +43,117 @@ class CompiledModel:
             self.report = json.loads(report_path.read_text())
             m = self.report["model"]
             self.prefix: str = m["prefix"]
-            self.input_shape = tuple(m["input_shape"])
-            self.output_shapes = [tuple(o) for o in m["output_shapes"]]
+            self.inputs = [(i["name"], tuple(i["shape"]), i["dtype"]) for i in m["inputs"]]
+            self.outputs = [(o["name"], tuple(o["shape"]), o["dtype"]) for o in m["outputs"]]
             self.batch_symbolic = bool(m["batch_symbolic"])
-            self.layout = BatchLayout(self.input_shape, self.batch_symbolic)
+            self.layouts = [BatchLayout(shape, self.batch_symbolic) for _, shape, _ in self.inputs]
             self.target = load_target(m["target"])
             # "file": the weights are read by PREFIX_load() (older reports: literals)
             self.weights_file = m.get("weights_file", "") if m.get("weights") == "file" else ""
         except (ValueError, KeyError, TypeError):
             raise FaustgenError(f"{report_path}: unreadable build report") from None
+        self.input_shape = self.inputs[0][1]
+        self.output_shapes = [shape for _, shape, _ in self.outputs]
+        self.layout = self.layouts[0]
         self._lib = None
         self._ffi = None
         self._infer = None
         self._sizes = [int(np.prod(o, dtype=np.int64)) for o in self.output_shapes]
-        self._layouts: dict[tuple[int, ...], tuple[int, list[tuple[int, ...]]]] = {}
+        self._layouts: dict[tuple, tuple[int, list[tuple[int, ...]]]] = {}
 
     @property
     def output_shape(self) -> tuple[int, ...]:
         return self.output_shapes[0]
 
     @property
-    def output_size(self) -> int:
-        """Floats of one call's output record (all outputs back to back)."""
-        return sum(self._sizes)
+    def input_names(self) -> list[str]:
+        return [name for name, _, _ in self.inputs]
 
     # ------------------------------------------------------------ batching
-    def batch_layout(self, shape: tuple[int, ...]) -> tuple[int, list[tuple[int, ...]]]:
-        """(number of model calls, shape of each output) for an input of `shape`."""
-        calls = self.layout.calls(shape)
+    def batch_layout(
+        self, shape: tuple[int, ...], index: int = 0
+    ) -> tuple[int, list[tuple[int, ...]]]:
+        """(number of model calls, shape of each output) for input `index` of `shape`."""
+        key = (index, tuple(shape))
+        if key in self._layouts:
+            return self._layouts[key]
+        layout = self.layouts[index]
+        calls = layout.calls(shape)
         if calls is None:
             raise FaustgenError(
-                f"input has shape {tuple(shape)}; the model expects {self.layout.expected()}"
+                f"input has shape {tuple(shape)}; the model expects {layout.expected()}"
             )
-        exact = tuple(shape) == self.input_shape
-        return calls, [self.layout.output_shape(calls, o, exact) for o in self.output_shapes]
+        exact = tuple(shape) == layout.per_call
+        outs = [layout.output_shape(calls, o, exact) for o in self.output_shapes]
+        self._layouts[key] = calls, outs
+        return calls, outs
 
-    def check_input(self, x: np.ndarray) -> tuple[int, list[tuple[int, ...]]]:
-        if not isinstance(x, np.ndarray):
-            raise FaustgenError(f"input must be a numpy array, not {type(x).__name__}")
-        if x.dtype != np.float32:
-            raise FaustgenError(f"input has dtype {x.dtype}; the model expects float32")
-        layout = self._layouts.get(x.shape)
-        if layout is None:
-            layout = self._layouts[x.shape] = self.batch_layout(x.shape)
+    def _as_list(self, xs: tuple) -> list[np.ndarray]:
+        """The inputs in graph order, from positional arrays, one list of them, or one
+        {name: array} dict."""
+        if len(xs) == 1 and isinstance(xs[0], (list, tuple)):
+            xs = tuple(xs[0])
+        if len(xs) == 1 and isinstance(xs[0], dict):
+            given = xs[0]
+            unknown = sorted(set(given) - set(self.input_names))
+            if unknown:
+                raise FaustgenError(
+                    f"unknown input name(s) {', '.join(unknown)}; the model's inputs are "
+                    + ", ".join(self.input_names)
+                )
+            missing = [n for n in self.input_names if n not in given]
+            if missing:
+                raise FaustgenError(f"missing input(s) {', '.join(missing)}")
+            return [given[n] for n in self.input_names]
+        if len(xs) != len(self.inputs):
+            raise FaustgenError(
+                f"{len(xs)} input(s) given; the model takes {len(self.inputs)} ("
+                + ", ".join(self.input_names)
+                + ")"
+            )
+        return list(xs)
+
+    def check_inputs(self, xs: list) -> tuple[int, list[tuple[int, ...]]]:
+        layout = None
+        for k, ((name, _, dtype), x) in enumerate(zip(self.inputs, xs, strict=True)):
+            where = f"input '{name}'" if len(self.inputs) > 1 else "input"
+            if not isinstance(x, np.ndarray):
+                raise FaustgenError(f"{where} must be a numpy array, not {type(x).__name__}")
+            if x.dtype != _NP_DTYPES[dtype]:
+                raise FaustgenError(f"{where} has dtype {x.dtype}; the model expects {dtype}")
+            try:
+                this = self.batch_layout(x.shape, k)
+            except FaustgenError as e:
+                raise FaustgenError(f"{where}: {e}") from None
+            if layout is not None and this[0] != layout[0]:
+                raise FaustgenError(
+                    f"{where} holds {this[0]} sample(s), the first input {layout[0]}"
+                )
+            layout = layout or this
         return layout
 
+    def check_input(self, x: np.ndarray) -> tuple[int, list[tuple[int, ...]]]:
+        return self.check_inputs([x])
+
     # ------------------------------------------------------------ running
-    def predict(self, x: np.ndarray) -> np.ndarray | list[np.ndarray]:
-        """Outputs for x: an array, or a list of arrays for a model with several outputs."""
-        batch, out_shapes = self.check_input(x)
-        x = np.ascontiguousarray(x)
+    def predict(self, *xs) -> np.ndarray | list[np.ndarray]:
+        """Outputs for the inputs: an array, or a list of arrays for a model with several
+        outputs. Inputs: one array per graph input in the model's order, or one dict."""
+        xs = [np.ascontiguousarray(x) for x in self._as_list(xs)]
+        batch, out_shapes = self.check_inputs(xs)
         if self.target.native:
-            flat = self._predict_cffi(x, batch)
+            flats = self._predict_cffi(xs, batch)
         else:
-            flat = self._predict_harness(x, batch)
-        if len(out_shapes) == 1:
-            return flat.reshape(out_shapes[0])
-        records = flat.reshape(batch, self.output_size)
-        outs, pos = [], 0
-        for shape, n in zip(out_shapes, self._sizes, strict=True):
-            outs.append(np.ascontiguousarray(records[:, pos : pos + n]).reshape(shape))
-            pos += n
-        return outs
+            flats = self._predict_harness(xs, batch)
+        outs = [f.reshape(shape) for f, shape in zip(flats, out_shapes, strict=True)]
+        return outs[0] if len(outs) == 1 else outs
 
     __call__ = predict
+
+    def _signature(self) -> str:
+        ins = [f"const {_C_TYPES[d]} *" for _, _, d in self.inputs]
+        outs = [f"{_C_TYPES[d]} *" for _, _, d in self.outputs]
+        return f"int {self.prefix}_infer({', '.join(ins + outs)}, int batch);"
 
     def _load(self):
         if self._lib is None:
@@ -110,7 +161,7 @@ class CompiledModel:
             if not lib_path.is_file():
                 raise FaustgenError(f"{self.out_dir}: no host library {lib_path.name} to load")
             ffi = cffi.FFI()
-            ffi.cdef(f"int {self.prefix}_infer(const float *input, float *output, int batch);")
+            ffi.cdef(self._signature())
             if self.weights_file:
                 ffi.cdef(f"int {self.prefix}_load(const char *path);")
             # dlopen caches by path: load a private copy so a rebuilt bundle is never stale.
@@ -133,18 +184,28 @@ class CompiledModel:
             why = _LOAD_ERRORS.get(rc, f"returned {rc}")
             raise FaustgenError(f"{path}: {self.prefix}_load failed: the file {why}")
 
-    def _predict_cffi(self, x, batch) -> np.ndarray:
+    def _empty_outputs(self, batch) -> list[np.ndarray]:
+        return [
+            np.empty(batch * n, _NP_DTYPES[d])
+            for n, (_, _, d) in zip(self._sizes, self.outputs, strict=True)
+        ]
+
+    def _predict_cffi(self, xs, batch) -> list[np.ndarray]:
         if self._infer is None:
             lib, _ = self._load()
             self._infer = getattr(lib, f"{self.prefix}_infer")
         ffi = self._ffi
-        y = np.empty(batch * self.output_size, np.float32)
-        rc = self._infer(ffi.from_buffer("float[]", x), ffi.from_buffer("float[]", y), batch)
+        ys = self._empty_outputs(batch)
+        ptrs = [
+            ffi.from_buffer(f"{_C_TYPES[d]}[]", a.view(np.uint8) if d == "bool" else a)
+            for a, d in zip(xs + ys, [d for *_, d in self.inputs + self.outputs], strict=True)
+        ]
+        rc = self._infer(*ptrs, batch)
         if rc != 0:
             raise FaustgenError(f"{self.prefix}_infer returned {rc}")
-        return y
+        return ys
 
-    def _predict_harness(self, x, batch) -> np.ndarray:
+    def _predict_harness(self, xs, batch) -> list[np.ndarray]:
         exe = self.out_dir / self.prefix
         if not exe.is_file():
             raise FaustgenError(
@@ -156,9 +217,9 @@ class CompiledModel:
                 f"cannot run target '{self.target.name}' here (install: {self.target.install_hint})"
             )
         with tempfile.TemporaryDirectory(prefix="faustgen-run-") as tmp:
-            fin, fout = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
-            x.tofile(fin)
-            cmd = [*self.target.run_prefix(), str(exe), str(fin), str(fout)]
+            fins = self._write_inputs(xs, Path(tmp))
+            fouts = [Path(tmp) / f"out{k}.bin" for k in range(len(self.outputs))]
+            cmd = [*self.target.run_prefix(), str(exe), *map(str, fins + fouts)]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
             if proc.returncode < 0:
                 raise FaustgenError(
@@ -169,21 +230,32 @@ class CompiledModel:
                     f"running {exe.name} under {' '.join(cmd[:1]) or 'the host'} "
                     f"failed: {proc.stderr.strip()[:200]}"
                 )
-            y = np.fromfile(fout, np.float32)
-        if y.size != batch * self.output_size:
-            raise FaustgenError(
-                f"{exe.name} wrote {y.size} floats, expected {batch * self.output_size}"
-            )
-        return y
+            ys = [
+                np.fromfile(f, _NP_DTYPES[d])
+                for f, (_, _, d) in zip(fouts, self.outputs, strict=True)
+            ]
+        for y, n in zip(ys, self._sizes, strict=True):
+            if y.size != batch * n:
+                raise FaustgenError(f"{exe.name} wrote {y.size} values, expected {batch * n}")
+        return ys
 
-    def run_timed(self, x: np.ndarray, repeat: int) -> float:
-        """Median microseconds of one predict() of x, timed inside the C harness."""
-        self.check_input(x)
+    def _write_inputs(self, xs, tmp: Path) -> list[Path]:
+        fins = []
+        for k, x in enumerate(xs):
+            fins.append(tmp / f"in{k}.bin")
+            np.ascontiguousarray(x).tofile(fins[-1])
+        return fins
+
+    def run_timed(self, x, repeat: int) -> float:
+        """Median microseconds of one predict() of x (an array, a list of arrays, or a dict),
+        timed inside the C harness."""
+        xs = self._as_list((x,))
+        self.check_inputs(xs)
         exe = self.out_dir / self.prefix
         with tempfile.TemporaryDirectory(prefix="faustgen-bench-") as tmp:
-            fin, fout = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
-            np.ascontiguousarray(x).tofile(fin)
-            cmd = [*self.target.run_prefix(), str(exe), str(fin), str(fout), str(repeat)]
+            fins = self._write_inputs(xs, Path(tmp))
+            fouts = [Path(tmp) / f"out{k}.bin" for k in range(len(self.outputs))]
+            cmd = [*self.target.run_prefix(), str(exe), *map(str, fins + fouts), str(repeat)]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
             if proc.returncode != 0:
                 raise FaustgenError(f"timing {exe.name} failed: {proc.stderr.strip()[:200]}")

@@ -136,7 +136,13 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a built model on inputs from a .npy file")
     r.add_argument("out", help="bundle directory written by 'faustgen build'")
-    r.add_argument("--input", required=True, help="float32 .npy, first axis = batch")
+    r.add_argument(
+        "--input",
+        required=True,
+        action="append",
+        help=".npy per graph input, in the model's order (repeat the flag), or one .npz "
+        "keyed by input names; first axis = batch",
+    )
     r.add_argument("--output", required=True, help="where to write the outputs (.npy)")
 
     v = sub.add_parser(
@@ -198,6 +204,22 @@ def _load_npy(path: str) -> np.ndarray:
         raise FaustgenError(f"{p}: not a readable .npy file ({e})") from None
 
 
+def _load_inputs(paths: list[str], model: CompiledModel) -> list[np.ndarray]:
+    """The model's inputs from one .npy per input, or from one .npz keyed by input names."""
+    if len(paths) == 1 and paths[0].endswith(".npz"):
+        p = Path(paths[0])
+        if not p.is_file():
+            raise FaustgenError(f"{p}: no such file")
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                given = {k: z[k] for k in z.files}
+        except (ValueError, OSError, EOFError) as e:
+            raise FaustgenError(f"{p}: not a readable .npz file ({e})") from None
+        return model._as_list((given,))
+    xs = [_load_npy(path) for path in paths]
+    return model._as_list(tuple(xs))
+
+
 def _save_npy(path: str, y: np.ndarray) -> None:
     p = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".npy", dir=p.resolve().parent)
@@ -249,18 +271,17 @@ def cmd_build(args) -> int:
 
 def cmd_run(args) -> int:
     model = CompiledModel(args.out)
-    x = _load_npy(args.input)
-    y = model.predict(x)
+    y = model.predict(*_load_inputs(args.input, model))
     if isinstance(y, list):
         # Several outputs: OUTPUT gets the first; OUTPUT with _1, _2, ... the others.
         stem = args.output[:-4] if args.output.endswith(".npy") else args.output
         paths = [args.output] + [f"{stem}_{k}.npy" for k in range(1, len(y))]
         for path, arr in zip(paths, y, strict=True):
             _save_npy(path, arr)
-            print(f"wrote {path}: {arr.shape} float32")
+            print(f"wrote {path}: {arr.shape} {arr.dtype}")
         return 0
     _save_npy(args.output, y)
-    print(f"wrote {args.output}: {y.shape} float32")
+    print(f"wrote {args.output}: {y.shape} {y.dtype}")
     return 0
 
 

@@ -79,9 +79,9 @@ class Program:
     inplace: list[tuple[int, str, str]] = field(default_factory=list)  # (call, out, in)
     scratch: dict[int, int] = field(default_factory=dict)  # scratch id -> floats
     node_notes: dict[str, str] = field(default_factory=dict)  # node name -> comment text
-    # Graph outputs are laid out back to back in the caller's output buffer. An output
-    # whose root buffer a call writes is computed in place there (root -> offset);
-    # the others (constants, views of the input, ...) are copied at the end.
+    # Each graph output k has its own caller buffer out<k>. An output whose root buffer
+    # a call writes is computed in place there (root -> k); the others (constants, views
+    # of an input, Boolean outputs, ...) are copied or converted at the end.
     direct_outputs: dict[str, int] = field(default_factory=dict)
 
 
@@ -139,7 +139,17 @@ class Emitter:
         if value is not None:
             ident = self.const_tensor(name)
             return f"{ident} + {offset}" if offset else ident
+        dtype = self.graph.tensors[name].dtype
+        if dtype not in FLOAT_STORED:
+            self.fail(
+                f"input '{name}' is a {dtype} activation; integer activations are read "
+                "only by Gather (as indices) and Cast"
+            )
         return Buf(name, offset)
+
+    def x_int(self, i: int) -> Buf:
+        """Input i, an integer activation (a graph input of ids), read as such."""
+        return Buf(self.node.inputs[i])
 
     def y(self, i: int = 0, offset: int = 0, write: bool = True) -> Buf:
         """Output i; write=False to read what an earlier call wrote there."""
@@ -221,6 +231,10 @@ class Emitter:
 
 
 FILL_MIN = 4096  # elements: smaller uniform arrays stay literals (readable, and cheap)
+# Activation dtypes the C code holds as floats (Booleans as 0 / 1).
+FLOAT_STORED = ("float32", "bool")
+# C element type of each graph input / output dtype.
+C_TYPES = {"float32": "float", "int64": "int64_t", "int32": "int32_t", "bool": "uint8_t"}
 
 
 def _uniform(arr: np.ndarray) -> float | None:
@@ -239,19 +253,31 @@ def lower_graph(graph: Graph, prefix: str, ops: Mapping[str, Any]) -> Program:
     """Run every node's lowering in graph order; `ops` is the op registry (op type -> an
     object whose .lower(node, emitter) emits the node's calls)."""
     em = Emitter(graph, prefix)
-    for node in graph.nodes:
+    _convert_bool_inputs(em)
+    for node in em.graph.nodes:
         em.lower(node, ops[node.op].lower)
     _finish_output(em)
     return em.program
 
 
-def output_offsets(graph: Graph) -> list[int]:
-    """Offset in floats of each graph output within one sample's output record."""
-    offsets, pos = [], 0
-    for name in graph.outputs:
-        offsets.append(pos)
-        pos += graph.tensors[name].size
-    return offsets
+def _convert_bool_inputs(em: Emitter) -> None:
+    """Boolean graph inputs (bytes 0 / 1) become float activations before the first node."""
+    bools = [n for n in em.graph.inputs if em.graph.tensors[n].dtype == "bool"]
+    if not bools:
+        return
+    g = em.graph = em.graph.copy()
+    em.program.graph = g
+    for name in bools:
+        conv = g.add_activation(name + "_f", g.tensors[name].shape, "bool")
+        g.replace_uses(name, conv)
+        em.program.node_notes["(input)"] = "Boolean inputs: bytes 0 / 1 to floats"
+        em.program.calls.append(
+            Call(
+                "fg_bool_to_float",
+                [Buf(name), Buf(conv, write=True), g.tensors[name].size],
+                "(input)",
+            )
+        )
 
 
 def _finish_output(em: Emitter) -> None:
@@ -263,7 +289,7 @@ def _finish_output(em: Emitter) -> None:
         if isinstance(a, Buf) and a.write
     }
     copies = []
-    for name, offset in zip(g.outputs, output_offsets(g), strict=True):
+    for k, name in enumerate(g.outputs):
         root, view_offset = name, 0
         while root in program.aliases:
             root, off = program.aliases[root]
@@ -273,17 +299,23 @@ def _finish_output(em: Emitter) -> None:
             and view_offset == 0
             and root not in program.direct_outputs
             and g.tensors[root].size == g.tensors[name].size
+            and g.tensors[name].dtype == "float32"
         )
         if direct:
-            program.direct_outputs[root] = offset
+            program.direct_outputs[root] = k
         else:
-            copies.append((name, offset))
-    for name, offset in copies:
+            copies.append((name, k))
+    for name, k in copies:
         size = g.tensors[name].size
         src = em.const_tensor(name) if g.is_const(name) else Buf(name)
-        dst = f"out + {offset}" if offset else "out"
+        if g.tensors[name].dtype == "bool":
+            program.node_notes["(output)"] = "Boolean outputs: floats 0 / 1 to bytes"
+            if g.is_const(name):
+                src = em.weight(g.const(name).astype(np.float32), name)
+            program.calls.append(Call("fg_float_to_bool", [src, f"out{k}", size], "(output)"))
+            continue
         program.node_notes["(output)"] = "outputs that are constants or views: copied"
-        program.calls.append(Call("fg_copy", [src, dst, size], "(output)"))
+        program.calls.append(Call("fg_copy", [src, f"out{k}", size], "(output)"))
 
 
 def _root_of(program: Program, name: str) -> str:

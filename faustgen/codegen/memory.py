@@ -20,8 +20,9 @@ ALIGN = 16  # floats
 @dataclass
 class Storage:
     kind: str  # "input" | "output" | "arena" | "const"
-    offset: int = 0  # floats (arena, or view offset into input/output)
+    offset: int = 0  # elements (arena: floats; or view offset into an input / output)
     ident: str = ""  # const array identifier
+    index: int = 0  # which caller input / output buffer (in<index>, out<index>)
 
 
 @dataclass
@@ -45,7 +46,6 @@ def _round(n: int) -> int:
 
 def plan_memory(program: Program) -> MemoryPlan:
     g = program.graph
-    (graph_in,) = g.inputs
 
     # Lifetimes of root buffers over call indices.
     first_write: dict[str, int] = {}
@@ -108,16 +108,17 @@ def plan_memory(program: Program) -> MemoryPlan:
         plan.storage[r] = Storage("arena", offsets[grp])
     for sid in program.scratch:
         plan.scratch[sid] = offsets.get(f"#scratch{sid}", 0)
-    plan.storage[graph_in] = Storage("input")
-    for root, offset in direct.items():
-        plan.storage[root] = Storage("output", offset)
+    for k, name in enumerate(g.inputs):
+        plan.storage[name] = Storage("input", index=k)
+    for root, k in direct.items():
+        plan.storage[root] = Storage("output", index=k)
     for name, t in g.tensors.items():
         if t.is_const:
             continue
         root, off = _root(program, name)
         if root in plan.storage and name != root:
             base = plan.storage[root]
-            plan.storage[name] = Storage(base.kind, base.offset + off, base.ident)
+            plan.storage[name] = Storage(base.kind, base.offset + off, base.ident, base.index)
     return plan
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from faustgen.codegen.emit import Buf, Program, Scratch, output_offsets
+from faustgen.codegen.emit import C_TYPES, Buf, Program, Scratch
 from faustgen.codegen.literals import (
     c_comment,
     c_float,
@@ -69,7 +69,7 @@ class _ArgRenderer:
 
     def buf(self, name: str, offset: int) -> str:
         st = self.plan.storage[name]
-        base = {"input": "in", "output": "out", "arena": self.arena}[st.kind]
+        base = {"input": f"in{st.index}", "output": f"out{st.index}", "arena": self.arena}[st.kind]
         off = st.offset + offset
         return f"{base} + {off}" if off else base
 
@@ -101,11 +101,32 @@ def _body(program: Program, plan: MemoryPlan) -> list[str]:
         if call.note:
             lines.append(f"/* {call.note} */")
         lines.append(f"{call.func}({', '.join(arg(a) for a in call.args)});")
-    used = " ".join(lines)
-    for name in ("in", "out"):
-        if f"{name} " not in used.replace("(", " ").replace(",", " ") + " ":
+    used = set(" ".join(lines).replace("(", " ").replace(",", " ").replace(")", " ").split())
+    g = program.graph
+    params = [f"in{k}" for k in range(len(g.inputs))] + [f"out{k}" for k in range(len(g.outputs))]
+    for name in reversed(params):
+        if name not in used:
             lines.insert(0, f"(void){name};")
     return lines
+
+
+def _io(g, names: list[str], kind: str) -> list[dict[str, Any]]:
+    out = []
+    for k, name in enumerate(names):
+        t = g.tensors[name]
+        ctype = C_TYPES[t.dtype]
+        out.append(
+            {
+                "index": k,
+                "name": c_comment(name, 60),
+                "shape": _shape_text(t.shape),
+                "size": t.size,
+                "dtype": t.dtype,
+                "ctype": ctype,
+                "param": f"{'const ' if kind == 'in' else ''}{ctype} *{kind}{k}",
+            }
+        )
+    return out
 
 
 def render(
@@ -121,17 +142,8 @@ def render(
 ) -> Rendered:
     g = program.graph
     prefix = program.prefix
-    (inp,) = g.inputs
-    outputs = [
-        {
-            "index": i,
-            "name": c_comment(name, 60),
-            "shape": _shape_text(g.tensors[name].shape),
-            "size": g.tensors[name].size,
-            "offset": off,
-        }
-        for i, (name, off) in enumerate(zip(g.outputs, output_offsets(g), strict=True))
-    ]
+    inputs = _io(g, g.inputs, "in")
+    outputs = _io(g, g.outputs, "out")
     weights_file = f"{prefix}_weights.c"
     mode = choose_mode(weights, program.arrays)
     blob = layout(program.arrays) if mode != "c" else None
@@ -146,11 +158,11 @@ def render(
         "prefix": prefix,
         "PREFIX": prefix.upper(),
         "guard": f"{prefix.upper()}_H",
-        "input_shape": _shape_text(g.tensors[inp].shape),
+        "inputs": inputs,
         "outputs": outputs,
+        # one input and one output: the two-pointer API PREFIX_infer(input, output, batch)
+        "simple": len(inputs) == 1 and len(outputs) == 1,
         "batch_symbolic": g.batch_symbolic,
-        "input_size": g.tensors[inp].size,
-        "output_size": sum(o["size"] for o in outputs),
         "arena_floats": plan.arena_floats,
         "arena_bytes": arena_bytes,
         "weight_bytes": weight_bytes,

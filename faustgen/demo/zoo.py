@@ -98,37 +98,50 @@ def calibrate_batchnorm(model, input_shape, batches: int = 2, seed: int = 0) -> 
 
 def export(
     model,
-    example: np.ndarray,
+    example,
     path: str | os.PathLike,
     *,
     dynamo: bool = False,
     dynamic_batch: bool = True,
     opset: int | None = None,
+    input_names: list[str] | None = None,
     **kwargs,
 ) -> Path:
-    """torch.onnx.export with a named input 'x' / output 'y' and, optionally, a symbolic batch."""
+    """torch.onnx.export with named inputs ('x' for one, else 'x0', 'x1', ... or
+    `input_names`), output 'y' and, optionally, a symbolic batch. `example`: one array or a
+    tuple of arrays (their dtypes are kept: int64 token ids stay int64)."""
     torch = _torch()
     path = Path(path)
-    x = torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32))
+    examples = list(example) if isinstance(example, (list, tuple)) else [example]
+    xs = tuple(torch.from_numpy(np.ascontiguousarray(_as_input(e))) for e in examples)
+    names = input_names or (["x"] if len(xs) == 1 else [f"x{k}" for k in range(len(xs))])
     model.eval()
-    args = dict(input_names=["x"], output_names=["y"], dynamo=dynamo, **kwargs)
+    args = dict(input_names=names, output_names=["y"], dynamo=dynamo, **kwargs)
     if opset is not None:
         args["opset_version"] = opset
     if dynamic_batch:
         if dynamo:
-            args["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            args["dynamic_shapes"] = tuple({0: batch} for _ in xs)
         else:
-            args["dynamic_axes"] = {"x": {0: "batch"}, "y": {0: "batch"}}
+            args["dynamic_axes"] = {**{n: {0: "batch"} for n in names}, "y": {0: "batch"}}
     # The exporters print progress banners; keep the user's terminal for faustgen's output.
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
-        torch.onnx.export(model, (x,), str(path), **args)
+        torch.onnx.export(model, xs, str(path), **args)
     return path
 
 
-def torch_predict(model, x: np.ndarray) -> np.ndarray:
+def _as_input(x) -> np.ndarray:
+    x = np.asarray(x)
+    return x if x.dtype.kind in "iub" else x.astype(np.float32)
+
+
+def torch_predict(model, x) -> np.ndarray:
+    """model(x) in numpy; x: one array or a tuple of arrays (one per model input)."""
     torch = _torch()
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
     with torch.no_grad():
-        return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+        return model(*(torch.from_numpy(np.ascontiguousarray(_as_input(v))) for v in xs)).numpy()
 
 
 _TORCHVISION_SCHEMAS = (
@@ -215,3 +228,39 @@ def vision_transformer(name: str = "vit_tiny_patch16_224", img_size: int = 32, *
     """A timm ViT/DeiT with random weights at a small input size (e.g. depth=2 for tests)."""
     _torch().manual_seed(kw.pop("seed", 0))
     return timm().create_model(name, img_size=img_size, num_classes=10, **kw).eval()
+
+
+def siamese_mlp(features: int = 32, hidden: int = 64, seed: int = 0):
+    """Two inputs through one shared MLP; the output is |f(a) - f(b)| -> a similarity score."""
+    torch = _torch()
+    nn = torch.nn
+    torch.manual_seed(seed)
+
+    class Siamese(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, 16))
+            self.head = nn.Linear(16, 1)
+
+        def forward(self, a, b):
+            return torch.sigmoid(self.head(torch.abs(self.f(a) - self.f(b))))
+
+    return Siamese().eval()
+
+
+def token_classifier(vocab: int = 100, dim: int = 32, classes: int = 4, seed: int = 0):
+    """Token ids (int64, (B, T)) -> embedding -> mean over tokens -> MLP."""
+    torch = _torch()
+    nn = torch.nn
+    torch.manual_seed(seed)
+
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(vocab, dim)
+            self.mlp = nn.Sequential(nn.Linear(dim, 64), nn.GELU(), nn.Linear(64, classes))
+
+        def forward(self, ids):
+            return self.mlp(self.emb(ids).mean(dim=1))
+
+    return Tokens().eval()

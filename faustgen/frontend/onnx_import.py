@@ -33,6 +33,10 @@ from faustgen.ops.tensor import ONNX_DTYPES
 
 MIN_OPSET = 6
 _STUB_BYTES = 64 << 20  # initializers above this are stubbed for the checker (see _checkable)
+# Graph input dtypes the generated C takes (integer ids feed Gather; Boolean inputs are
+# converted to the floats 0 / 1 the C code computes with), and output dtypes it returns.
+INPUT_DTYPES = ("float32", "int64", "int32", "bool")
+OUTPUT_DTYPES = ("float32", "bool")
 _PROBE_BATCH = 3
 _WEIGHT_OPS = {"Conv", "Gemm", "MatMul", "BatchNormalization", "ConvTranspose"}
 
@@ -373,16 +377,31 @@ class _Importer:
 
     def _inputs(self) -> None:
         real = [i for i in self.g.input if i.name not in self.graph.tensors]
-        if len(real) != 1:
-            names = ", ".join(f"'{i.name}'" for i in real) or "none"
-            self.fail(f"the model must have exactly one input; it has {len(real)} ({names})")
-        vi = real[0]
+        if not real:
+            self.fail("the model has no input")
+        if self.input_shape is not None and len(real) != 1:
+            self.fail(f"--input-shape applies to one-input models; this one has {len(real)}")
+        symbolic = [self._input(vi) for vi in real]
+        if any(symbolic) and not all(symbolic):
+            named = ", ".join(f"'{vi.name}'" for vi, sym in zip(real, symbolic, strict=True) if sym)
+            self.fail(
+                f"inputs {named} have a symbolic first (batch) axis and the others do not; "
+                "export every input with the same batch axis"
+            )
+        self.graph.batch_symbolic = all(symbolic)
+        self.graph.inputs = [vi.name for vi in real]
+
+    def _input(self, vi: onnx.ValueInfoProto) -> bool:
+        """Add graph input `vi`; True when its first axis is a symbolic batch axis."""
         tt = vi.type.tensor_type
         if not vi.type.HasField("tensor_type"):
             self.fail(f"input '{vi.name}' is not a tensor")
-        if tt.elem_type != onnx.TensorProto.FLOAT:
-            dtype = ONNX_DTYPES.get(tt.elem_type, f"type {tt.elem_type}")
-            self.fail(f"input '{vi.name}' has dtype {dtype}; only float32 inputs are supported")
+        dtype = ONNX_DTYPES.get(tt.elem_type, f"type {tt.elem_type}")
+        if dtype not in INPUT_DTYPES:
+            self.fail(
+                f"input '{vi.name}' has dtype {dtype}; supported input dtypes: "
+                + ", ".join(INPUT_DTYPES)
+            )
         dims: list[int | str] = []
         if tt.HasField("shape"):
             for d in tt.shape.dim:
@@ -419,9 +438,8 @@ class _Importer:
             shape = [self.batch if isinstance(d, str) else d for d in dims]
         if any(d <= 0 for d in shape):
             self.fail(f"input '{vi.name}' has an empty shape {tuple(shape)}")
-        self.graph.batch_symbolic = symbolic_batch
-        self.graph.inputs = [vi.name]
-        self.graph.tensors[vi.name] = Tensor(vi.name, tuple(shape), "float32")
+        self.graph.tensors[vi.name] = Tensor(vi.name, tuple(shape), dtype)
+        return symbolic_batch
 
     def _outputs(self) -> None:
         names = [o.name for o in self.g.output]
@@ -431,9 +449,10 @@ class _Importer:
             if name not in self.graph.tensors:
                 self.fail(f"output '{name}' is produced by no node")
             t = self.graph.tensors[name]
-            if t.dtype != "float32":
+            if t.dtype not in OUTPUT_DTYPES:
                 self.fail(
-                    f"output '{name}' has dtype {t.dtype}; only float32 outputs are supported"
+                    f"output '{name}' has dtype {t.dtype}; supported output dtypes: "
+                    + ", ".join(OUTPUT_DTYPES)
                 )
             if t.size == 0:
                 self.fail(f"output '{name}' is empty (shape {t.shape})")

@@ -187,8 +187,8 @@ class Slice(Op):
 class Gather(Op):
     def parse(self, ctx):
         axis = norm_axis(ctx.attr("axis", 0), len(ctx.shape(0)), ctx)
-        if not ctx.graph.is_const(ctx.input(0)):
-            idx = ctx.const_input(1, "indices")
+        idx = ctx.graph.const(ctx.input(1))
+        if idx is not None and not ctx.graph.is_const(ctx.input(0)):
             n = ctx.shape(0)[axis]
             if np.any((idx < -n) | (idx >= n)):
                 ctx.fail(f"indices out of range for an axis of size {n}")
@@ -208,11 +208,27 @@ class Gather(Op):
         return [y.reshape(*x.shape[:axis], *idx.shape, *x.shape[axis + 1 :])]
 
     def batch_axes_ok(self, node, ins):
-        return node.attrs["axis"] != 0
+        # a constant table looked up by per-sample ids (an embedding) keeps the ids' batch
+        return node.attrs["axis"] != 0 or ins[0].is_const
 
     def lower(self, node, em):
         axis = node.attrs["axis"]
         s = em.shape_in(0)
+        if em.const_in(1) is None:  # ids computed at run time: an embedding lookup
+            dtype = em.graph.tensors[node.inputs[1]].dtype
+            if dtype not in ("int64", "int32"):
+                em.fail(f"indices of dtype {dtype}; int64 or int32 expected")
+            em.call(
+                f"fg_gather_{'i64' if dtype == 'int64' else 'i32'}",
+                em.x(0),
+                em.x_int(1),
+                em.y(),
+                prod(s[:axis]),
+                s[axis],
+                prod(s[axis + 1 :]),
+                prod(em.shape_in(1)),
+            )
+            return
         idx = em.const_in(1).astype(np.int64).reshape(-1) % s[axis]
         outer, n, inner = prod(s[:axis]), s[axis], prod(s[axis + 1 :])
         if len(idx) > 64:

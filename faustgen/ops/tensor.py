@@ -156,6 +156,10 @@ class Cast(Op):
     def lower(self, node, em):
         # Boolean activations are stored as floats 0 / 1 (see ops/logical.py).
         src, to = em.graph.tensors[node.inputs[0]].dtype, node.attrs["to"]
+        if src in ("int64", "int32") and to == "float32":
+            n = prod(em.shape_in(0))
+            em.call(f"fg_{'i64' if src == 'int64' else 'i32'}_to_float", em.x_int(0), em.y(), n)
+            return
         if src not in ("float32", "bool") or to not in ("float32", "bool"):
             em.fail(f"cast of a {src} activation to {to} is not supported")
         if to == "bool" and src != "bool":

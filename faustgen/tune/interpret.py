@@ -10,18 +10,21 @@ from faustgen.ops import REGISTRY
 
 def run_graph(
     graph: Graph,
-    x: np.ndarray,
+    x: np.ndarray | list[np.ndarray],
     keep: set[str] | None = None,
     overrides: dict[str, np.ndarray] | None = None,
     float64: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Values of the graph outputs (and of the tensors in `keep`) for one call's input x.
+    """Values of the graph outputs (and of the tensors in `keep`) for one call's input x
+    (a list with one array per graph input for a model with several).
 
     `overrides` replaces the inputs of the nodes that read them (to feed one layer the
     activations of another graph). `float64` evaluates every op in float64 (the weights
     exactly as stored): the truth the C's float32 rounding is measured against."""
-    (inp,) = graph.inputs
-    values: dict[str, np.ndarray] = {inp: x.astype(np.float64) if float64 else x}
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
+    if float64:
+        xs = [v.astype(np.float64) if v.dtype.kind == "f" else v for v in xs]
+    values: dict[str, np.ndarray] = dict(zip(graph.inputs, xs, strict=True))
     wanted = set(graph.outputs) | (keep or set())
     for node in graph.nodes:
         ins = []

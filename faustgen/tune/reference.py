@@ -23,14 +23,19 @@ def ort_session(model_path: str | os.PathLike, threads: int = 1):
         raise FaustgenError(f"{model_path}: onnxruntime cannot load the model: {first}") from None
 
 
-def ort_predict(session, x: np.ndarray, layout: BatchLayout) -> np.ndarray | list[np.ndarray]:
-    """Outputs for x (a list when the model has several), with faustgen's batch semantics:
-    onnxruntime is called once per sample when the model's batch is fixed at 1."""
-    name = session.get_inputs()[0].name
-    if layout.symbolic or tuple(x.shape) == layout.per_call:
-        outs = session.run(None, {name: x})
+def ort_predict(session, x, layout: BatchLayout) -> np.ndarray | list[np.ndarray]:
+    """Outputs for x (an array, or a list with one array per graph input; a list of outputs
+    when the model has several), with faustgen's batch semantics: onnxruntime is called once
+    per sample when the model's batch is fixed at 1 (the layout is that of input 0)."""
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
+    names = [i.name for i in session.get_inputs()][: len(xs)]
+    if layout.symbolic or tuple(xs[0].shape) == layout.per_call:
+        outs = session.run(None, dict(zip(names, xs, strict=True)))
     else:
-        calls = [session.run(None, {name: x[i : i + 1]}) for i in range(x.shape[0])]
+        calls = [
+            session.run(None, {n: v[i : i + 1] for n, v in zip(names, xs, strict=True)})
+            for i in range(xs[0].shape[0])
+        ]
         outs = [
             np.stack([c[k][0] if c[k].shape and c[k].shape[0] == 1 else c[k] for c in calls])
             for k in range(len(calls[0]))

@@ -65,6 +65,9 @@ LOW_PRECISION_EXPECTED = {
 }
 
 
+_DTYPES = (np.float32, np.bool_)
+
+
 @functools.cache
 def _cases():
     from onnx.backend.test.case.node import collect_testcases
@@ -79,9 +82,10 @@ def _cases():
         if not ops or not ops <= supported or not c.data_sets:
             continue
         inputs, outputs = c.data_sets[0]
-        if not inputs or not isinstance(inputs[0], np.ndarray) or inputs[0].dtype != np.float32:
+        # the runtime input and the outputs: float32, or bool (comparisons, logic, Where)
+        if not inputs or not isinstance(inputs[0], np.ndarray) or inputs[0].dtype not in _DTYPES:
             continue
-        if not all(isinstance(o, np.ndarray) and o.dtype == np.float32 for o in outputs):
+        if not all(isinstance(o, np.ndarray) and o.dtype in _DTYPES for o in outputs):
             continue
         out[c.name] = c
     return out
@@ -100,7 +104,8 @@ def single_input_model(case) -> tuple[onnx.ModelProto, np.ndarray, list[np.ndarr
     extra = list(g.input)[1:]
     for vi, value in zip(extra, inputs[1:], strict=False):
         g.initializer.append(numpy_helper.from_array(np.asarray(value), vi.name))
-    del g.input[1:]
+    if model.ir_version >= 4:  # before IR 4, initializers must also be listed as inputs
+        del g.input[1:]
     # Inputs the data set leaves out are optional inputs the case omits.
     return model, inputs[0], outputs
 
@@ -118,10 +123,13 @@ def test_onnx_node_case(name, tmp_path, quick_build):
     compiled = quick_build(path)
     y = compiled.predict(x)
     if len(expected) > 1:  # several outputs: compare them as one record
-        y = np.concatenate([v.reshape(-1) for v in y])
-        expected = [np.concatenate([v.reshape(-1) for v in expected])]
+        y = np.concatenate([v.reshape(-1).astype(np.float32) for v in y])
+        expected = [np.concatenate([v.reshape(-1).astype(np.float32) for v in expected])]
     ref = expected[0]
     assert y.shape == ref.shape
+    if ref.dtype == np.bool_:  # Boolean outputs must match exactly
+        np.testing.assert_array_equal(y, ref)
+        return
     # The ONNX backend runner's own check, with the case's tolerances...
     np.testing.assert_allclose(y, ref, rtol=case.rtol, atol=case.atol)
     # ...and ours: float32 rounding relative to the output's scale, unless the case's
