@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 
-.PHONY: all setup demo test lint format bench bench-scale fuzz clean
+.PHONY: all setup demo test lint format bench bench-scale zoo fuzz clean
 
 all: test
 
@@ -34,6 +34,9 @@ bench: setup
 # emx-onnx-cgen onnxruntime).
 bench-scale: setup
 	$(PY) benchmarks/bench_scale.py $(if $(EMX),--emx $(EMX))
+
+zoo: setup
+	$(PY) benchmarks/bench_zoo.py
 
 fuzz: setup
 	FAUSTGEN_FUZZ_EXAMPLES=5000 $(PY) -m pytest -q tests/fuzz
