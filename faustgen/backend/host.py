@@ -91,7 +91,7 @@ class CompiledModel:
     def _as_list(self, xs: tuple) -> list[np.ndarray]:
         """The inputs in graph order, from positional arrays, one list of them, or one
         {name: array} dict."""
-        if len(xs) == 1 and isinstance(xs[0], (list, tuple)):
+        if len(xs) == 1 and isinstance(xs[0], (list, tuple)) and len(self.inputs) > 1:
             xs = tuple(xs[0])
         if len(xs) == 1 and isinstance(xs[0], dict):
             given = xs[0]
@@ -139,8 +139,9 @@ class CompiledModel:
     def predict(self, *xs) -> np.ndarray | list[np.ndarray]:
         """Outputs for the inputs: an array, or a list of arrays for a model with several
         outputs. Inputs: one array per graph input in the model's order, or one dict."""
-        xs = [np.ascontiguousarray(x) for x in self._as_list(xs)]
+        xs = self._as_list(xs)
         batch, out_shapes = self.check_inputs(xs)
+        xs = [np.ascontiguousarray(x) for x in xs]
         if self.target.native:
             flats = self._predict_cffi(xs, batch)
         else:

@@ -58,9 +58,12 @@ class Dropout(_View):
         return [ins[0]] + [mask] * (len(node.outputs) - 1)
 
     def lower(self, node, em):
-        if len([o for o in node.outputs if o]) > 1 and node.outputs[1] in em.program.aliases:
-            em.fail("the mask output is not supported")
         em.alias()
+        if len(node.outputs) > 1 and node.outputs[1]:
+            # the mask: all true, a Boolean activation held as floats 0 / 1
+            size = em.graph.tensors[node.outputs[1]].size
+            ones = em.weight(np.ones(size, np.float32), node.name + "_mask")
+            em.call("fg_copy", ones, em.y(1), size)
 
 
 @register_op("Reshape")

@@ -18,7 +18,8 @@ from faustgen.resources import data_dir
 from tests.conftest import STRICT
 from tests.ops.test_onnx_node_cases import UNSUPPORTED, _cases, case_names, single_input_model
 
-DRIVER = """#include <stdio.h>
+DRIVER = """#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 {includes}
 typedef int (*infer_fn)(const float *, float *, int);
@@ -56,7 +57,7 @@ int main(int argc, char **argv)
 def all_cases(tmp_path_factory):
     d = tmp_path_factory.mktemp("allcases")
     names = [n for n in case_names() if n not in UNSUPPORTED]
-    entries = []
+    entries, wrappers = [], []
     for i, name in enumerate(names):
         model, x, expected = single_input_model(_cases()[name])
         onnx.save(model, d / f"{i}.onnx")
@@ -64,12 +65,53 @@ def all_cases(tmp_path_factory):
             d / f"{i}.onnx", d / f"b{i}", BuildOptions(prefix=f"c{i}", dense=True, compile=False)
         )
         np.ascontiguousarray(x, np.float32).tofile(d / f"in{i}.bin")
-        ref = np.concatenate([e.reshape(-1) for e in expected])
+        ref = np.concatenate([e.reshape(-1).astype(np.float32) for e in expected])
         entries.append((i, x.size, ref))
+        wrappers.append(_wrapper(i, x, expected))
     includes = "\n".join(f'#include "b{i}/c{i}.h"' for i, _, _ in entries)
-    table = "\n".join(f"    {{c{i}_infer, {n_in}, {ref.size}}}," for i, n_in, ref in entries)
+    includes += "\n" + "\n".join(wrappers)
+    table = "\n".join(f"    {{w{i}, {n_in}, {ref.size}}}," for i, n_in, ref in entries)
     (d / "driver.c").write_text(DRIVER.format(includes=includes, table=table))
     return d, entries
+
+
+def _wrapper(i, x, expected) -> str:
+    """w<i>(x, y, batch): case i's PREFIX_infer on float buffers (Boolean inputs and outputs
+    as bytes, several outputs back to back in y)."""
+    body = ["    int rc, k;"]
+    args = ["x"]
+    if x.dtype == np.bool_:
+        body += [
+            f"    uint8_t *xi = (uint8_t *)malloc({x.size});",
+            f"    for (k = 0; k < {x.size}; ++k) xi[k] = (uint8_t)(x[k] != 0.0f);",
+        ]
+        args = ["xi"]
+    tail, off = [], 0
+    for j, e in enumerate(expected):
+        if e.dtype == np.bool_:
+            body.append(f"    uint8_t *o{j} = (uint8_t *)malloc({max(e.size, 1)});")
+            args.append(f"o{j}")
+            tail += [
+                f"    for (k = 0; k < {e.size}; ++k) y[{off} + k] = (float)o{j}[k];",
+                f"    free(o{j});",
+            ]
+        else:
+            args.append(f"y + {off}")
+        off += e.size
+    body.append(f"    rc = c{i}_infer({', '.join(args)}, batch);")
+    if x.dtype == np.bool_:
+        tail.append("    free(xi);")
+    return "\n".join(
+        [
+            f"static int w{i}(const float *x, float *y, int batch)",
+            "{",
+            *body,
+            *tail,
+            "    (void)k;",
+            "    return rc;",
+            "}",
+        ]
+    )
 
 
 def _build(d, entries, cc, flags, exe, link=True):
