@@ -138,3 +138,14 @@ def test_cli_runs_two_inputs(tmp_path):
         main(["run", out, "--input", str(tmp_path / "a.npy"), "--output", str(tmp_path / "y3.npy")])
         == 2
     )  # one input missing: a clear error
+
+
+def test_vit_with_a_dynamic_batch_is_refused_for_its_reason(tmp_path):
+    # The attention reshapes qkv to (3, B, heads, N, d): the batch leaves axis 0, which the
+    # per-sample loop cannot follow; the error names that Transpose (before the probe
+    # reused a folded Expand of batch 1 and blamed a Concat instead).
+    model = zoo.vision_transformer("vit_tiny_patch16_224", img_size=32, depth=1)
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    path = zoo.export(model, x, tmp_path / "vit.onnx", dynamic_batch=True)
+    with pytest.raises(FaustgenError, match=r"attn/Transpose.*mixes samples along the batch"):
+        compile_onnx(path, tmp_path / "out", dense=True)
