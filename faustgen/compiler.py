@@ -24,12 +24,15 @@ from faustgen.backend import CompiledModel, Target, check_out_dir, load_target, 
 from faustgen.codegen.emit import lower_graph
 from faustgen.codegen.memory import plan_memory
 from faustgen.codegen.render import RUNTIME_HEADERS, RUNTIME_SOURCES, Rendered, render
+from faustgen.codegen.stream import lower_step
 from faustgen.errors import FaustgenError
 from faustgen.frontend import import_onnx
+from faustgen.frontend.stream import import_step
 from faustgen.ir import BatchLayout, Graph
 from faustgen.ops import REGISTRY
 from faustgen.passes import FactorizePolicy, factorize_weights, optimize
 from faustgen.passes.costmodel import CostModel
+from faustgen.passes.stream import prepare_step
 from faustgen.progress import Progress
 from faustgen.tune.calibrate import calibration_report
 from faustgen.tune.finetune import finetune
@@ -67,6 +70,7 @@ class BuildOptions:
     jobs: int | None = None  # factorization processes (None: one per core)
     ray: str | None = None  # a Ray cluster address for the factorization jobs instead
     cache: bool = True  # reuse factorized layers cached under $FAUSTGEN_CACHE
+    stream: bool = False  # also PREFIX_step / PREFIX_reset (recurrent models)
 
     def check(self) -> None:
         """Bad values fail here, whichever way the options came (CLI or Python)."""
@@ -122,6 +126,12 @@ def _build(
             graph, compression = _factorized(graph, opts, target, progress)
         program = lower_graph(graph, opts.prefix, REGISTRY)
         plan = plan_memory(program)
+        step = None
+        if opts.stream:
+            step_graph, slots = prepare_step(
+                optimize(import_step(model_path, graph, opts.max_params)), graph
+            )
+            step = lower_step(step_graph, opts.prefix, REGISTRY, program, slots)
     except FaustgenError as e:
         source = str(model_path)
         if str(e).startswith(source + ":"):
@@ -136,8 +146,16 @@ def _build(
         cflags=" ".join(target.cflags),
         ldflags=" ".join(target.ldflags),
         weights=opts.weights,
+        step=step,
     )
     report = build_report(graph, opts, target, rendered)
+    if step is not None:
+        sg = step.program.graph
+        report["model"]["stream"] = {
+            "input_shape": list(sg.tensors[sg.inputs[0]].shape),
+            "output_shape": list(sg.tensors[sg.outputs[0]].shape),
+            "state_floats": step.state_floats,
+        }
     if compression is not None:
         report["compression"] = compression
     messages: list[str] = list((compression or {}).get("warnings", []))
@@ -246,6 +264,7 @@ def build_report(
     params = dense_params = 0
     for node in graph.nodes:
         own = sum(graph.tensors[i].size for i in node.inputs if i and graph.is_const(i))
+        own += REGISTRY[node.op].attr_weights(node)
         layer: dict[str, Any] = {
             "name": node.name,
             "op": node.op,

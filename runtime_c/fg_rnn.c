@@ -4,6 +4,8 @@
  * The gate pre-activations of one step are two axpy sweeps over the transposed,
  * gate-concatenated weights (x_t W^T, then h_{t-1} R^T): the inner loops run over
  * the G*H gate outputs contiguously, so they vectorize at -O2 without -ffast-math.
+ * A factorized gate matrix is instead a chain of sparse factors applied with the
+ * fg_sparse.c kernels, one vector per step (see fg_rnn_chains).
  */
 #include <math.h>
 #include <stddef.h>
@@ -67,25 +69,77 @@ static float fg_rnn_clip(float v, float clip)
     return v;
 }
 
-size_t fg_rnn_scratch(const fg_rnn *p)
+/* Record of chain c in ch->meta, or NULL when that matrix is dense. */
+static const int32_t *fg_rnn_chain_rec(const fg_rnn_chains *ch, int c)
 {
-    return (size_t)(2 * p->gates + 3) * (size_t)p->H;
+    if (ch == NULL || ch->meta[c] < 0)
+        return NULL;
+    return ch->meta + ch->meta[c];
+}
+
+/* acc[0:m] += S_0 ... S_{J-1} v for the chain record `rec` (factors in the order they
+ * apply: S_{J-1} first); t0 / t1 hold the intermediate vectors. */
+static void fg_rnn_chain_apply(const fg_rnn_chains *ch, const int32_t *rec, const float *v,
+                               float *acc, float *t0, float *t1)
+{
+    const int J = rec[0];
+    const float *src = v;
+    int q, j, m = 0;
+    for (q = 0; q < J; ++q) {
+        const int32_t *f = rec + 1 + 6 * q; /* kind, m, n, ptr, idx, val offsets */
+        float *dst = (q & 1) ? t1 : t0;
+        m = f[1];
+        if (f[0] == FG_RNN_FACTOR_BSR16)
+            fg_bsr16_matvec_i32(1, f[1], f[2], ch->ptr + f[3], ch->idx + f[4], ch->val + f[5],
+                                src, dst, NULL, FG_ACT_NONE, 0.0f, 0.0f);
+        else
+            fg_csr_matvec_i32(1, f[1], f[2], ch->ptr + f[3], ch->idx + f[4], ch->val + f[5], src,
+                              dst, NULL, FG_ACT_NONE, 0.0f, 0.0f);
+        src = dst;
+    }
+    for (j = 0; j < m; ++j)
+        acc[j] += src[j];
+}
+
+/* acc[0:GH] += v M^T for gate matrix c (direction d: c = d for W, dirs + d for R), from
+ * the dense transposed matrix mt (n x GH) or the chain. */
+static void fg_rnn_project(const fg_rnn_chains *ch, int c, const float *mt, const float *v,
+                           int n, int GH, float *acc, float *t0, float *t1)
+{
+    const int32_t *rec = fg_rnn_chain_rec(ch, c);
+    if (rec != NULL)
+        fg_rnn_chain_apply(ch, rec, v, acc, t0, t1);
+    else
+        fg_rnn_axpy(acc, v, mt, n, GH);
+}
+
+size_t fg_rnn_scratch(const fg_rnn *p, const fg_rnn_chains *ch)
+{
+    size_t n = (size_t)(3 * p->gates + 3) * (size_t)p->H;
+    if (ch != NULL)
+        n += 2 * (size_t)ch->max_dim;
+    return n;
 }
 
 void fg_rnn_seq(const fg_rnn *p, const float *x, const float *wt, const float *rt,
                 const float *bias, const float *peep, const int32_t *seq_lens, const float *h0,
-                const float *c0, float *y, float *yh, float *yc, float *scratch)
+                const float *c0, float *y, float *yh, float *yc, const fg_rnn_chains *chains,
+                float *scratch)
 {
     const int T = p->T, B = p->B, I = p->I, H = p->H, G = p->gates, D = p->dirs;
     const int GH = G * H;
     float *gx = scratch;          /* x_t W^T + Wb            (G*H) */
     float *gh = gx + GH;          /* h R^T + Rb              (G*H) */
-    float *h = gh + GH, *c = h + H, *hn = c + H;
+    float *gr = gh + GH;          /* (r * h) R^T, GRU with a factorized R (G*H) */
+    float *h = gr + GH, *c = h + H, *hn = c + H;
+    float *t0 = hn + H, *t1 = t0 + (chains != NULL ? chains->max_dim : 0);
     int d, b, step, j;
     for (d = 0; d < D; ++d) {
         const int reverse = D == 2 ? d == 1 : p->reverse;
-        const float *w = wt + (size_t)d * (size_t)I * (size_t)GH;
-        const float *r = rt + (size_t)d * (size_t)H * (size_t)GH;
+        /* wt / rt are NULL when every direction's matrix is factorized */
+        const float *w = wt != NULL ? wt + (size_t)d * (size_t)I * (size_t)GH : NULL;
+        const float *r = rt != NULL ? rt + (size_t)d * (size_t)H * (size_t)GH : NULL;
+        const int32_t *r_chain = fg_rnn_chain_rec(chains, D + d);
         const float *wb = bias + (size_t)d * 2 * (size_t)GH, *rb = wb + GH;
         const float *pp = peep != NULL ? peep + (size_t)d * 3 * (size_t)H : NULL;
         for (b = 0; b < B; ++b) {
@@ -117,8 +171,8 @@ void fg_rnn_seq(const fg_rnn *p, const float *x, const float *wt, const float *r
                                                      : ((size_t)t * B + b) * (size_t)I);
                     memcpy(gx, wb, (size_t)GH * sizeof(float));
                     memcpy(gh, rb, (size_t)GH * sizeof(float));
-                    fg_rnn_axpy(gx, xt, w, I, GH);
-                    fg_rnn_axpy(gh, h, r, H, GH);
+                    fg_rnn_project(chains, d, w, xt, I, GH, gx, t0, t1);
+                    fg_rnn_project(chains, D + d, r, h, H, GH, gh, t0, t1);
                 }
                 if (p->cell == FG_CELL_RNN) {
                     for (j = 0; j < H; ++j)
@@ -135,11 +189,19 @@ void fg_rnn_seq(const fg_rnn *p, const float *x, const float *wt, const float *r
                         for (k = 0; k < H; ++k)
                             hn[k] = gx[H + k] * h[k];
                         memcpy(ghh, rb + 2 * H, (size_t)H * sizeof(float));
-                        for (k = 0; k < H; ++k) {
-                            const float sk = hn[k];
-                            const float *restrict row = r + (size_t)k * (size_t)GH + 2 * (size_t)H;
+                        if (r_chain != NULL) { /* the whole chain, then its h-gate rows */
+                            memset(gr, 0, (size_t)GH * sizeof(float));
+                            fg_rnn_chain_apply(chains, r_chain, hn, gr, t0, t1);
                             for (j = 0; j < H; ++j)
-                                ghh[j] += sk * row[j];
+                                ghh[j] += gr[2 * H + j];
+                        } else {
+                            for (k = 0; k < H; ++k) {
+                                const float sk = hn[k];
+                                const float *restrict row =
+                                    r + (size_t)k * (size_t)GH + 2 * (size_t)H;
+                                for (j = 0; j < H; ++j)
+                                    ghh[j] += sk * row[j];
+                            }
                         }
                     }
                     for (j = 0; j < H; ++j) {

@@ -330,18 +330,34 @@ typedef struct {
     float alpha[3], beta[3];
 } fg_rnn;
 
-/* Floats of scratch fg_rnn_seq needs: (2 G + 3) H. */
-size_t fg_rnn_scratch(const fg_rnn *p);
+/* Factorized gate matrices: chain c (c = d: W_d, c = dirs + d: R_d) is a product of
+ * sparse factors M ~ S_0 ... S_{J-1} (G*H x I or G*H x H). meta[c] is the offset in meta
+ * of its record, or -1 when that matrix is dense (then wt / rt hold it): J, then per
+ * factor in the order they apply (S_{J-1} first) six ints: kind (FG_RNN_FACTOR_*), m,
+ * n, and the offsets of its row / panel pointers in ptr, its column indices in idx and
+ * its values in val (CSR as for fg_csr_matvec_i32, 16x1 blocks as for
+ * fg_bsr16_matvec_i32). max_dim: the largest factor dimension. */
+enum { FG_RNN_FACTOR_CSR = 0, FG_RNN_FACTOR_BSR16 = 1 };
+typedef struct {
+    const int32_t *meta, *ptr, *idx;
+    const float *val;
+    int max_dim;
+} fg_rnn_chains;
+
+/* Floats of scratch fg_rnn_seq needs: (3 G + 3) H, plus 2 max_dim with chains. */
+size_t fg_rnn_scratch(const fg_rnn *p, const fg_rnn_chains *chains);
 
 /* The ONNX RNN / GRU / LSTM over the whole sequence. Per direction d: wt is W_d^T
  * (I x G*H), rt is R_d^T (H x G*H), bias holds Wb_d then Rb_d (2 G*H), peep the LSTM
  * peepholes p_i, p_o, p_f (3 H, may be NULL). seq_lens (B) may be NULL (all T);
  * steps past a sample's length leave Y at 0. h0 / c0 (initial states, laid out as
  * Y_h) may be NULL (zeros). y, yh, yc (Y, Y_h, Y_c) may each be NULL; h0 may equal
- * yh and c0 yc (a streaming step). */
+ * yh and c0 yc (a streaming step). chains (NULL: all dense) replaces the factorized
+ * gate matrices; wt / rt may then be NULL when all their directions are factorized. */
 void fg_rnn_seq(const fg_rnn *p, const float *x, const float *wt, const float *rt,
                 const float *bias, const float *peep, const int32_t *seq_lens, const float *h0,
-                const float *c0, float *y, float *yh, float *yc, float *scratch);
+                const float *c0, float *y, float *yh, float *yc, const fg_rnn_chains *chains,
+                float *scratch);
 
 /* ---- sparse factors (fg_sparse.c) ---------------------------------------- */
 /* A factorized layer applies a chain of sparse factors S (m x n). Arrays follow

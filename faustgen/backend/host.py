@@ -151,6 +151,35 @@ class CompiledModel:
 
     __call__ = predict
 
+    # ------------------------------------------------------------ streaming
+    def step(self, x_t: np.ndarray) -> np.ndarray:
+        """One time step of a build with --stream (PREFIX_step): x_t of the step's input
+        shape; the state of the recurrent layers carries over to the next call."""
+        stream = self.report["model"].get("stream")
+        if stream is None:
+            raise FaustgenError(f"{self.out_dir}: built without --stream (no {self.prefix}_step)")
+        shape = tuple(stream["input_shape"])
+        if not isinstance(x_t, np.ndarray) or x_t.dtype != np.float32:
+            raise FaustgenError(f"x_t must be a float32 numpy array of shape {shape}")
+        if x_t.size != int(np.prod(shape)):
+            raise FaustgenError(f"x_t has shape {x_t.shape}; the step takes {shape}")
+        lib, ffi = self._load()
+        x_t = np.ascontiguousarray(x_t)
+        y = np.empty(tuple(stream["output_shape"]), np.float32)
+        rc = getattr(lib, f"{self.prefix}_step")(
+            ffi.from_buffer("float[]", x_t), ffi.from_buffer("float[]", y)
+        )
+        if rc != 0:
+            raise FaustgenError(f"{self.prefix}_step returned {rc}")
+        return y
+
+    def reset(self) -> None:
+        """Start a new sequence (PREFIX_reset)."""
+        if self.report["model"].get("stream") is None:
+            raise FaustgenError(f"{self.out_dir}: built without --stream (no {self.prefix}_reset)")
+        lib, _ = self._load()
+        getattr(lib, f"{self.prefix}_reset")()
+
     def _signature(self) -> str:
         ins = [f"const {_C_TYPES[d]} *" for _, _, d in self.inputs]
         outs = [f"{_C_TYPES[d]} *" for _, _, d in self.outputs]
@@ -163,6 +192,11 @@ class CompiledModel:
                 raise FaustgenError(f"{self.out_dir}: no host library {lib_path.name} to load")
             ffi = cffi.FFI()
             ffi.cdef(self._signature())
+            if self.report["model"].get("stream") is not None:
+                ffi.cdef(
+                    f"int {self.prefix}_step(const float *x_t, float *y_t);\n"
+                    f"void {self.prefix}_reset(void);"
+                )
             if self.weights_file:
                 ffi.cdef(f"int {self.prefix}_load(const char *path);")
             # dlopen caches by path: load a private copy so a rebuilt bundle is never stale.

@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--input-shape", type=_shape, help="full input shape, e.g. 1,3,32,32")
     b.add_argument("--no-compile", action="store_true", help="write the sources only")
     b.add_argument(
+        "--stream",
+        action="store_true",
+        help="recurrent models: also PREFIX_step(x_t, y_t) / PREFIX_reset(), one time step "
+        "per call with the state kept between calls",
+    )
+    b.add_argument(
         "--max-params",
         type=int,
         default=None,
@@ -256,6 +262,7 @@ def cmd_build(args) -> int:
         ray=args.ray,
         cache=not args.no_cache,
         weights=args.weights,
+        stream=args.stream,
     )
     result = build_bundle(args.model, args.out, opts)
     for m in result.messages:

@@ -27,6 +27,11 @@ def _factors_text(fact: dict) -> str:
     groups = fact.get("factors", [])
     if not groups:
         return ""
+    if "gates" in fact:  # a recurrent layer: one chain per gate matrix, each named
+        return "; ".join(
+            f"{name} " + " · ".join(f"{_shape(f['shape'])}:{f['nnz']}:{f['storage']}" for f in fs)
+            for name, fs in zip(fact["gates"], groups, strict=True)
+        )
     first = groups[0]
     text = " · ".join(f"{_shape(f['shape'])}:{f['nnz']}:{f['storage']}" for f in first)
     return text + (f" (x{len(groups)} groups)" if len(groups) > 1 else "")

@@ -97,11 +97,14 @@ _CTYPES = {
 class Emitter:
     """What an op's `lower` uses to produce calls, arrays and structs."""
 
-    def __init__(self, graph: Graph, prefix: str):
+    def __init__(self, graph: Graph, prefix: str, shared: Program | None = None):
         self.graph = graph
         self.program = Program(graph, prefix)
         self.node: Node | None = None
         self._array_by_hash: dict[tuple[str, str], str] = {}
+        if shared is not None:  # a second program of the same model: one set of constants
+            self.program.arrays, self.program.structs = shared.arrays, shared.structs
+            self._array_by_hash = {(a.ctype, a.digest): a.ident for a in shared.arrays}
         self._const_ident: dict[str, str] = {}
         self._scratch_ids = 0
 
@@ -249,10 +252,13 @@ def _uniform(arr: np.ndarray) -> float | None:
     return float(arr[0])
 
 
-def lower_graph(graph: Graph, prefix: str, ops: Mapping[str, Any]) -> Program:
+def lower_graph(
+    graph: Graph, prefix: str, ops: Mapping[str, Any], shared: Program | None = None
+) -> Program:
     """Run every node's lowering in graph order; `ops` is the op registry (op type -> an
-    object whose .lower(node, emitter) emits the node's calls)."""
-    em = Emitter(graph, prefix)
+    object whose .lower(node, emitter) emits the node's calls). With `shared` (the model's
+    main program), constants are registered in, and deduplicated against, its arrays."""
+    em = Emitter(graph, prefix, shared)
     _convert_bool_inputs(em)
     for node in em.graph.nodes:
         em.lower(node, ops[node.op].lower)

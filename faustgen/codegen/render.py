@@ -18,6 +18,7 @@ from faustgen.codegen.literals import (
     c_int_array,
 )
 from faustgen.codegen.memory import MemoryPlan
+from faustgen.codegen.stream import StepCode
 from faustgen.codegen.weights import ALIGN, WeightsBlob, choose_mode, layout
 from faustgen.resources import data_dir
 from faustgen.version import __version__
@@ -139,7 +140,10 @@ def render(
     cflags: str,
     ldflags: str = "",
     weights: str = "auto",
+    step: StepCode | None = None,
 ) -> Rendered:
+    """The bundle's sources; `step` adds PREFIX_step / PREFIX_reset (lowered after
+    `program`, into its constants)."""
     g = program.graph
     prefix = program.prefix
     inputs = _io(g, g.inputs, "in")
@@ -148,7 +152,8 @@ def render(
     mode = choose_mode(weights, program.arrays)
     blob = layout(program.arrays) if mode != "c" else None
     weight_bytes = sum(a.values.nbytes for a in program.arrays)
-    arena_bytes = plan.arena_floats * 4
+    arena_floats = max(plan.arena_floats, step.plan.arena_floats if step else 0)
+    arena_bytes = arena_floats * 4
     ctx = {
         "version": __version__,
         "command": c_comment(command, max_len=400),
@@ -163,7 +168,8 @@ def render(
         # one input and one output: the two-pointer API PREFIX_infer(input, output, batch)
         "simple": len(inputs) == 1 and len(outputs) == 1,
         "batch_symbolic": g.batch_symbolic,
-        "arena_floats": plan.arena_floats,
+        "arena_floats": arena_floats,
+        "step": _step_ctx(step),
         "arena_bytes": arena_bytes,
         "weight_bytes": weight_bytes,
         "weights_file": weights_file,
@@ -244,6 +250,22 @@ def render(
     )
 
 
+def _step_ctx(step: StepCode | None) -> dict[str, Any] | None:
+    if step is None:
+        return None
+    g = step.program.graph
+    x, y = (g.tensors[g.inputs[0]], g.tensors[g.outputs[0]])
+    return {
+        "body": _body(step.program, step.plan),
+        "reset": step.reset,
+        "state_floats": step.state_floats,
+        "in_size": x.size,
+        "out_size": y.size,
+        "in_shape": _shape_text(x.shape),
+        "out_shape": _shape_text(y.shape),
+    }
+
+
 def _struct_body(items: list[str], width: int = 92) -> str:
     lines, line = [], "   "
     for item in items:
@@ -261,6 +283,6 @@ def _field(v: Any) -> str:
         return "{" + ", ".join(_field(x) for x in v) + "}"
     if isinstance(v, (float, np.floating)):
         return c_float(v)
-    if isinstance(v, str):  # an enum constant of fg_runtime.h (never a model string)
+    if isinstance(v, str):  # an enum constant of fg_runtime.h or an array identifier
         return v
     return c_int(v)

@@ -129,6 +129,12 @@ class Op:
         """Outputs known from shapes alone (Shape, Size), even for activation inputs."""
         return None
 
+    def attr_weights(self, node: Node) -> int:
+        """Weights the node holds in its attributes rather than as constant inputs (the
+        recurrent gate matrices), less any the factorize pass replaced (the report counts
+        those from the factorization)."""
+        return 0
+
     def batch_axes_ok(self, node: Node, ins: list[Tensor]) -> bool:
         """False when the op mixes values along axis 0 (the batch axis when it is symbolic)."""
         return True

@@ -3,7 +3,10 @@ bidirectional), initial states, sequence_lens, peepholes, clip, input_forget,
 linear_before_reset, the `activations` attributes and both layouts.
 
 One fg_rnn_seq call runs the whole sequence; the weights go to it transposed
-(W^T: I x G*H, R^T: H x G*H per direction) so each step is two axpy sweeps.
+(W^T: I x G*H, R^T: H x G*H per direction) so each step is two axpy sweeps. The
+factorize pass may replace gate matrices by chains of sparse factors (attrs "chains",
+one entry per W_d then per R_d, None for a dense one; W / R then hold the factors'
+product, which compute() uses as the reference).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
+from faustgen.layout.factor import bsr_blocks
 from faustgen.ops.base import Op, fail, float_like, register_op
 
 _GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
@@ -142,6 +146,13 @@ class Recurrent(Op):
     def batch_axes_ok(self, node, ins):
         return node.attrs["layout"] == 1
 
+    def attr_weights(self, node):
+        a = node.attrs
+        chains = a.get("chains") or [None] * (2 * a["dirs"])
+        mats = [*a["W"], *a["R"]]
+        dense = sum(m.size for m, c in zip(mats, chains, strict=True) if c is None)
+        return dense + a["bias"].size + (0 if a["peep"] is None else a["peep"].size)
+
     def compute(self, node, ins):
         a = node.attrs
         x = ins[0].astype(np.float64)
@@ -192,15 +203,80 @@ class Recurrent(Op):
             alpha=[float(x) for _, x, _ in acts],
             beta=[float(x) for _, _, x in acts],
         )
-        wt = em.weight(np.ascontiguousarray(a["W"].transpose(0, 2, 1)), node.name + "_Wt")
-        rt = em.weight(np.ascontiguousarray(a["R"].transpose(0, 2, 1)), node.name + "_Rt")
+        d = a["dirs"]
+        chains = a.get("chains") or [None] * (2 * d)
+        wt, rt = (
+            em.weight(np.ascontiguousarray(a[k].transpose(0, 2, 1)), f"{node.name}_{k}t")
+            if any(c is None for c in part)
+            else "NULL"
+            for k, part in (("W", chains[:d]), ("R", chains[d:]))
+        )
         bias = em.weight(a["bias"], node.name + "_B")
         peep = "NULL" if a["peep"] is None else em.weight(a["peep"], node.name + "_P")
         lens = "NULL" if a["lens"] is None else em.weight(a["lens"], node.name + "_lens", "int32_t")
-        states = [em.x(k) if k < len(node.inputs) and node.inputs[k] else "NULL" for k in (1, 2)]
-        outs = [em.y(k) if k < len(node.outputs) and node.outputs[k] else "NULL" for k in (0, 1, 2)]
-        scratch = em.scratch((2 * g + 3) * a["H"])
-        em.call("fg_rnn_seq", p, em.x(0), wt, rt, bias, peep, lens, *states, *outs, scratch)
+        has = [k < len(node.outputs) and bool(node.outputs[k]) for k in (0, 1, 2)]
+        ch, max_dim = _emit_chains(em, node, chains)
+        scratch = em.scratch((3 * g + 3) * a["H"] + 2 * max_dim)
+        if a.get("state") is None:
+            states = [
+                em.x(k) if k < len(node.inputs) and node.inputs[k] else "NULL" for k in (1, 2)
+            ]
+            outs = [em.y(k) if has[k] else "NULL" for k in (0, 1, 2)]
+            em.call("fg_rnn_seq", p, em.x(0), wt, rt, bias, peep, lens, *states, *outs, ch, scratch)
+            return
+        # a streaming step: the state lives in PREFIX_state between calls (passes/stream.py)
+        n = a["dirs"] * a["B"] * a["H"]
+        h = f"{em.prefix}_state + {a['state']}"
+        c = f"{em.prefix}_state + {a['state'] + n}" if node.op == "LSTM" else "NULL"
+        y = em.y(0) if has[0] else "NULL"
+        em.call("fg_rnn_seq", p, em.x(0), wt, rt, bias, peep, lens, h, c, y, h, c, ch, scratch)
+        for k, src in ((1, h), (2, c)):
+            if has[k]:
+                em.call("fg_copy", src, em.y(k), n)
+
+
+def _emit_chains(em, node, chains) -> tuple[str, int]:
+    """The fg_rnn_chains struct of the factorized gate matrices (see fg_runtime.h), or
+    ("NULL", 0) when all are dense."""
+    if all(c is None for c in chains):
+        return "NULL", 0
+    head, recs, ptrs, idxs, vals = [], [], [], [], []
+    n_ptr = n_idx = n_val = 0
+    off = len(chains)
+    max_dim = 0
+    for fs in chains:
+        if fs is None:
+            head.append(-1)
+            continue
+        head.append(off)
+        rec = [len(fs)]
+        for f in reversed(fs):  # the order they apply: S_{J-1} first
+            s = f.matrix
+            if f.storage == "bsr16":
+                ptr, idx, val = bsr_blocks(s)
+                kind = 1
+            else:
+                ptr, idx, val = s.indptr, s.indices, s.data
+                kind = 0
+            rec += [kind, *f.shape, n_ptr, n_idx, n_val]
+            ptrs.append(ptr)
+            idxs.append(idx)
+            vals.append(np.asarray(val, np.float32).reshape(-1))
+            n_ptr, n_idx, n_val = n_ptr + len(ptr), n_idx + len(idx), n_val + vals[-1].size
+            max_dim = max(max_dim, *f.shape)
+        recs += rec
+        off += len(rec)
+    name = node.name
+    ident = em.struct(
+        "fg_rnn_chains",
+        "chains",
+        meta=em.weight(np.array(head + recs), f"{name}_chain_meta", "int32_t"),
+        ptr=em.weight(np.concatenate(ptrs), f"{name}_chain_ptr", "int32_t"),
+        idx=em.weight(np.concatenate(idxs), f"{name}_chain_idx", "int32_t"),
+        val=em.weight(np.concatenate(vals), f"{name}_chain_val"),
+        max_dim=max_dim,
+    )
+    return ident, max_dim
 
 
 def _state(node, ins, k: int, a) -> np.ndarray:

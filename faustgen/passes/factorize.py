@@ -1,9 +1,11 @@
 """Replace fully connected and convolution weights by products of sparse factors.
 
 For each Dense (W: in x out) the engine factorizes the seed's W^T (out x in) ~
-S_0 ... S_{J-1}; for each Conv, each group's filter matrix F_g^T (K/g x C/g*kernel).
-The cost model picks each factor's storage and keeps the layer dense when the
-factorized form would not be faster; every decision lands in the layer's report.
+S_0 ... S_{J-1}; for each Conv, each group's filter matrix F_g^T (K/g x C/g*kernel);
+for each RNN / GRU / LSTM, its gate matrices W_d (G*H x I) and R_d (G*H x H) per
+direction (_plan_recurrent). The cost model picks each factor's storage
+and keeps the layer dense when the factorized form would not be faster; every decision
+lands in the layer's report.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from faustgen.layout.factor import Factor, chain_dense
 from faustgen.ops.base import prod
 from faustgen.passes.costmodel import CostModel
 
+RECURRENT = ("RNN", "GRU", "LSTM")
 # A matrix with fewer rows or columns than this has no useful product of sparse factors: a
 # 3x3 depthwise filter is a 1x9 vector, and "factorizing" it keeps 2 of its 9 taps.
 MIN_FACTOR_DIM = 4
@@ -70,15 +73,19 @@ def factorize_weights(graph: Graph, policy: FactorizePolicy) -> Graph:
     :func:`faustgen.factorize.jobs.run_jobs`), then each layer is rewritten from its results.
     """
     g = graph.copy()
-    layers = [n for n in g.nodes if n.op in ("Dense", "Conv")]
-    plans = [(node, _plan(g, node, policy)) for node in layers]
+    layers = [n for n in g.nodes if n.op in ("Dense", "Conv", *RECURRENT)]
+    plans = [
+        (node, (_plan_recurrent if node.op in RECURRENT else _plan)(g, node, policy))
+        for node in layers
+    ]
     jobs = [job for _, plan in plans if plan is not None for job in plan.jobs]
     outcomes = iter(_run(jobs, policy))
     for node, plan in plans:
         if plan is None:
             continue
         results = [next(outcomes) for _ in plan.jobs]
-        rewritten = _rewrite(g, node, policy, plan, results)
+        rewrite = _rewrite_recurrent if node.op in RECURRENT else _rewrite
+        rewritten = rewrite(g, node, policy, plan, results)
         if rewritten is not None:
             g.nodes[g.nodes.index(node)] = rewritten
     g.prune_tensors()
@@ -161,6 +168,7 @@ class _Plan:
     count: int  # columns the layer multiplies per call (output pixels for a conv)
     mode: str  # "matvec" (fully connected) or "spmm" (convolution)
     dense_time: float
+    slots: list[int] = field(default_factory=list)  # recurrent: the gate matrix of each job
 
 
 def _plan(g: Graph, node: Node, policy: FactorizePolicy) -> _Plan | None:
@@ -295,3 +303,138 @@ def _rewrite(
         attrs.update(window=node.attrs["window"], group=node.attrs["group"])
         return Node("FactorizedConv", node.name, [node.inputs[0], bias], node.outputs, attrs)
     return Node("FactorizedDense", node.name, [node.inputs[0], bias], node.outputs, attrs)
+
+
+# ---------------------------------------------------------------- recurrent layers
+# The gate matrices of an RNN / GRU / LSTM: slot d is W_d (G*H x I), slot dirs + d is R_d
+# (G*H x H). Each is applied to one vector per step and per sample (T * B products), so a
+# factor costs one kernel call per step; fg_rnn_seq takes factors in CSR or 16x1 blocks.
+
+
+def _gate_matrices(node: Node) -> list[np.ndarray]:
+    a = node.attrs
+    return [*a["W"], *a["R"]]
+
+
+def _gate_name(k: int, dirs: int) -> str:
+    return f"{'WR'[k // dirs]}{k % dirs}"
+
+
+def _plan_recurrent(g: Graph, node: Node, policy: FactorizePolicy) -> _Plan | None:
+    a = node.attrs
+    mats = _gate_matrices(node)
+    shape = [a["dirs"], mats[0].shape[0], a["I"] + a["H"]]  # [W_d | R_d] per direction
+    size = sum(m.size for m in mats)
+    if _matches(node, policy.keep_dense):
+        node.attrs["factorization"] = _dense_report(node, shape, "kept dense (--keep-dense)")
+        return None
+    if size < policy.min_size:
+        node.attrs["factorization"] = _dense_report(
+            node, shape, f"kept dense: {size} weights, below the {policy.min_size} minimum"
+        )
+        return None
+    slots = [k for k, m in enumerate(mats) if min(m.shape) >= MIN_FACTOR_DIM]
+    if not slots:
+        node.attrs["factorization"] = _dense_report(
+            node, shape, "kept dense: its gate matrices are too thin to factorize"
+        )
+        return None
+    steps = a["T"] * a["B"]
+    names = [f"{node.name}.{_gate_name(k, a['dirs'])}" for k in slots]
+    jobs = [
+        _job(n, mats[k].astype(np.float64), policy, policy.block)
+        for n, k in zip(names, slots, strict=True)
+    ]
+    dense_time = steps * sum(policy.cost.dense_matvec(*mats[k].shape) for k in slots)
+    return _Plan(jobs, steps, "matvec", dense_time, slots)
+
+
+def _recurrent_factors(result, cost: CostModel) -> list[Factor]:
+    """Each factor in CSR or 16x1 blocks (what fg_rnn_seq applies), the faster one that
+    stores no more entries than the factor's nonzeros."""
+    out = []
+    for f in result.balanced_factors():
+        m = sps.csr_matrix(f, dtype=np.float32)
+        m.eliminate_zeros()
+        m.sort_indices()
+        opts = [Factor(m, "csr")]
+        if Factor(m, "bsr16").stored_entries() <= m.nnz:
+            opts.append(Factor(m, "bsr16"))
+        out.append(min(opts, key=lambda x: cost.factor_time(x, "matvec", 1)))
+    return out
+
+
+def _rewrite_recurrent(
+    g: Graph, node: Node, policy: FactorizePolicy, plan: _Plan, outcomes: list[LayerOutcome]
+) -> Node | None:
+    a = node.attrs
+    mats = _gate_matrices(node)
+    shape = [a["dirs"], mats[0].shape[0], a["I"] + a["H"]]
+    chains: list[list[Factor] | None] = [None] * len(mats)
+    errors = []
+    for k, outcome in zip(plan.slots, outcomes, strict=True):
+        if outcome.result is None:
+            node.attrs["factorization"] = _dense_report(
+                node, shape, f"kept dense: {outcome.error}", True
+            )
+            return None
+        chains[k] = _recurrent_factors(outcome.result, policy.cost)
+        approx = chain_dense(chains[k])
+        if not np.all(np.isfinite(approx)):
+            node.attrs["factorization"] = _dense_report(
+                node, shape, "kept dense: the factorization produced NaN or Inf", fault=True
+            )
+            return None
+        m = mats[k]
+        errors.append(float(np.linalg.norm(approx - m) / max(np.linalg.norm(m), 1e-30)))
+    if policy.max_error is not None and max(errors) > policy.max_error * (1 + 1e-6):
+        node.attrs["factorization"] = _dense_report(
+            node, shape, f"kept dense: error {max(errors):.3g} above --max-error", fault=True
+        )
+        return None
+    fs = [f for c in chains if c is not None for f in c]
+    fact_time = plan.count * sum(policy.cost.factor_time(f, "matvec", 1) for f in fs)
+    dense_size = sum(mats[k].size for k in plan.slots)
+    stored = sum(f.stored_entries() for f in fs)
+    info = {
+        "factorized": True,
+        "shape": shape,
+        "matrix": [list(mats[k].shape) for k in plan.slots],
+        "gates": [_gate_name(k, a["dirs"]) for k in plan.slots],
+        "dense_parameters": int(dense_size),
+        "nnz": int(sum(f.nnz for f in fs)),
+        "stored": int(stored),
+        "rcg": float(dense_size / max(stored, 1)),
+        "weight_error": float(np.sqrt(np.mean(np.square(errors)))),
+        "factors": [
+            [
+                {
+                    "shape": list(f.shape),
+                    "nnz": f.nnz,
+                    "storage": f.storage,
+                    "index": "i32",
+                    "bytes": policy.cost.factor_bytes(f),
+                }
+                for f in c
+            ]
+            for c in chains
+            if c is not None
+        ],
+        "dense_macs": int(dense_size * plan.count),
+        "factorized_macs": int(stored * plan.count),
+        "est_speedup": float(plan.dense_time / fact_time),
+    }
+    if fact_time >= plan.dense_time:
+        info.update(
+            factorized=False,
+            reason=f"kept dense: the factorized form would be "
+            f"{fact_time / plan.dense_time:.2f}x the dense time (cost model)",
+        )
+        node.attrs["factorization"] = info
+        return None
+    d = a["dirs"]
+    # W / R become the factors' product (float64): the reference the C is judged against
+    w = [chain_dense(c) if c is not None else m for c, m in zip(chains[:d], mats[:d], strict=True)]
+    r = [chain_dense(c) if c is not None else m for c, m in zip(chains[d:], mats[d:], strict=True)]
+    attrs = {**a, "W": np.stack(w), "R": np.stack(r), "chains": chains, "factorization": info}
+    return Node(node.op, node.name, list(node.inputs), list(node.outputs), attrs)
