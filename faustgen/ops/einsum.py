@@ -67,6 +67,10 @@ class Einsum(Op):
         eq = ",".join(node.attrs["terms"]) + "->" + node.attrs["out"]
         return [np.einsum(eq, *ins).astype(ins[0].dtype)]
 
+    def compute_torch(self, node, ins, t):
+        eq = ",".join(node.attrs["terms"]) + "->" + node.attrs["out"]
+        return [t.torch.einsum(eq, *ins)]
+
     def batch_axes_ok(self, node, ins):
         out = node.attrs["out"]
         return bool(out) and all(t and t[0] == out[0] for t in node.attrs["terms"])

@@ -35,6 +35,16 @@ _KERNEL_OP = {
     "Or": "FG_OR",
     "Xor": "FG_XOR",
 }
+_TORCH = {
+    "Equal": "eq",
+    "Less": "lt",
+    "LessOrEqual": "le",
+    "Greater": "gt",
+    "GreaterOrEqual": "ge",
+    "And": "logical_and",
+    "Or": "logical_or",
+    "Xor": "logical_xor",
+}
 _FLOAT_STORED = ("float32", "bool")  # dtypes whose activations the C code holds as floats
 
 
@@ -56,6 +66,9 @@ class Compare(Op):
         fn = _COMPARE.get(node.op) or _LOGIC[node.op]
         return [np.asarray(fn(ins[0], ins[1]), dtype=bool)]
 
+    def compute_torch(self, node, ins, t):
+        return [getattr(t.torch, _TORCH[node.op])(ins[0], ins[1])]
+
     def lower(self, node, em):
         _check_float_stored(node, em)
         emit_binary(em, _KERNEL_OP[node.op], 0, em.shape_in(0), 1, em.shape_in(1))
@@ -68,6 +81,9 @@ class Not(Op):
 
     def compute(self, node, ins):
         return [np.logical_not(ins[0])]
+
+    def compute_torch(self, node, ins, t):
+        return [t.torch.logical_not(ins[0])]
 
     def lower(self, node, em):
         _check_float_stored(node, em)
@@ -84,6 +100,9 @@ class Where(Op):
     def compute(self, node, ins):
         cond, a, b = ins
         return [np.where(cond.astype(bool), a, b).astype(np.result_type(a, b))]
+
+    def compute_torch(self, node, ins, t):
+        return [t.torch.where(ins[0].bool(), ins[1], ins[2])]
 
     def lower(self, node, em):
         _check_float_stored(node, em)

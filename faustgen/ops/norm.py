@@ -178,6 +178,17 @@ class LayerNorm(Op):
         outs = [y.astype(t), mean.astype(t), inv.astype(t)]
         return outs[: len(node.outputs)]
 
+    def compute_torch(self, node, ins, t):
+        a, x = node.attrs, ins[0]
+        dims = tuple(range(a["axis"], x.dim()))
+        mean = x.mean(dim=dims, keepdim=True)
+        inv = t.torch.rsqrt(((x - mean) ** 2).mean(dim=dims, keepdim=True) + a["epsilon"])
+        block = tuple(x.shape[a["axis"] :])
+        y = (x - mean) * inv * t.const(a["scale"]).to(x.dtype).reshape(block)
+        if a["bias"] is not None:
+            y = y + t.const(a["bias"]).to(x.dtype).reshape(block)
+        return [y, mean, inv][: len(node.outputs)]
+
     def batch_axes_ok(self, node, ins):
         return node.attrs["axis"] > 0
 

@@ -154,31 +154,38 @@ class Recurrent(Op):
         return dense + a["bias"].size + (0 if a["peep"] is None else a["peep"].size)
 
     def compute(self, node, ins):
-        a = node.attrs
         x = ins[0].astype(np.float64)
-        if not a["layout"]:
-            x = x.transpose(1, 0, 2)  # [B][T][I]
-        t_len, b_n, d_n, h_n = a["T"], a["B"], a["dirs"], a["H"]
-        h0 = _state(node, ins, 1, a)
-        c0 = _state(node, ins, 2, a)
-        y = np.zeros((b_n, t_len, d_n, h_n))
-        yh = np.zeros((b_n, d_n, h_n))
-        yc = np.zeros((b_n, d_n, h_n))
-        for d in range(d_n):
-            reverse = d == 1 if d_n == 2 else bool(a["reverse"])
-            for b in range(b_n):
-                length = t_len if a["lens"] is None else int(a["lens"][b])
-                h, c = h0[b, d].copy(), c0[b, d].copy()
-                steps = range(length - 1, -1, -1) if reverse else range(length)
-                for t in steps:
-                    h, c = _cell(node.op, a, d, x[b, t], h, c)
-                    y[b, t, d] = h
-                yh[b, d], yc[b, d] = h, c
-        if not a["layout"]:
-            y = y.transpose(1, 2, 0, 3)
-            yh, yc = yh.transpose(1, 0, 2), yc.transpose(1, 0, 2)
+        h0, c0 = (_state(node, ins, k, node.attrs).astype(np.float64) for k in (1, 2))
+        mats = _matrices(node, np.float64)
+
+        def act(k, v, clip=True):
+            name, al, be = node.attrs["acts"][k]
+            if clip and node.attrs["clip"] > 0:
+                v = np.clip(v, -node.attrs["clip"], node.attrs["clip"])
+            return _act_numpy(name, v, al, be)
+
+        y, yh, yc = _sequence(node, x, h0, c0, mats, act, np.stack, np.zeros)
         t = float_like(ins[0])
         return [v.astype(t) for v in (y, yh, yc)][: len(node.outputs)]
+
+    def compute_torch(self, node, ins, t):
+        torch = t.torch
+        x, a = ins[0], node.attrs
+        zero = torch.zeros((x.shape[0 if a["layout"] else 1], a["dirs"], a["H"]), dtype=x.dtype)
+        h0, c0 = _torch_states(node, ins, zero)
+        mats = [m if m is None else t.const(m).to(x.dtype) for m in _matrices(node, np.float32)]
+
+        def act(k, v, clip=True):
+            name, al, be = node.attrs["acts"][k]
+            if clip and node.attrs["clip"] > 0:
+                v = torch.clamp(v, -node.attrs["clip"], node.attrs["clip"])
+            return _act_torch(t, name, v, al, be)
+
+        def zeros(shape):
+            return torch.zeros(shape, dtype=x.dtype)
+
+        outs = _sequence(node, x, h0, c0, mats, act, torch.stack, zeros)
+        return list(outs)[: len(node.outputs)]
 
     def lower(self, node, em):
         a = node.attrs
@@ -283,42 +290,114 @@ def _state(node, ins, k: int, a) -> np.ndarray:
     """Initial state k (1: h, 2: c) as [B][D][H], zeros when absent."""
     shape = (a["B"], a["dirs"], a["H"])
     if k < len(node.inputs) and node.inputs[k]:
-        v = ins[[i for i, n in enumerate(node.inputs) if n].index(k)].astype(np.float64)
+        v = ins[[i for i, n in enumerate(node.inputs) if n].index(k)]
         return v if a["layout"] else v.transpose(1, 0, 2)
-    return np.zeros(shape)
+    return np.zeros(shape, np.float32)
 
 
-def _cell(op, a, d, x, h, c):
-    hs = a["H"]
-    gx = a["W"][d].astype(np.float64) @ x + a["bias"][d, : a["W"].shape[1]]
-    gh = a["R"][d].astype(np.float64) @ h + a["bias"][d, a["W"].shape[1] :]
-    acts = a["acts"]
-
-    def f(k, v):
-        name, al, be = acts[k]
-        if a["clip"] > 0:
-            v = np.clip(v, -a["clip"], a["clip"])
-        return _act_numpy(name, v, al, be)
-
-    if op == "RNN":
-        return f(0, gx + gh), c
-    if op == "GRU":
-        z = f(0, gx[:hs] + gh[:hs])
-        r = f(0, gx[hs : 2 * hs] + gh[hs : 2 * hs])
-        if a["linear_before_reset"]:
-            pre = gx[2 * hs :] + r * gh[2 * hs :]
+def _torch_states(node, ins, zero):
+    """The initial states of a torch run as [B][D][H] (`zero` for an absent one)."""
+    out = []
+    for k in (1, 2):
+        if k < len(node.inputs) and node.inputs[k]:
+            v = ins[[i for i, n in enumerate(node.inputs) if n].index(k)]
+            out.append(v if node.attrs["layout"] else v.transpose(0, 1))
         else:
-            rb = a["bias"][d, a["W"].shape[1] + 2 * hs :]
-            pre = gx[2 * hs :] + a["R"][d, 2 * hs :].astype(np.float64) @ (r * h) + rb
-        return (1 - z) * f(1, pre) + z * h, c
-    p = a["peep"][d].astype(np.float64) if a["peep"] is not None else np.zeros(3 * hs)
-    i = f(0, gx[:hs] + gh[:hs] + p[:hs] * c)
-    if a["input_forget"]:
-        fg = 1 - i
-    else:
-        fg = f(0, gx[2 * hs : 3 * hs] + gh[2 * hs : 3 * hs] + p[2 * hs :] * c)
-    cc = f(1, gx[3 * hs :] + gh[3 * hs :])
+            out.append(zero)
+    return out
+
+
+def _matrices(node, dtype) -> list:
+    """W, R, bias, peepholes (None when absent) in `dtype`."""
+    a = node.attrs
+    peep = None if a["peep"] is None else a["peep"].astype(dtype)
+    return [a["W"].astype(dtype), a["R"].astype(dtype), a["bias"].astype(dtype), peep]
+
+
+def _sequence(node, x, h0, c0, mats, act, stack, zeros):
+    """(Y, Y_h, Y_c) over the whole sequence, for numpy or torch arrays alike (`act(k, v)`
+    applies activation k with the clip; `stack` / `zeros` are the library's)."""
+    a = node.attrs
+    if not a["layout"]:
+        x = x.transpose(1, 0, 2) if isinstance(x, np.ndarray) else x.transpose(0, 1)
+    t_len, d_n, h_n = a["T"], a["dirs"], a["H"]
+    b_n = x.shape[0]
+    lens = a["lens"]
+    ys, yhs, ycs = [], [], []
+    for b in range(b_n):
+        length = t_len if lens is None else int(lens[b % len(lens)])
+        per_dir, hs, cs = [], [], []
+        for d in range(d_n):
+            reverse = d == 1 if d_n == 2 else bool(a["reverse"])
+            h, c = h0[b, d], c0[b, d]
+            out = [zeros(h_n)] * t_len
+            for t in range(length - 1, -1, -1) if reverse else range(length):
+                h, c = _cell(node.op, a, d, x[b, t], h, c, mats, act)
+                out[t] = h
+            per_dir.append(stack(out))  # [T][H]
+            hs.append(h)
+            cs.append(c)
+        ys.append(stack(per_dir, 1))  # [T][D][H]
+        yhs.append(stack(hs))
+        ycs.append(stack(cs))
+    y, yh, yc = stack(ys), stack(yhs), stack(ycs)  # [B][T][D][H], [B][D][H]
+    if not a["layout"]:
+        if isinstance(y, np.ndarray):
+            y, yh, yc = y.transpose(1, 2, 0, 3), yh.transpose(1, 0, 2), yc.transpose(1, 0, 2)
+        else:
+            y, yh, yc = y.permute(1, 2, 0, 3), yh.transpose(0, 1), yc.transpose(0, 1)
+    return y, yh, yc
+
+
+def _act_torch(t, name: str, v, a: float, b: float):
+    torch = t.torch
+    if name == "Sigmoid":
+        return torch.sigmoid(v)
+    if name == "Tanh":
+        return torch.tanh(v)
+    if name == "Relu":
+        return torch.relu(v)
+    if name == "HardSigmoid":
+        return torch.clamp(a * v + b, 0, 1)
+    if name == "LeakyRelu":
+        return torch.where(v >= 0, v, a * v)
+    if name == "ThresholdedRelu":
+        return torch.where(v > a, v, torch.zeros_like(v))
+    if name == "ScaledTanh":
+        return a * torch.tanh(b * v)
+    if name == "Affine":
+        return a * v + b
+    if name == "Elu":
+        return torch.where(v >= 0, v, a * torch.expm1(v))
+    if name == "Softsign":
+        return v / (1 + v.abs())
+    return t.F.softplus(v)
+
+
+def _cell(op, a, d, x, h, c, mats, act):
+    """One step of direction d (numpy or torch vectors alike)."""
+    w, r, bias, peep = mats
+    hs, g = a["H"], w.shape[1]
+    gx = w[d] @ x + bias[d, :g]
+    gh = r[d] @ h + bias[d, g:]
+    if op == "RNN":
+        return act(0, gx + gh), c
+    if op == "GRU":
+        z = act(0, gx[:hs] + gh[:hs])
+        rr = act(0, gx[hs : 2 * hs] + gh[hs : 2 * hs])
+        if a["linear_before_reset"]:
+            pre = gx[2 * hs :] + rr * gh[2 * hs :]
+        else:
+            pre = gx[2 * hs :] + r[d, 2 * hs :] @ (rr * h) + bias[d, g + 2 * hs :]
+        return (1 - z) * act(1, pre) + z * h, c
+    p = peep[d] if peep is not None else 0 * bias[d, : 3 * hs]
+    i = act(0, gx[:hs] + gh[:hs] + p[:hs] * c)
+    fg = (
+        1 - i
+        if a["input_forget"]
+        else act(0, gx[2 * hs : 3 * hs] + gh[2 * hs : 3 * hs] + p[2 * hs :] * c)
+    )
+    cc = act(1, gx[3 * hs :] + gh[3 * hs :])
     c = fg * c + i * cc
-    o = f(0, gx[hs : 2 * hs] + gh[hs : 2 * hs] + p[hs : 2 * hs] * c)
-    name, al, be = acts[2]
-    return o * _act_numpy(name, c, al, be), c
+    o = act(0, gx[hs : 2 * hs] + gh[hs : 2 * hs] + p[hs : 2 * hs] * c)
+    return o * act(2, c, clip=False), c

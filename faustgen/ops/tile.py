@@ -31,6 +31,9 @@ class Tile(Op):
     def compute(self, node, ins):
         return [np.tile(ins[0], node.attrs["repeats"])]
 
+    def compute_torch(self, node, ins, t):
+        return [ins[0].repeat(*node.attrs["repeats"])]
+
     def batch_axes_ok(self, node, ins):
         return node.attrs["repeats"][0] == 1
 
