@@ -1,12 +1,16 @@
 """`make zoo`: the model zoo at full size (random weights), both exporters, each built dense
-by faustgen and compared with onnxruntime: build time, bundle size, max error.
+by faustgen and compared with onnxruntime: build time, weight size, max error (relative to
+the largest output, and in ulp of it). With --emx, the peer emx-onnx-cgen's own `verify`
+(its C against onnxruntime, its max ULP verdict) on the same exported file, side by side.
 
     python benchmarks/bench_zoo.py [--models NAME ...] [--exporters torchscript dynamo]
+                                   [--emx /path/to/scratch/venv/bin/emx-onnx-cgen]
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -42,14 +46,34 @@ def _models(rng):
     }
 
 
+def _emx(emx: str, path: Path, tmp: Path) -> str:
+    """The peer's verdict on the same file: its `verify` line, or why it failed."""
+    try:
+        proc = subprocess.run(
+            [emx, "verify", str(path), "--temp-dir-root", str(tmp)],
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
+    except subprocess.TimeoutExpired:
+        return "timeout"
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    result = [ln for ln in lines if ln.startswith("Result:")]
+    return (result or lines or ["no output"])[-1][:90]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--models", nargs="+")
     ap.add_argument("--exporters", nargs="+", default=["torchscript", "dynamo"])
+    ap.add_argument("--emx", help="emx-onnx-cgen executable (a scratch venv; never a dependency)")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     models = _models(rng)
-    print(f"{'model':24} {'exporter':11} {'build s':>8} {'weights MB':>10} {'max rel err':>11}")
+    print(
+        f"{'model':24} {'exporter':11} {'build s':>8} {'weights MB':>10} {'max rel err':>11} "
+        f"{'ulp@max':>9}  {'emx-onnx-cgen verify' if args.emx else ''}"
+    )
     for name in args.models or models:
         make, x, dynamic = models[name]
         model = make()
@@ -68,11 +92,30 @@ def main() -> None:
                     c = compile_onnx(path, Path(tmp) / "out", dense=True)
                     build = time.perf_counter() - t0
                     y = c.predict(*xs)
-                    ref = ort_predict(ort_session(path), xs, c.input_shape, c.batch_symbolic)
-                    err = compare(y, ref)["max_rel"]
+                    ref = ort_predict(ort_session(path), xs, c.layout)
+                    cmp = compare(y, ref)
+                    scale = max(
+                        float(
+                            np.max(
+                                np.abs(
+                                    np.concatenate(
+                                        [
+                                            r.reshape(-1)
+                                            for r in (ref if isinstance(ref, list) else [ref])
+                                        ]
+                                    )
+                                )
+                            )
+                        ),
+                        1e-30,
+                    )
+                    ulp = cmp["max_abs"] / float(np.spacing(np.float32(scale)))
                     mb = c.report["totals"]["weight_bytes"] / 1e6
+                    peer = _emx(args.emx, path, Path(tmp)) if args.emx else ""
                     print(
-                        f"{name:24} {exporter:11} {build:8.1f} {mb:10.2f} {err:11.2e}", flush=True
+                        f"{name:24} {exporter:11} {build:8.1f} {mb:10.2f} {cmp['max_rel']:11.2e}"
+                        f" {ulp:9.1f}  {peer}",
+                        flush=True,
                     )
                 except Exception as e:  # one failing model must not hide the others
                     print(f"{name:24} {exporter:11} failed: {str(e).splitlines()[0][:80]}")
