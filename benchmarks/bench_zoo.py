@@ -1,10 +1,12 @@
 """`make zoo`: the model zoo at full size (random weights), both exporters, each built dense
 by faustgen and compared with onnxruntime: build time, weight size, max error (relative to
-the largest output, and in ulp of it). With --emx, the peer emx-onnx-cgen's own `verify`
-(its C against onnxruntime, its max ULP verdict) on the same exported file, side by side.
+the largest output, and in ulp of it). With --rcg R, factorized builds instead, judged
+against the float64 evaluation of their own factors' product. With --emx, the peer
+emx-onnx-cgen's own `verify` (its C against onnxruntime, its max ULP verdict) on the same
+exported file, side by side.
 
     python benchmarks/bench_zoo.py [--models NAME ...] [--exporters torchscript dynamo]
-                                   [--emx /path/to/scratch/venv/bin/emx-onnx-cgen]
+                                   [--emx /path/to/scratch/venv/bin/emx-onnx-cgen] [--rcg 4]
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from faustgen import compile_onnx, zoo
+from faustgen.backend import CompiledModel
+from faustgen.compiler import BuildOptions, build_bundle
 from faustgen.tune.reference import compare, ort_predict, ort_session
+from faustgen.tune.verify import judge_factorized
 
 
 def _models(rng):
@@ -50,7 +55,15 @@ def _emx(emx: str, path: Path, tmp: Path) -> str:
     """The peer's verdict on the same file: its `verify` line, or why it failed."""
     try:
         proc = subprocess.run(
-            [emx, "verify", str(path), "--temp-dir-root", str(tmp)],
+            [
+                emx,
+                "verify",
+                str(path),
+                "--model-base-dir",
+                str(path.parent),
+                "--temp-dir-root",
+                str(tmp),
+            ],
             capture_output=True,
             text=True,
             timeout=3600,
@@ -62,18 +75,61 @@ def _emx(emx: str, path: Path, tmp: Path) -> str:
     return (result or lines or ["no output"])[-1][:90]
 
 
+def _ulps(err: float, ref) -> float:
+    """err in float32 ulps of the largest |ref|."""
+    refs = ref if isinstance(ref, list) else [ref]
+    scale = max(max(float(np.max(np.abs(r))) for r in refs), 1e-30)
+    return err / float(np.spacing(np.float32(scale)))
+
+
+def _dense_row(path: Path, xs, tmp: Path, emx: str | None) -> str:
+    t0 = time.perf_counter()
+    c = compile_onnx(path, tmp / "out", dense=True)
+    build = time.perf_counter() - t0
+    ref = ort_predict(ort_session(path), xs, c.layout)
+    cmp = compare(c.predict(*xs), ref)
+    mb = c.report["totals"]["weight_bytes"] / 1e6
+    peer = _emx(emx, path, tmp) if emx else ""
+    return (
+        f"{build:8.1f} {mb:10.2f} {cmp['max_rel']:11.2e} {_ulps(cmp['max_abs'], ref):9.1f}  {peer}"
+    )
+
+
+def _factorized_row(path: Path, xs, tmp: Path, rcg: float) -> str:
+    """A factorized build judged against the float64 evaluation of its own factors."""
+    t0 = time.perf_counter()
+    res = build_bundle(path, tmp / "out", BuildOptions(dense=False, rcg=rcg))
+    build = time.perf_counter() - t0
+    c = CompiledModel(res.out_dir)
+    v = judge_factorized(str(path), res.graph, xs if len(xs) > 1 else xs[0], c.predict(*xs))
+    o = v.outputs[0]
+    t = res.report["totals"]
+    layers = sum(
+        bool((lay.get("factorization") or {}).get("factorized")) for lay in res.report["layers"]
+    )
+    return (
+        f"{build:8.1f} {t['weight_bytes'] / 1e6:10.2f} {t['rcg']:6.2f} {layers:6d}  "
+        f"C {o.ulps(o.c_error):.1f} ulp, onnxruntime (dense) {o.ulps(o.ort_error):.1f} ulp: "
+        f"{'ok' if v.ok else 'FAILED'}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--models", nargs="+")
     ap.add_argument("--exporters", nargs="+", default=["torchscript", "dynamo"])
     ap.add_argument("--emx", help="emx-onnx-cgen executable (a scratch venv; never a dependency)")
+    ap.add_argument(
+        "--rcg", type=float, help="factorized builds at this RCG, judged against their factors"
+    )
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     models = _models(rng)
-    print(
-        f"{'model':24} {'exporter':11} {'build s':>8} {'weights MB':>10} {'max rel err':>11} "
-        f"{'ulp@max':>9}  {'emx-onnx-cgen verify' if args.emx else ''}"
-    )
+    if args.rcg:
+        tail = f"{'RCG':>6} {'layers':>6}  C vs float64 of its factors' product"
+    else:
+        tail = f"{'max rel err':>11} {'ulp@max':>9}  {'emx-onnx-cgen verify' if args.emx else ''}"
+    print(f"{'model':24} {'exporter':11} {'build s':>8} {'weights MB':>10} {tail}")
     for name in args.models or models:
         make, x, dynamic = models[name]
         model = make()
@@ -88,35 +144,11 @@ def main() -> None:
                         dynamo=exporter == "dynamo",
                         dynamic_batch=dynamic,
                     )
-                    t0 = time.perf_counter()
-                    c = compile_onnx(path, Path(tmp) / "out", dense=True)
-                    build = time.perf_counter() - t0
-                    y = c.predict(*xs)
-                    ref = ort_predict(ort_session(path), xs, c.layout)
-                    cmp = compare(y, ref)
-                    scale = max(
-                        float(
-                            np.max(
-                                np.abs(
-                                    np.concatenate(
-                                        [
-                                            r.reshape(-1)
-                                            for r in (ref if isinstance(ref, list) else [ref])
-                                        ]
-                                    )
-                                )
-                            )
-                        ),
-                        1e-30,
-                    )
-                    ulp = cmp["max_abs"] / float(np.spacing(np.float32(scale)))
-                    mb = c.report["totals"]["weight_bytes"] / 1e6
-                    peer = _emx(args.emx, path, Path(tmp)) if args.emx else ""
-                    print(
-                        f"{name:24} {exporter:11} {build:8.1f} {mb:10.2f} {cmp['max_rel']:11.2e}"
-                        f" {ulp:9.1f}  {peer}",
-                        flush=True,
-                    )
+                    if args.rcg:
+                        row = _factorized_row(path, xs, Path(tmp), args.rcg)
+                    else:
+                        row = _dense_row(path, xs, Path(tmp), args.emx)
+                    print(f"{name:24} {exporter:11} {row}", flush=True)
                 except Exception as e:  # one failing model must not hide the others
                     print(f"{name:24} {exporter:11} failed: {str(e).splitlines()[0][:80]}")
 

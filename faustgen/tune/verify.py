@@ -358,6 +358,7 @@ def verify_bundle(
         layer["name"]
         for layer in model.report.get("layers", [])
         if str(layer.get("op", "")).startswith("Factorized")
+        or (layer.get("factorization") or {}).get("factorized")  # recurrent gate matrices
     ]
     if factorized and rtol is None and atol is None:
         raise FaustgenError(
