@@ -1,12 +1,14 @@
 """`make zoo`: the model zoo at full size (random weights), both exporters, each built dense
 by faustgen and compared with onnxruntime: build time, weight size, max error (relative to
-the largest output, and in ulp of it). With --rcg R, factorized builds instead, judged
-against the float64 evaluation of their own factors' product. With --emx, the peer
+the largest output, in ulp of it, and the largest elementwise ulp distance). With --rcg R,
+factorized builds instead, judged against the float64 evaluation of their own factors'
+product. With --emx, the peer
 emx-onnx-cgen's own `verify` (its C against onnxruntime, its max ULP verdict) on the same
 exported file, side by side.
 
     python benchmarks/bench_zoo.py [--models NAME ...] [--exporters torchscript dynamo]
                                    [--emx /path/to/scratch/venv/bin/emx-onnx-cgen] [--rcg 4]
+                                   [--fixed-batch]
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def _emx(emx: str, path: Path, tmp: Path) -> str:
             capture_output=True,
             text=True,
             timeout=3600,
+            cwd=path.parent,  # it finds external weight data (dynamo exports) only from there
         )
     except subprocess.TimeoutExpired:
         return "timeout"
@@ -82,16 +85,38 @@ def _ulps(err: float, ref) -> float:
     return err / float(np.spacing(np.float32(scale)))
 
 
+def _elem_ulps(y, ref) -> int:
+    """Max over elements of the float32 ulp distance (ordered bit patterns), elements within
+    one machine epsilon (absolute) counting 0: the measure emx-onnx-cgen's verify reports
+    (its --atol-eps 1 default)."""
+    ys, refs = (v if isinstance(v, list) else [v] for v in (y, ref))
+    worst = 0
+    for a, b in zip(ys, refs, strict=True):
+        ia, ib = (
+            np.where(v < 0, np.int64(-(2**31)) - v, v)
+            for v in (
+                np.ascontiguousarray(a, np.float32).view(np.int32).astype(np.int64),
+                np.ascontiguousarray(b, np.float32).view(np.int32).astype(np.int64),
+            )
+        )
+        d = np.abs(ia - ib)
+        d[np.abs(a.astype(np.float64) - b) <= np.finfo(np.float32).eps] = 0
+        worst = max(worst, int(np.max(d)) if d.size else 0)
+    return worst
+
+
 def _dense_row(path: Path, xs, tmp: Path, emx: str | None) -> str:
     t0 = time.perf_counter()
     c = compile_onnx(path, tmp / "out", dense=True)
     build = time.perf_counter() - t0
     ref = ort_predict(ort_session(path), xs, c.layout)
-    cmp = compare(c.predict(*xs), ref)
+    y = c.predict(*xs)
+    cmp = compare(y, ref)
     mb = c.report["totals"]["weight_bytes"] / 1e6
     peer = _emx(emx, path, tmp) if emx else ""
     return (
-        f"{build:8.1f} {mb:10.2f} {cmp['max_rel']:11.2e} {_ulps(cmp['max_abs'], ref):9.1f}  {peer}"
+        f"{build:8.1f} {mb:10.2f} {cmp['max_rel']:11.2e} {_ulps(cmp['max_abs'], ref):9.1f} "
+        f"{_elem_ulps(y, ref):9d}  {peer}"
     )
 
 
@@ -122,13 +147,19 @@ def main() -> None:
     ap.add_argument(
         "--rcg", type=float, help="factorized builds at this RCG, judged against their factors"
     )
+    ap.add_argument(
+        "--fixed-batch", action="store_true", help="export every model with a batch of 1"
+    )
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     models = _models(rng)
     if args.rcg:
         tail = f"{'RCG':>6} {'layers':>6}  C vs float64 of its factors' product"
     else:
-        tail = f"{'max rel err':>11} {'ulp@max':>9}  {'emx-onnx-cgen verify' if args.emx else ''}"
+        tail = (
+            f"{'max rel err':>11} {'ulp@max':>9} {'max ULP':>9}  "
+            f"{'emx-onnx-cgen verify' if args.emx else ''}"
+        )
     print(f"{'model':24} {'exporter':11} {'build s':>8} {'weights MB':>10} {tail}")
     for name in args.models or models:
         make, x, dynamic = models[name]
@@ -142,7 +173,7 @@ def main() -> None:
                         tuple(v[:1] for v in xs),
                         Path(tmp) / "m.onnx",
                         dynamo=exporter == "dynamo",
-                        dynamic_batch=dynamic,
+                        dynamic_batch=dynamic and not args.fixed_batch,
                     )
                     if args.rcg:
                         row = _factorized_row(path, xs, Path(tmp), args.rcg)
