@@ -221,6 +221,20 @@ def _plan(g: Graph, node: Node, policy: FactorizePolicy) -> _Plan | None:
     return _Plan(jobs, count, mode, dense_time)
 
 
+def _slower(node: Node, info: dict, fact_time: float, dense_time: float) -> bool:
+    """True, with the reason in the layer's report, when the cost model finds the factorized
+    form no faster than the dense layer (which then stays)."""
+    if fact_time < dense_time:
+        return False
+    info.update(
+        factorized=False,
+        reason=f"kept dense: the factorized form would be "
+        f"{fact_time / dense_time:.2f}x the dense time (cost model)",
+    )
+    node.attrs["factorization"] = info
+    return True
+
+
 def _rewrite(
     g: Graph, node: Node, policy: FactorizePolicy, plan: _Plan, outcomes: list[LayerOutcome]
 ) -> Node | None:
@@ -283,13 +297,7 @@ def _rewrite(
         "factorized_macs": int(sum(f.stored_entries() for fs in chains for f in fs) * count),
         "est_speedup": float(dense_time / fact_time),
     }
-    if fact_time >= dense_time:
-        info.update(
-            factorized=False,
-            reason=f"kept dense: the factorized form would be "
-            f"{fact_time / dense_time:.2f}x the dense time (cost model)",
-        )
-        node.attrs["factorization"] = info
+    if _slower(node, info, fact_time, dense_time):
         return None
     attrs = {
         "factors": chains if is_conv else chains[0],
@@ -424,13 +432,7 @@ def _rewrite_recurrent(
         "factorized_macs": int(stored * plan.count),
         "est_speedup": float(plan.dense_time / fact_time),
     }
-    if fact_time >= plan.dense_time:
-        info.update(
-            factorized=False,
-            reason=f"kept dense: the factorized form would be "
-            f"{fact_time / plan.dense_time:.2f}x the dense time (cost model)",
-        )
-        node.attrs["factorization"] = info
+    if _slower(node, info, fact_time, plan.dense_time):
         return None
     d = a["dirs"]
     # W / R become the factors' product (float64): the reference the C is judged against
