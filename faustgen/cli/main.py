@@ -161,7 +161,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     v.add_argument("model", help="the ONNX file the bundle was built from")
     v.add_argument("out", help="bundle directory")
-    v.add_argument("--input", help="float32 .npy inputs (default: seeded random samples)")
+    v.add_argument(
+        "--input",
+        action="append",
+        help=".npy per graph input (repeat the flag) or one .npz keyed by input names "
+        "(default: seeded random samples)",
+    )
     v.add_argument(
         "--samples", type=int, default=8, help="random samples without --input (default 8)"
     )
@@ -299,7 +304,7 @@ def cmd_verify(args) -> int:
             raise FaustgenError(f"--{flag} must be a non-negative number")
     if args.samples < 1:
         raise FaustgenError("--samples must be positive")
-    x = _load_npy(args.input) if args.input else None
+    x = _load_inputs(args.input, CompiledModel(args.out)) if args.input else None
     verdict = verify_bundle(
         args.model, args.out, x, rtol=args.rtol, atol=args.atol, samples=args.samples
     )

@@ -189,7 +189,10 @@ class Float64Session:
         return [_Named(n) for n in self._inputs]
 
     def run(self, names, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        feeds = {k: np.asarray(v, np.float64) for k, v in feeds.items()}
+        feeds = {
+            k: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else v
+            for k, v in feeds.items()
+        }
         try:
             outs = self._ev.run(names, feeds)
         except MemoryError:
@@ -344,14 +347,15 @@ def weight_scale(model: onnx.ModelProto) -> float | None:
 def verify_bundle(
     model_path: str,
     out_dir: str,
-    x: np.ndarray | None = None,
+    x: np.ndarray | list[np.ndarray] | None = None,
     *,
     rtol: float | None = None,
     atol: float | None = None,
     samples: int = 8,
 ) -> Verdict:
-    """Run the bundle in OUT, onnxruntime and the float64 evaluation on x (default: `samples`
-    seeded standard-normal inputs) and judge the C."""
+    """Run the bundle in OUT, onnxruntime and the float64 evaluation on x (one array per
+    graph input for a model with several; default: `samples` seeded random samples) and
+    judge the C."""
 
     model = CompiledModel(out_dir)
     factorized = [
@@ -366,12 +370,11 @@ def verify_bundle(
             f"from {model_path} by the factorization's error, not by rounding; give the error "
             "you accept with --rtol/--atol (faustgen report shows each layer's)"
         )
-    if x is None:
-        x = np.random.default_rng(0).standard_normal(model.layout.example(samples))
-        x = x.astype(np.float32)
-    else:
-        model.check_input(x)
     proto = load_model(model_path)
+    if x is None:
+        x = _random_inputs(model, proto, samples)
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
+    model.check_inputs(xs)
     session = ort_session(model_path)
     names = [o.name for o in session.get_outputs()]
 
@@ -379,7 +382,7 @@ def verify_bundle(
         y = ort_predict(sess, x, model.layout)
         return y if isinstance(y, list) else [y]
 
-    c = model.predict(x)
+    c = model.predict(*xs)
     c = c if isinstance(c, list) else [c]
     ort = run(session)
     truth, why = None, ""
@@ -397,9 +400,38 @@ def verify_bundle(
         truth_name="float64 (onnx.reference on a float64 copy of the model)",
         why_no_truth=why,
     )
-    verdict.samples = int(x.shape[0]) if x.ndim else 1
-    verdict.warnings = signal_warnings(names, truth or ort, x, weight_scale(proto))
+    verdict.samples = int(xs[0].shape[0]) if xs[0].ndim else 1
+    verdict.warnings = signal_warnings(names, truth or ort, xs[0], weight_scale(proto))
     return verdict
+
+
+def _random_inputs(model: CompiledModel, proto: onnx.ModelProto, samples: int):
+    """Seeded samples for each graph input: standard normal floats, random Booleans, and
+    ids below the size of the smallest table a Gather looks them up in."""
+    rng = np.random.default_rng(0)
+    xs = []
+    for (name, _, dtype), layout in zip(model.inputs, model.layouts, strict=True):
+        shape = layout.example(samples)
+        if dtype == "float32":
+            xs.append(rng.standard_normal(shape).astype(np.float32))
+        elif dtype == "bool":
+            xs.append(rng.random(shape) < 0.5)
+        else:
+            xs.append(rng.integers(0, _id_bound(proto, name), shape).astype(dtype))
+    return xs if len(xs) > 1 else xs[0]
+
+
+def _id_bound(proto: onnx.ModelProto, name: str) -> int:
+    """Rows of the smallest initializer table a Gather indexes with `name` (1 if none)."""
+    dims = {i.name: list(i.dims) for i in proto.graph.initializer}
+    sizes = []
+    for n in proto.graph.node:
+        if n.op_type == "Gather" and len(n.input) > 1 and n.input[1] == name:
+            axis = next((a.i for a in n.attribute if a.name == "axis"), 0)
+            table = dims.get(n.input[0])
+            if table:
+                sizes.append(table[axis])
+    return min(sizes) if sizes else 1
 
 
 def judge_factorized(

@@ -149,3 +149,25 @@ def test_vit_with_a_dynamic_batch_is_refused_for_its_reason(tmp_path):
     path = zoo.export(model, x, tmp_path / "vit.onnx", dynamic_batch=True)
     with pytest.raises(FaustgenError, match=r"attn/Transpose.*mixes samples along the batch"):
         compile_onnx(path, tmp_path / "out", dense=True)
+
+
+@pytest.mark.parametrize("which", ["siamese", "tokens"])
+def test_verify_several_inputs_and_ids(which, tmp_path, capsys):
+    from faustgen.cli.main import main
+
+    rng = np.random.default_rng(2)
+    if which == "siamese":
+        model = zoo.siamese_mlp()
+        xs = [rng.standard_normal((4, 32)).astype(np.float32) for _ in range(2)]
+    else:
+        model = zoo.token_classifier()
+        xs = [rng.integers(0, 100, (4, 7)).astype(np.int64)]
+    path = zoo.export(model, tuple(x[:1] for x in xs), tmp_path / "m.onnx")
+    out = str(tmp_path / "out")
+    assert main(["build", str(path), "-o", out, "--dense"]) == 0
+    # seeded random inputs (ids below the embedding's 100 rows), then the caller's
+    assert main(["verify", str(path), out]) == 0
+    names = ["x0", "x1"] if which == "siamese" else ["x"]
+    np.savez(tmp_path / "in.npz", **dict(zip(names, xs, strict=True)))
+    assert main(["verify", str(path), out, "--input", str(tmp_path / "in.npz")]) == 0
+    assert "OK" in capsys.readouterr().out
