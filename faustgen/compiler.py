@@ -2,7 +2,8 @@
 
     frontend   import_onnx          ONNX -> typed IR (shapes, constants, opset differences)
     passes     optimize             fold, canonicalize, fuse (and factorize, when asked)
-    tune       calibrate/finetune   output errors on calibration inputs; factor fine-tuning
+    tune       dataaware            with calibration inputs: layers fitted to their outputs
+               calibrate/finetune   output errors on calibration inputs; factor fine-tuning
     codegen    lower_graph, plan_memory, render     IR -> kernel calls -> arena -> C text
     backend    write_bundle         the directory, written atomically, compiled for the target
 
@@ -34,7 +35,8 @@ from faustgen.passes import FactorizePolicy, factorize_weights, optimize
 from faustgen.passes.costmodel import CostModel
 from faustgen.passes.stream import prepare_step
 from faustgen.progress import Progress
-from faustgen.tune.calibrate import calibration_report
+from faustgen.tune.calibrate import calibration_report, spread
+from faustgen.tune.dataaware import DataPlan, factorize_with_data
 from faustgen.tune.finetune import finetune
 from faustgen.version import __version__
 
@@ -60,8 +62,11 @@ class BuildOptions:
     keep_dense: tuple[str, ...] = ()
     convs: bool | None = None  # None: only when rcg / max_error is given explicitly
     unstructured: bool = False  # unstructured sparse factors instead of 16x1 blocks
-    min_size: int = FactorizePolicy.min_size
+    min_size: int | None = None  # None: FactorizePolicy's, or DataPlan's with --calib
     calib: np.ndarray | None = None  # calibration inputs, first axis = samples
+    labels: np.ndarray | None = None  # their labels (accuracy-driven split, task loss)
+    max_accuracy_drop: float | None = None  # points, with labels: the data-aware split
+    method: str = "factor"  # data-aware builds: sparse factors, or the baselines prune / svd
     finetune: int = 0  # epochs of factor fine-tuning on the calibration inputs
     seed: int = 0
     progress: bool = False
@@ -79,16 +84,42 @@ class BuildOptions:
                 f"--name '{self.prefix}' is not a valid C identifier prefix "
                 "(a letter, then up to 31 letters, digits or underscores)"
             )
-        for flag in ("rcg", "max_error", "factors", "jobs", "max_params"):
+        for flag in ("rcg", "max_error", "max_accuracy_drop", "factors", "jobs", "max_params"):
             value = getattr(self, flag)
             if value is not None and value <= 0:
                 raise FaustgenError(f"--{flag.replace('_', '-')} must be positive")
-        if self.min_size < 0:
+        if self.min_size is not None and self.min_size < 0:
             raise FaustgenError("--min-size must not be negative")
+        if self.finetune < 0:
+            raise FaustgenError("--finetune must not be negative")
         if self.rcg is not None and self.rcg < 1:
             raise FaustgenError("--rcg must be at least 1")
-        if not self.dense and self.finetune > 0 and self.calib is None:
+        if self.rcg is not None and self.max_error is not None:
+            raise FaustgenError("give --rcg or --max-error, not both")
+        if self.dense:
+            given = [f"--{k.replace('_', '-')}" for k in _FACTOR_FLAGS if getattr(self, k)]
+            given += ["--convs/--no-convs"] if self.convs is not None else []
+            given += ["--min-size"] if self.min_size is not None else []
+            if given:
+                raise FaustgenError(f"--dense builds without factorization: drop {' '.join(given)}")
+            return
+        if self.finetune > 0 and self.calib is None:
             raise FaustgenError("--finetune needs calibration inputs (--calib X.npy)")
+        if self.max_accuracy_drop is not None and self.labels is None:
+            raise FaustgenError("--max-accuracy-drop needs --labels y.npy (and --calib X.npy)")
+        if self.labels is not None and self.calib is None:
+            raise FaustgenError("--labels needs the inputs they label (--calib X.npy)")
+        if self.method not in ("factor", "prune", "svd"):
+            raise FaustgenError(f"unknown method {self.method!r}: factor, prune or svd")
+        if self.method != "factor" and self.calib is None:
+            raise FaustgenError(f"the {self.method} baseline is fitted with calibration inputs")
+
+
+# Options that only mean something for a factorized build (--dense refuses them).
+_FACTOR_FLAGS = (
+    "rcg", "max_error", "max_accuracy_drop", "factors", "keep_dense", "unstructured",
+    "calib", "labels", "finetune",
+)  # fmt: skip
 
 
 @dataclass
@@ -207,7 +238,7 @@ def _factorized(
         max_error=opts.max_error,
         factors=opts.factors,
         keep_dense=tuple(opts.keep_dense),
-        min_size=opts.min_size,
+        min_size=FactorizePolicy.min_size if opts.min_size is None else opts.min_size,
         convs=explicit if opts.convs is None else opts.convs,
         block=None if opts.unstructured else 16,
         seed=opts.seed,
@@ -217,7 +248,11 @@ def _factorized(
         ray=opts.ray,
         cache=opts.cache,
     )
-    graph = factorize_weights(dense, policy)
+    split = None
+    if opts.calib is not None:
+        graph, split = _data_aware(dense, policy, opts)
+    else:
+        graph = factorize_weights(dense, policy)
     warnings = [
         f"warning: layer '{n.name}' {n.attrs['factorization']['reason']}"
         for n in graph.nodes
@@ -229,15 +264,58 @@ def _factorized(
         "convs": policy.convs,
         "warnings": warnings,
     }
+    if split is not None:
+        info["policy"] = split.pop("policy")
+        info["data_aware"] = split
     if opts.calib is not None:
         xs = _calib_samples(opts.calib, dense)
         info["calibration"] = calibration_report(dense, graph, xs)
         if opts.finetune > 0:
             info["finetune"] = finetune(
-                dense, graph, xs, opts.finetune, seed=opts.seed, progress=opts.progress
+                dense,
+                graph,
+                xs,
+                opts.finetune,
+                seed=opts.seed,
+                progress=opts.progress,
+                labels=None if opts.labels is None else np.asarray(opts.labels).reshape(-1),
             )
             info["calibration_after_finetune"] = calibration_report(dense, graph, xs)
     return graph, info
+
+
+def _data_aware(dense: Graph, policy, opts: BuildOptions) -> tuple[Graph, dict[str, Any]]:
+    """Each layer fitted to its calibration activations, under a whole-model budget
+    (`--rcg`), a per-layer output error (`--max-error`) or an accuracy drop."""
+    xs = _calib_samples(opts.calib, dense)
+    labels = None
+    if opts.labels is not None:
+        labels = np.asarray(opts.labels).reshape(-1)
+        if len(labels) != len(xs) or not np.issubdtype(labels.dtype, np.integer):
+            raise FaustgenError(
+                f"--labels must hold one integer class per calibration input "
+                f"({len(xs)}), got shape {np.shape(opts.labels)} {labels.dtype}"
+            )
+    pick = spread(len(xs))
+    plan = DataPlan(
+        rcg=policy.rcg if opts.max_error is None and opts.max_accuracy_drop is None else None,
+        max_error=opts.max_error,
+        max_drop=opts.max_accuracy_drop,
+        labels=None if labels is None else labels[pick],
+        min_size=DataPlan.min_size if opts.min_size is None else opts.min_size,
+        progress=policy.progress,
+        method=opts.method,
+    )
+    graph, split = factorize_with_data(dense, policy, xs[pick], plan)
+    if plan.rcg is not None:
+        split["policy"] = f"whole-model RCG {plan.rcg:g}, data-aware"
+    elif plan.max_error is not None:
+        split["policy"] = f"output error <= {plan.max_error:g} per layer, data-aware"
+    else:
+        split["policy"] = f"accuracy drop <= {plan.max_drop:g} points, data-aware"
+    if opts.method != "factor":
+        split["policy"] += f", {opts.method} baseline"
+    return graph, split
 
 
 def _calib_samples(x: np.ndarray, graph: Graph) -> np.ndarray:

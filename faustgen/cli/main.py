@@ -21,10 +21,13 @@ import numpy as np
 from faustgen.backend import CompiledModel, load_target, target_names
 from faustgen.cli import bench, report
 from faustgen.cli import factorize as cli_factorize
+from faustgen.cli.experiment import Settings, print_table, run_experiment
 from faustgen.compiler import BuildOptions, build_bundle
 from faustgen.demo.job import main_demo
 from faustgen.errors import FaustgenError, VerificationError
 from faustgen.factorize import DEFAULT_RCG
+from faustgen.passes import FactorizePolicy
+from faustgen.tune.dataaware import DataPlan
 from faustgen.tune.verify import verify_bundle
 from faustgen.version import __version__
 
@@ -83,13 +86,22 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument(
         "--rcg",
         type=float,
-        help="relative complexity gain per layer "
-        "(dense parameters / stored factor entries); also factorizes convs",
+        help="relative complexity gain per layer (dense parameters / stored factor "
+        "entries); with --calib, of the whole model, split over the layers by their "
+        "measured sensitivity; also factorizes convs",
     )
     target.add_argument(
         "--max-error",
         type=float,
-        help="largest relative weight error per layer; the highest RCG within it is chosen",
+        help="largest relative weight error per layer (with --calib: output error); "
+        "the highest RCG within it is chosen",
+    )
+    target.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        metavar="POINTS",
+        help="with --calib and --labels: the smallest model whose predicted accuracy drop "
+        "on the calibration inputs stays within POINTS percentage points",
     )
     f.add_argument("--factors", type=int, help="number of sparse factors (default: chosen)")
     f.add_argument(
@@ -113,10 +125,15 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--min-size",
         type=int,
-        default=BuildOptions.min_size,
-        help=f"layers with fewer weights stay dense (default {BuildOptions.min_size})",
+        help=f"layers with fewer weights stay dense (default {FactorizePolicy.min_size}; "
+        f"{DataPlan.min_size} with --calib)",
     )
-    f.add_argument("--calib", help="float32 .npy calibration inputs: report output errors")
+    f.add_argument(
+        "--calib",
+        help="float32 .npy calibration inputs: fit each layer to its outputs on them "
+        "and report output errors",
+    )
+    f.add_argument("--labels", help="integer .npy labels of the --calib inputs")
     f.add_argument(
         "--finetune",
         type=int,
@@ -195,6 +212,30 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("targets", help="list targets and whether their toolchains are installed")
     t.add_argument("--json", action="store_true")
 
+    e = sub.add_parser(
+        "experiment",
+        help="the seed's experiment on a model: accuracy, latency, energy per method and RCG",
+    )
+    e.add_argument("model", help="ONNX file")
+    e.add_argument("--data", required=True, help="float32 .npy evaluation inputs")
+    e.add_argument("--labels", required=True, help="integer .npy labels of --data")
+    e.add_argument(
+        "--calib",
+        help="float32 .npy calibration inputs (default: the first 1000 of --data, "
+        "which are then left out of the evaluation)",
+    )
+    e.add_argument("--rcg", type=_floats, default=(2.0, 4.0, 8.0, 16.0), help="e.g. 2,4,8,16")
+    e.add_argument("--methods", type=_words, default=("factor", "prune", "svd"))
+    e.add_argument("--finetune", type=int, default=0, metavar="EPOCHS")
+    e.add_argument("--targets", type=_words, default=("host",), help="e.g. host,rpi64")
+    e.add_argument("--watts", type=float, help="host power in W (default: RAPL, else 6 W)")
+    e.add_argument("--pue", type=float, default=1.58, help="data-centre PUE (default 1.58)")
+    e.add_argument(
+        "--carbon", type=float, default=432.7, help="g CO2e per kWh (default 432.7, US avg.)"
+    )
+    e.add_argument("--repeat", type=int, default=200, help="timed calls per round")
+    e.add_argument("-o", "--out", required=True, help="directory for builds, cache, tables")
+
     d = sub.add_parser("demo", help="train, compile, verify and time the demo models")
     d.add_argument("--out", default="demo_out", help="working directory (default demo_out)")
     d.add_argument("--epochs", type=int, help="training epochs (default 3, 1 with --quick)")
@@ -203,6 +244,51 @@ def _parser() -> argparse.ArgumentParser:
 
     cli_factorize.register(sub)
     return p
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 2,4,8, got {text!r}") from None
+    if not values or any(not v >= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"RCGs must be at least 1, got {text!r}")
+    return values
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in text.split(",") if w.strip())
+
+
+def cmd_experiment(args) -> int:
+    x, y = _load_npy(args.data), _load_npy(args.labels).reshape(-1)
+    if x.dtype != np.float32 or len(x) != len(y) or not np.issubdtype(y.dtype, np.integer):
+        raise FaustgenError(
+            "--data must be float32 and --labels hold one integer class per input "
+            f"(got {x.dtype} {x.shape} and {y.dtype} {y.shape})"
+        )
+    if args.calib:
+        calib = _load_npy(args.calib)
+    else:
+        if len(x) < 2000:
+            raise FaustgenError("give --calib, or at least 2000 --data inputs to split off 1000")
+        calib, x, y = x[:1000], x[1000:], y[1000:]
+    if args.finetune < 0 or args.repeat < 1:
+        raise FaustgenError("--finetune must be >= 0 and --repeat >= 1")
+    settings = Settings(
+        rcgs=args.rcg,
+        methods=args.methods,
+        finetune=args.finetune,
+        targets=args.targets,
+        pue=args.pue,
+        carbon=args.carbon,
+        watts=args.watts,
+        repeat=args.repeat,
+        progress=sys.stderr.isatty(),
+    )
+    print_table(run_experiment(args.model, x, y, calib, args.out, settings))
+    print(f"wrote {args.out}/results.md, results.json, accuracy.png, latency.png, energy.png")
+    return 0
 
 
 def _load_npy(path: str) -> np.ndarray:
@@ -259,6 +345,8 @@ def cmd_build(args) -> int:
         unstructured=args.unstructured,
         min_size=args.min_size,
         calib=_load_npy(args.calib) if args.calib else None,
+        labels=_load_npy(args.labels) if args.labels else None,
+        max_accuracy_drop=args.max_accuracy_drop,
         finetune=args.finetune,
         seed=args.seed,
         progress=True,  # lines on a terminal; rate-limited in logs (faustgen.progress)
@@ -373,6 +461,7 @@ COMMANDS = {
     "demo": main_demo,
     "report": cmd_report,
     "bench": bench.cmd_bench,
+    "experiment": cmd_experiment,
 }
 
 

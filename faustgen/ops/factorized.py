@@ -88,11 +88,12 @@ class FactorizedConv(Op):
     def compute_torch(self, node, ins, t):
         factors, group = node.attrs["factors"], node.attrs["group"]
         params, j = t.factors(node), len(factors[0])
+        # Each group's filter matrix (K/group x C/group*kernel) = S_0 ... S_{J-1}.
         blocks = [
             chain_torch(params[g * j : (g + 1) * j], t.torch.eye(factors[g][-1].shape[1])).T
             for g in range(group)
         ]
-        w = t.torch.cat([b.T for b in blocks], dim=0)
+        w = t.torch.cat(blocks, dim=0)
         cg = ins[0].shape[1] // group
         bias = ins[1] if len(ins) > 1 else None
         return [conv_torch(t, ins[0], w.reshape(w.shape[0], cg, -1), bias, node)]

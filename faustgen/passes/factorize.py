@@ -440,3 +440,20 @@ def _rewrite_recurrent(
     r = [chain_dense(c) if c is not None else m for c, m in zip(chains[d:], mats[d:], strict=True)]
     attrs = {**a, "W": np.stack(w), "R": np.stack(r), "chains": chains, "factorization": info}
     return Node(node.op, node.name, list(node.inputs), list(node.outputs), attrs)
+
+
+def factorize_node(g: Graph, node: Node, policy: FactorizePolicy, fit: Callable) -> Node | None:
+    """One layer rewritten from ``fit(group, matrix, block) -> FactorizedMatrix`` instead of
+    the engine's jobs (the data-aware build fits each layer to its calibration activations),
+    under the same policy checks, cost model and report as :func:`factorize_weights`."""
+    plan = _plan(g, node, policy)
+    if plan is None:
+        return None
+    outcomes = []
+    for gi, job in enumerate(plan.jobs):
+        try:
+            result, error = fit(gi, job.matrix, job.block), None
+        except FactorizationError as e:
+            result, error = None, str(e)
+        outcomes.append(LayerOutcome(job.name, job.matrix.shape, result, error, 0.0))
+    return _rewrite(g, node, policy, plan, outcomes)

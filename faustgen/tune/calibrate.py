@@ -24,10 +24,14 @@ def rel_error(y, ref) -> float:
 MAX_SAMPLES = 1000  # the report's estimate needs far fewer inputs than fine-tuning
 
 
+def spread(n: int, k: int = MAX_SAMPLES) -> np.ndarray:
+    """Indices of at most k of n samples, evenly spread."""
+    return np.linspace(0, n - 1, k).astype(int) if n > k else np.arange(n)
+
+
 def calibration_report(dense: Graph, fact: Graph, xs: np.ndarray) -> dict:
     """Errors on (at most MAX_SAMPLES of) the calibration inputs, evenly spread."""
-    if len(xs) > MAX_SAMPLES:
-        xs = xs[np.linspace(0, len(xs) - 1, MAX_SAMPLES).astype(int)]
+    xs = xs[spread(len(xs))]
     layers = [n for n in fact.nodes if n.op in FACTORIZED]
     keep = {n.inputs[0] for n in layers} | {n.outputs[0] for n in layers}
     ref = run_batch(dense, xs, keep)

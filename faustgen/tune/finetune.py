@@ -148,8 +148,12 @@ def finetune(
     lr: float = 1e-2,
     seed: int = 0,
     progress: bool = False,
+    labels: np.ndarray | None = None,
 ) -> dict:
     """Train fact's factor values to match dense's outputs on xs; updates fact in place.
+
+    With ``labels`` (one class per input) the task's cross-entropy on the first output is
+    added to the distillation loss.
 
     lr is the base step size (times each factor's mean |value|), decayed to 0 on a cosine
     over the epochs * ceil(len(xs) / batch) steps.
@@ -192,6 +196,7 @@ def finetune(
     opt = torch.optim.Adam([{"params": [p], "lr": b} for p, b in zip(params, base, strict=True)])
     scale = [float(t.pow(2).mean()) + 1e-12 for t in targets]
     rng = np.random.default_rng(seed)
+    y_all = None if labels is None else torch.from_numpy(np.asarray(labels, np.int64).reshape(-1))
     history = []
     steps = epochs * -(-len(xs) // batch)
     step = 0
@@ -218,6 +223,10 @@ def finetune(
                 ((o.reshape(len(idx), -1) - t[idx]) ** 2).mean() / s
                 for o, t, s in zip(outs, targets, scale, strict=True)
             )
+            if y_all is not None:
+                loss = loss + torch.nn.functional.cross_entropy(
+                    outs[0].reshape(len(idx), -1), y_all[torch.from_numpy(idx)]
+                )
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -1,0 +1,410 @@
+"""Data-aware factorization of a whole graph (`--calib X.npy`).
+
+Each factorized layer is fitted to reproduce the dense layer's outputs on the calibration
+activations (:func:`faustgen.factorize.datafit.data_factorize`), layers in graph order, each
+fed the activations of the already-compressed layers before it, so an error made upstream
+is corrected downstream instead of compounding; biases come from the activation means.
+
+A whole-model budget (``--rcg R``: the model's parameters / R) is split over the layers
+from their measured sensitivity: every eligible layer (convolutions included) is fitted
+at a ladder of RCGs on the dense activations, and the model's output error with that one
+layer replaced is measured (or its accuracy drop, with labels); the split that minimizes
+the summed squared errors within the budget wins (an exact Pareto merge over the layers).
+``--max-error E`` instead takes, per layer, the highest RCG of the ladder whose *output*
+error is at most E; ``--max-accuracy-drop P`` (with labels) the smallest model whose
+summed predicted accuracy drops stay within P points.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from faustgen.errors import FaustgenError
+from faustgen.factorize import FactorizationError
+from faustgen.factorize.datafit import LayerData, data_factorize, refit_dense
+from faustgen.ir import Graph, Node
+from faustgen.ops import REGISTRY
+from faustgen.ops.spatial import Window
+from faustgen.passes.cleanup import eliminate_dead_nodes
+from faustgen.passes.factorize import FactorizePolicy, factorize_node
+
+MAX_ROWS = 60_000  # im2col rows sampled per convolution (all of them up to this)
+SENSITIVITY_SAMPLES = 500  # calibration inputs used to measure each layer's sensitivity
+SENSITIVITY_SWEEPS = 30  # palm4MSA sweeps of the ladder's fits (the final fits run 200),
+# started from the front end at 0.3 of its effort: the ladder ranks, the final pass fits
+
+
+@dataclass
+class DataPlan:
+    """What the data-aware build was asked for: one of a whole-model ``rcg``, a per-layer
+    output ``max_error`` or an accuracy drop ``max_drop`` (points, needs ``labels``)."""
+
+    rcg: float | None = None
+    max_error: float | None = None
+    max_drop: float | None = None
+    labels: np.ndarray | None = None
+    min_size: int = 1000
+    progress: Callable[[str], None] | None = None
+    ladder: tuple[float, ...] = field(default=())
+    method: str = "factor"  # or the baselines: "prune" (magnitude), "svd" (truncated)
+
+
+class _Runner:
+    """Per-sample numpy execution of a graph with every activation kept (N × per-call)."""
+
+    def __init__(self, graph: Graph, xs: np.ndarray):
+        self.graph = graph
+        self.shape = graph.tensors[graph.inputs[0]].shape
+        self.values: dict[str, np.ndarray] = {graph.inputs[0]: xs.reshape(len(xs), *self.shape)}
+        self.n = len(xs)
+
+    def run(self, nodes: list[Node], values: dict[str, np.ndarray] | None = None) -> dict:
+        vals = self.values if values is None else values
+        for node in nodes:
+            n = len(next(iter(vals.values())))
+            ins = [
+                self.graph.const(i) if self.graph.is_const(i) else vals[i] for i in node.inputs if i
+            ]
+            consts = [self.graph.is_const(i) for i in node.inputs if i]
+            outs = [
+                REGISTRY[node.op].compute(
+                    node, [a if c else a[k] for a, c in zip(ins, consts, strict=True)]
+                )
+                for k in range(n)
+            ]
+            for j, name in enumerate(node.outputs):
+                if name:
+                    vals[name] = np.stack([np.asarray(o[j]) for o in outs])
+        return vals
+
+
+def _pre_activation(node: Node) -> Node:
+    """The node without its fused activation (the layer's linear output)."""
+    attrs = dict(node.attrs)
+    attrs["act"] = None
+    return dataclasses.replace(node, attrs=attrs, inputs=list(node.inputs))
+
+
+def _patches(x: np.ndarray, win: Window, group: int, g: int, rows: np.ndarray | None):
+    """im2col rows of group g: (samples · positions) × (C/group · kernel), in the filter
+    matrix's column order; `rows` selects a subset."""
+    x5 = x.reshape(len(x), -1, *win.in_size)  # samples are stacked on the per-call batch
+    n, c = x5.shape[:2]
+    cg = c // group
+    x5 = x5[:, g * cg : (g + 1) * cg].astype(np.float64)
+    xp = np.pad(x5, [(0, 0), (0, 0), *zip(win.pads_begin, win.pads_end, strict=True)])
+    od, oh, ow = win.out_size
+    (sd, sh, sw), (dd, dh, dw) = win.strides, win.dilations
+    kd, kh, kw = win.kernel
+    cols = np.empty((n, od, oh, ow, cg, kd, kh, kw))
+    for a in range(kd):
+        for b in range(kh):
+            for e in range(kw):
+                sl = xp[:, :, a * dd : a * dd + (od - 1) * sd + 1 : sd,
+                        b * dh : b * dh + (oh - 1) * sh + 1 : sh,
+                        e * dw : e * dw + (ow - 1) * sw + 1 : sw]  # fmt: skip
+                cols[:, :, :, :, :, a, b, e] = sl.transpose(0, 2, 3, 4, 1)
+    cols = cols.reshape(-1, cg * kd * kh * kw)
+    return cols if rows is None else cols[rows]
+
+
+def _layer_data(
+    node: Node, w: np.ndarray, bias: np.ndarray | None, x_fit: np.ndarray, x_ref: np.ndarray
+) -> list[LayerData]:
+    """Per group: the statistics of (inputs reaching the layer, dense layer outputs)."""
+    if node.op == "Dense":
+        X = x_fit.reshape(-1, w.shape[0])
+        T = x_ref.reshape(-1, w.shape[0]).astype(np.float64) @ w
+        return [LayerData.from_samples(X, T if bias is None else T + bias)]
+    win, group = node.attrs["window"], node.attrs["group"]
+    n = len(x_fit)
+    total = n * int(np.prod(win.out_size))
+    rng = np.random.default_rng(0)
+    rows = None if total <= MAX_ROWS else np.sort(rng.choice(total, MAX_ROWS, replace=False))
+    kg = w.shape[0] // group
+    out = []
+    for g in range(group):
+        F = w[g * kg : (g + 1) * kg].reshape(kg, -1).astype(np.float64)
+        X = _patches(x_fit, win, group, g, rows)
+        T = _patches(x_ref, win, group, g, rows) @ F.T
+        if bias is not None:
+            T += bias[g * kg : (g + 1) * kg]
+        out.append(LayerData.from_samples(X, T))
+    return out
+
+
+def _matrices(node: Node, w: np.ndarray) -> list[np.ndarray]:
+    if node.op == "Dense":
+        return [w.T.astype(np.float64)]
+    group = node.attrs["group"]
+    kg = w.shape[0] // group
+    return [w[i * kg : (i + 1) * kg].reshape(kg, -1).astype(np.float64) for i in range(group)]
+
+
+def _eligible(g: Graph, policy: FactorizePolicy, min_size: int) -> list[Node]:
+    out = []
+    for n in g.nodes:
+        if n.op not in ("Dense", "Conv") or g.const(n.inputs[1]) is None:
+            continue
+        if any(k in (n.name, *n.inputs) for k in policy.keep_dense):
+            continue
+        if g.const(n.inputs[1]).size < min_size or (n.op == "Conv" and not policy.convs):
+            continue
+        out.append(n)
+    return out
+
+
+def _fit_layer(g, node, policy, datas, rcg, n_iter=200, effort=1.0, method="factor"):
+    """Fit the layer at `rcg`; returns (new node or None, new bias, stored entries)."""
+    w = g.const(node.inputs[1])
+    bias = g.const(node.input(2))
+    fits: list = []
+
+    def fit(gi, m, block):
+        kg = m.shape[0]
+        b = None if bias is None else bias[gi * kg : (gi + 1) * kg]
+        fm, new_b, info = data_factorize(
+            m,
+            datas[gi],
+            rcg,
+            bias=b,
+            factors=policy.factors,
+            block=block,
+            seed=policy.seed,
+            n_iter=n_iter,
+            effort=effort * policy.effort,
+            method=method,
+        )
+        fits.append((new_b, info))
+        return fm
+
+    per = dataclasses.replace(policy, rcg=rcg, max_error=None, min_size=1)
+    new = factorize_node(g, node, per, fit)
+    if new is None:
+        return None, None, int(w.size) + (0 if bias is None else bias.size), node
+    new_bias = np.concatenate([b for b, _ in fits]).astype(np.float32)
+    info = new.attrs["factorization"]
+    info["output_error"] = float(math.sqrt(np.mean([i["output_error"] ** 2 for _, i in fits])))
+    info["data_aware"] = True
+    return new, new_bias, int(info["stored"]) + new_bias.size, node
+
+
+def _refit(g: Graph, node: Node, x_fit: np.ndarray, x_ref: np.ndarray) -> None:
+    """A layer kept dense behind compressed ones: its weights and bias refitted by least
+    squares to give the dense outputs from the compressed model's activations."""
+    w, b = g.const(node.inputs[1]), g.const(node.input(2))
+    datas = _layer_data(node, w, b, x_fit, x_ref)
+    fits = [refit_dense(m, d) for m, d in zip(_matrices(node, w), datas, strict=True)]
+    if node.op == "Dense":
+        w_new = fits[0][0].T
+    else:
+        w_new = np.concatenate([f[0] for f in fits]).reshape(w.shape)
+    node.inputs[1] = g.add_const(f"{node.inputs[1]}_refitted", w_new.astype(np.float32))
+    bias = np.concatenate([f[1] for f in fits]).astype(np.float32)
+    name = g.add_const(f"{node.name}_bias_fitted", bias)
+    node.inputs = [*node.inputs[:2], name] if len(node.inputs) > 2 else [*node.inputs, name]
+    node.attrs["refitted"] = True
+
+
+def _install(g: Graph, old: Node, new: Node, bias: np.ndarray) -> None:
+    name = g.add_const(f"{old.name}_bias_fitted", bias)
+    new.inputs = [new.inputs[0], name]
+    g.nodes[g.nodes.index(old)] = new
+
+
+def _model_error(out: np.ndarray, ref: np.ndarray, labels: np.ndarray | None) -> float:
+    """Relative output error, or with labels the accuracy drop in points."""
+    if labels is not None:
+        n = len(labels)
+        acc = np.mean(np.argmax(out.reshape(n, -1), 1) == labels)
+        ref_acc = np.mean(np.argmax(ref.reshape(n, -1), 1) == labels)
+        return float(100.0 * (ref_acc - acc))
+    d = out.astype(np.float64) - ref
+    return float(np.linalg.norm(d) / max(np.linalg.norm(ref), 1e-30))
+
+
+def _pareto_split(options: list[list[tuple[int, float, float]]], budget: int):
+    """Pick one (cost, error², rcg) option per layer: least summed error² within budget."""
+    states = [(0, 0.0, ())]
+    for opts in options:
+        merged = sorted(
+            ((c + oc, e + oe, (*ch, r)) for c, e, ch in states for oc, oe, r in opts),
+            key=lambda s: (s[0], s[1]),
+        )
+        states, best = [], math.inf
+        for s in merged:
+            if s[1] < best - 1e-15 and s[0] <= budget:
+                states.append(s)
+                best = s[1]
+        if not states:
+            return None
+    return min(states, key=lambda s: s[1])[2]
+
+
+def factorize_with_data(
+    dense: Graph, policy: FactorizePolicy, xs: np.ndarray, plan: DataPlan
+) -> tuple[Graph, dict]:
+    """The factorized graph and a summary of the split (per-layer RCG, errors)."""
+    say = plan.progress or (lambda _m: None)
+    g = dense.copy()
+    layers = _eligible(g, policy, plan.min_size)
+    runner = _Runner(dense, xs)
+    ref_vals = runner.run(dense.nodes)
+    out_name = dense.outputs[0]
+    ref_out = ref_vals[out_name].astype(np.float64)
+    labels = plan.labels
+    if labels is not None and len(labels) != len(xs):
+        raise FaustgenError(f"--labels has {len(labels)} entries for {len(xs)} inputs")
+    k = min(len(xs), SENSITIVITY_SAMPLES)
+    pick = np.linspace(0, len(xs) - 1, k).astype(int)
+    idx = {n.name: i for i, n in enumerate(dense.nodes)}
+    dense_datas = {}
+    for node in layers:
+        w, b = g.const(node.inputs[1]), g.const(node.input(2))
+        x = ref_vals[node.inputs[0]]
+        dense_datas[node.name] = _layer_data(node, w, b, x, x)
+    fixed = dense.parameter_count() - sum(
+        g.const(n.inputs[1]).size + (0 if not n.input(2) else g.const(n.input(2)).size)
+        for n in layers
+    )
+    chosen: dict[str, float] = {}
+    if plan.rcg is not None or plan.max_error is not None or plan.max_drop is not None:
+        target = plan.rcg or 4.0
+        ladder = plan.ladder or tuple(
+            sorted({target * f for f in (0.5, 0.71, 1.0, 1.41, 2.0, 4.0)} | {2.0})
+        )
+        options = []
+        for li, node in enumerate(layers):
+            w, b = g.const(node.inputs[1]), g.const(node.input(2))
+            dense_cost = int(w.size) + (0 if b is None else b.size)
+            opts = [(dense_cost, 0.0, 1.0)]
+            for r in ladder:
+                if r < 1.5 or w.size / r < 16:
+                    continue
+                say(f"sensitivity {li + 1}/{len(layers)} {node.name} RCG {r:.3g}")
+                try:
+                    new, nb, cost, _ = _fit_layer(
+                        g,
+                        node,
+                        policy,
+                        dense_datas[node.name],
+                        r,
+                        SENSITIVITY_SWEEPS,
+                        0.3,
+                        plan.method,
+                    )
+                except FactorizationError:
+                    continue
+                if new is None:
+                    continue
+                if plan.max_error is not None:
+                    err = new.attrs["factorization"]["output_error"]
+                    if err > plan.max_error:
+                        continue
+                trial = g.copy()
+                _install(trial, trial.nodes[idx[node.name]], new, nb)
+                sub = {k_: v[pick] for k_, v in ref_vals.items()}
+                vals = _Runner(trial, xs[pick]).run(trial.nodes[idx[node.name] :], sub)
+                e = _model_error(
+                    vals[out_name], ref_out[pick], None if labels is None else labels[pick]
+                )
+                opts.append((cost, max(e, 0.0) ** 2 if labels is None else max(e, 0.0), r))
+            options.append(opts)
+        if plan.max_error is not None:
+            for node, opts in zip(layers, options, strict=True):
+                chosen[node.name] = max(o[2] for o in opts)
+        elif plan.max_drop is not None:
+            chosen = _smallest_within(layers, options, plan.max_drop)
+        else:
+            budget = math.floor(dense.parameter_count() / target) - fixed
+            split = _pareto_split(options, budget)
+            if split is None:
+                raise FaustgenError(
+                    f"whole-model RCG {target:g} is unreachable: {fixed} parameters sit in "
+                    "layers that are not factorized"
+                )
+            chosen = dict(zip((n.name for n in layers), split, strict=True))
+            _spend_leftover(layers, options, chosen, budget)
+    # The final pass: in order, each layer fitted to the activations of the compressed
+    # model in front of it.
+    fact_vals = {g.inputs[0]: ref_vals[g.inputs[0]]}
+    live = _Runner(g, xs)
+    pos = 0
+    summary = {}
+    for li, node in enumerate(layers):
+        r = chosen.get(node.name, policy.rcg or 4.0)
+        i = g.nodes.index(next(n for n in g.nodes if n.name == node.name))
+        live.run(g.nodes[pos:i], fact_vals)
+        pos = i
+        compressed_before = any(v > 1.0 for v in summary.values())
+        if r <= 1.0:
+            summary[node.name] = 1.0
+            if compressed_before:
+                _refit(g, node, fact_vals[node.inputs[0]], ref_vals[node.inputs[0]])
+            continue
+        say(f"fit {li + 1}/{len(layers)} {node.name} RCG {r:.3g}")
+        w, b = g.const(node.inputs[1]), g.const(node.input(2))
+        datas = _layer_data(node, w, b, fact_vals[node.inputs[0]], ref_vals[node.inputs[0]])
+        new = None
+        for _ in range(4):
+            # The cost model keeps a layer dense when its factors would not be faster:
+            # then the next step up the ladder, so the budget still holds.
+            try:
+                new, nb, _, _ = _fit_layer(g, node, policy, datas, r, method=plan.method)
+            except FactorizationError as e:
+                node.attrs["factorization"] = {"factorized": False, "reason": f"kept dense: {e}"}
+                break
+            if new is not None:
+                _install(g, g.nodes[i], new, nb)
+                break
+            r *= math.sqrt(2.0)
+        summary[node.name] = r if new is not None else 1.0
+        if new is None and compressed_before:
+            _refit(g, node, fact_vals[node.inputs[0]], ref_vals[node.inputs[0]])
+    g = eliminate_dead_nodes(g)
+    g.prune_tensors()
+    return g, {"layer_rcg": summary, "samples": len(xs)}
+
+
+def _spend_leftover(layers, options, chosen: dict, budget: int) -> None:
+    """The ladder is coarse: give the parameters the split leaves unused to its factorized
+    layers, every one's RCG lowered by the same factor so the total meets the budget."""
+    cost = {n.name: {r: c for c, _, r in o} for n, o in zip(layers, options, strict=True)}
+    spent = sum(cost[n][r] for n, r in chosen.items())
+    fact = sum(cost[n][r] for n, r in chosen.items() if r > 1.0)
+    if fact <= 0 or spent >= budget:
+        return
+    scale = fact / (fact + (budget - spent))
+    for n, r in chosen.items():
+        if r > 1.0:
+            chosen[n] = max(r * scale, 1.05)
+
+
+def _smallest_within(layers, options, max_drop: float) -> dict[str, float]:
+    """Greedy: move the layer whose next cheaper option saves the most parameters per point
+    of predicted accuracy drop, while the summed drops stay within max_drop."""
+    cur = [max(o, key=lambda t: t[0]) for o in options]  # start dense
+    spent = 0.0
+    while True:
+        best = None
+        for li, opts in enumerate(options):
+            for opt in opts:
+                if opt[0] >= cur[li][0]:
+                    continue
+                extra = max(opt[1], 0.0) - max(cur[li][1], 0.0)
+                if spent + extra > max_drop + 1e-9:
+                    continue
+                gain = (cur[li][0] - opt[0]) / max(extra, 1e-3)
+                if best is None or gain > best[0]:
+                    best = (gain, li, opt, extra)
+        if best is None:
+            break
+        _, li, opt, extra = best
+        cur[li] = opt
+        spent += extra
+    return {n.name: c[2] for n, c in zip(layers, cur, strict=True)}
