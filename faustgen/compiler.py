@@ -97,7 +97,7 @@ class BuildOptions:
         if self.rcg is not None and self.max_error is not None:
             raise FaustgenError("give --rcg or --max-error, not both")
         if self.dense:
-            given = [f"--{k.replace('_', '-')}" for k in _FACTOR_FLAGS if getattr(self, k)]
+            given = [f"--{k.replace('_', '-')}" for k in _FACTOR_FLAGS if _given(getattr(self, k))]
             given += ["--convs/--no-convs"] if self.convs is not None else []
             given += ["--min-size"] if self.min_size is not None else []
             if given:
@@ -120,6 +120,10 @@ _FACTOR_FLAGS = (
     "rcg", "max_error", "max_accuracy_drop", "factors", "keep_dense", "unstructured",
     "calib", "labels", "finetune",
 )  # fmt: skip
+
+
+def _given(value) -> bool:
+    return value is not None if isinstance(value, np.ndarray) else bool(value)
 
 
 @dataclass

@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from faustgen.backend import CompiledModel, load_target
 from faustgen.compiler import BuildOptions, build_bundle
@@ -98,9 +102,6 @@ def _instructions(build: Path, sample: np.ndarray) -> float | None:
     """Instructions per inference of the bundle's harness rebuilt with its own Makefile for
     generic x86-64 (-O3, SSE2: what valgrind runs, and 4-wide like a Pi's NEON) under
     callgrind; the difference of a 1-sample and an 11-sample run, so start-up cancels."""
-    import shutil
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="faustgen-callgrind-") as tmp:
         work = Path(tmp) / "b"
         shutil.copytree(build, work, ignore=shutil.ignore_patterns("*.so", "*.o", ".*"))
@@ -132,8 +133,6 @@ def _host_watts(settings: Settings) -> tuple[float, str]:
         return settings.watts, "given (--watts)"
     if RAPL.is_file():
         try:
-            import time
-
             e0, t0 = int(RAPL.read_text()), time.perf_counter()
             end = t0 + 0.5
             while time.perf_counter() < end:  # one busy core, as the timed loop is
@@ -160,8 +159,6 @@ def run_experiment(
     out_dir: str | Path,
     settings: Settings,
 ) -> dict:
-    from tqdm import tqdm
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "calib.npy", calib)  # the boards' cross builds refit from the same data
@@ -206,9 +203,7 @@ def _measure(model_path, points: list[Point], x: np.ndarray, out: Path, settings
         dense = CompiledModel(points[0].build)
         models = {p.build: CompiledModel(p.build) for p in points}
         contenders = {p.build: (lambda m=models[p.build]: m.predict(x1)) for p in points}
-        contenders["onnxruntime"] = ort_runner(
-            model_path, x1, dense.input_shape, dense.batch_symbolic
-        )
+        contenders["onnxruntime"] = ort_runner(model_path, x1, dense.layout)
         try:
             tg = TorchGraph(optimize(import_onnx(model_path)))
             torch = tg.torch

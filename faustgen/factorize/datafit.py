@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from .palm4msa import _SpectralNorm, suffix_products
+from .blocked import block_svd_rank
+from .palm4msa import SpectralNorm, suffix_products
 from .policy import factorize
 from .projections import Constraint, dense, proj_sp, sp, spblock
 from .result import FactorizationError, FactorizedMatrix, block_structure
@@ -151,7 +152,7 @@ def _palm_fixed_right(
     heavy-ball inertia restarted whenever the error goes up (the best point is returned).
     Returns (factors, λ, ‖B − λ S L‖²)."""
     J = len(factors)
-    norms = _SpectralNorm()
+    norms = SpectralNorm()
     S = [np.array(f, dtype=np.float64) for f in factors]
     b2 = float(np.vdot(B, B))
 
@@ -200,12 +201,7 @@ def _rrr(B: np.ndarray, L: np.ndarray, budget: int, block: int | None) -> Factor
     """Reduced-rank regression: the best rank-r ``Ŵ`` for the data, as two dense factors
     ``U_r Σ_r^{1/2}`` and ``Σ_r^{1/2} V_rᵀ L⁻¹`` (the data-aware truncated SVD)."""
     D, d = B.shape
-    if block:
-        from .blocked import block_svd_rank
-
-        r = block_svd_rank(B.shape, budget, block)
-    else:
-        r = min(budget // (D + d), D, d)
+    r = block_svd_rank(B.shape, budget, block) if block else min(budget // (D + d), D, d)
     if r < 1:
         return None
     U, s, Vt = np.linalg.svd(B, full_matrices=False)

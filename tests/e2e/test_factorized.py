@@ -201,4 +201,5 @@ def test_cli_build_report_and_plot(mlp_path, tmp_path, capsys):
     assert "RCG" in text and "Factorized" in text and "calibration on 64 samples" in text
     assert (tmp_path / "err.png").stat().st_size > 1000
     assert main(["report", str(out), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["compression"]["policy"] == "whole-model RCG 4, data-aware"
+    policy = json.loads(capsys.readouterr().out)["compression"]["policy"]
+    assert policy == "whole-model RCG 4, data-aware"
