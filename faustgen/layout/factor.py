@@ -4,10 +4,12 @@ passes (cost model), the ops (lowering) and fine-tuning all need."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sps
+
+from faustgen.factorize.result import block_count
 
 BSR_ROWS = 16  # FG_BSR_ROWS in fg_runtime.h
 
@@ -18,6 +20,8 @@ class Factor:
 
     matrix: sps.csr_matrix  # float32
     storage: str  # dense | csr | ell | bsr16
+    # (matrix, stored_entries()): counted once per matrix, the cost model asks many times.
+    _stored: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -34,14 +38,18 @@ class Factor:
     def stored_entries(self) -> int:
         """Floats this storage keeps (a dense factor keeps every entry, a bsr16 one whole
         blocks)."""
-        m, n = self.shape
-        if self.storage == "dense":
-            return m * n
-        if self.storage == "ell":
-            return m * ell_width(self.matrix)
-        if self.storage == "bsr16":
-            return BSR_ROWS * len(bsr_blocks(self.matrix)[1])
-        return self.nnz
+        if self._stored is None or self._stored[0] is not self.matrix:
+            m, n = self.shape
+            if self.storage == "dense":
+                count = m * n
+            elif self.storage == "ell":
+                count = m * ell_width(self.matrix)
+            elif self.storage == "bsr16":
+                count = BSR_ROWS * block_count(self.matrix, BSR_ROWS)
+            else:
+                count = self.nnz
+            self._stored = (self.matrix, count)
+        return self._stored[1]
 
 
 def chain_dense(factors: list[Factor]) -> np.ndarray:

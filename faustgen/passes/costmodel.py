@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import scipy.sparse as sps
 
-from faustgen.layout.factor import BSR_ROWS, Factor, bsr_blocks, ell_width
+from faustgen.factorize.result import block_count
+from faustgen.layout.factor import BSR_ROWS, Factor, ell_width
 
 # x86-64 with AVX2, measured by benchmarks/bench_sparse.py; targets override these in their
 # [cost] table (targets/*.toml).
@@ -84,9 +85,10 @@ class CostModel:
         """Storage for each factor of a chain: the fastest mix whose stored entries stay
         within `budget` (the parameter count the factorization promised), chosen greedily
         by time saved per extra stored entry. Without a budget, the fastest per factor."""
+        # One set of options per factor, so each counts its stored entries once.
+        options = [self.options(m, mode) for m in matrices]
         choice = []
-        for m in matrices:
-            opts = self.options(m, mode)
+        for opts in options:
             choice.append(
                 min(
                     opts,
@@ -99,18 +101,15 @@ class CostModel:
             )
         if budget is None:
             return [
-                min(
-                    self.options(m, mode),
-                    key=lambda f: (self.factor_time(f, mode, count), self.factor_bytes(f)),
-                )
-                for m in matrices
+                min(opts, key=lambda f: (self.factor_time(f, mode, count), self.factor_bytes(f)))
+                for opts in options
             ]
         used = sum(f.stored_entries() for f in choice)
         while True:
             best = None
-            for q, m in enumerate(matrices):
+            for q, opts in enumerate(options):
                 cur = choice[q]
-                for f in self.options(m, mode):
+                for f in opts:
                     gain = self.factor_time(cur, mode, count) - self.factor_time(f, mode, count)
                     extra = f.stored_entries() - cur.stored_entries()
                     if gain <= 0 or used + extra > budget:
@@ -127,5 +126,4 @@ class CostModel:
 
 def block_fill(matrix: sps.csr_matrix) -> float:
     """Fraction of the stored 16x1 blocks' entries that are nonzero (1.0 = perfectly blocked)."""
-    _, cols, _ = bsr_blocks(matrix)
-    return matrix.nnz / max(1, BSR_ROWS * len(cols))
+    return matrix.nnz / max(1, BSR_ROWS * block_count(matrix, BSR_ROWS))

@@ -13,6 +13,7 @@ from faustgen.factorize import (
     block_energy,
     factorize,
 )
+from faustgen.factorize.result import block_count
 
 BH = 16
 
@@ -174,6 +175,7 @@ def test_block_structure_reassembles_exactly(bh) -> None:
         # Every block holds a nonzero; the block count is that of the nonzero blocks.
         assert np.all(np.any(bs.block_values != 0, axis=1))
         assert bs.n_blocks == np.count_nonzero(block_energy(f.toarray(), bh))
+        assert block_count(f, bh) == bs.n_blocks  # the count without the layout
         # Printing the layout as a kernel would: y[panel] += values * x[col].
         x = np.random.default_rng(q).standard_normal(f.shape[1])
         y = np.zeros(bs.n_panels * bh)
