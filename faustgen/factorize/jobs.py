@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 # Part of every cache key: change it whenever the engine's results change.
-ENGINE_VERSION = "2026-12-07.1"
+ENGINE_VERSION = "2026-12-07.2"
 # Below this many matrix entries in all, the jobs run in this process: starting worker
 # processes (about a second each: a fresh interpreter importing numpy and scipy) would cost
 # more than the factorizations of a small model.

@@ -11,8 +11,9 @@ hours, since one sweep costs a few D·d·k products. Here:
 * only densities whose full-size sweeps fit ``_MIN_SWEEPS`` times into the arithmetic budget
   are probed, so the inner dimension is capped as the layer grows;
 * the full-size run uses the Gram form of the sweep (:class:`.engine._GramSweep`, two
-  D·d·k products per sweep instead of four) and as many sweeps as ``_LARGE_FLOPS · effort``
-  allows (between ``_MIN_SWEEPS`` and the small path's 100 · effort);
+  D·d·k products per sweep instead of four) and as many sweeps as its arithmetic budget
+  (:func:`flops_budget`, graded by the matrix's size) allows (between ``_MIN_SWEEPS`` and
+  the small path's 100 · effort);
 * the truncated SVD (baseline and block start) is a randomized range finder with power
   iterations in float32 (:func:`randomized_svd`), at the ranks actually used.
 
@@ -28,7 +29,6 @@ import numpy as np
 
 from .engine import accelerated_two_factor, start_state
 from .palm4msa import SpectralNorm
-from .projections import sp, spblock
 from .result import FactorizedMatrix
 from .twofactor import (
     _BLOCK_LADDER,
@@ -36,38 +36,59 @@ from .twofactor import (
     _WORK_DTYPE,
     Candidate,
     _inner_dim,
-    _split_blocks,
-    _split_budget,
     _svd_init,
     _two_factor_init,
+    factor_constraints,
     palm_two_factor,
 )
 
 __all__ = [
+    "flops_budget",
     "is_large",
     "large_two_factor",
     "partial_svd_error",
     "randomized_svd",
+    "refit_sweep_flops",
     "sweep_flops",
 ]
 
 Progress = Callable[[int, int, str], None] | None
 
-# Matrices with at least this many entries take the large path (4096×1024 and 2048×2048 do;
-# every BENCHMARKS.md matrix and demo layer stays on the small path, unchanged).
-LARGE_ENTRIES = 1 << 22
-# Entries of the submatrix the inner dimension is searched on (about 1024×1024).
+# Matrices with more than this many entries take the large path (VGG's 512×2304 convolutions
+# and up); every BENCHMARKS.md matrix and demo layer (1024×1024 at most) stays on the small
+# path, unchanged.
+LARGE_ENTRIES = 1 << 20
+# Entries of the submatrix the inner dimension is searched on: about 1024×1024, at most a
+# quarter of the matrix (a probe sweep then costs at most 1/8 of a full-size one).
 _SUB_ENTRIES = 1 << 20
-# Arithmetic of the full-size run at effort 1: about 100 s of single-core float32 BLAS here.
+# Arithmetic of the full-size run at effort 1: _LARGE_FLOPS (about 100 s of single-core
+# float32 BLAS here) for a layer of _REF_ENTRIES (VGG's 25088×4096) or more, and
+# entries^_BUDGET_EXP less below: 4096×4096 gets a third of it, 512×4608 a tenth. The small
+# path, which has no budget, spent 2-3× that on the VGG convolutions (measured: 22 s of CPU
+# on 512×2304), most of it in sweeps that improved the error by under 2 % relative.
 _LARGE_FLOPS = 1.0e13
+_REF_ENTRIES = 25088 * 4096
+_BUDGET_EXP = 0.5
 _MIN_SWEEPS = 15
+# Share of the budget the three-factor refit may take (when ten of its sweeps fit in it).
+_REFIT_SHARE = 1.0 / 3.0
 # Oversampling and power iterations of the randomized SVD.
 _OVERSAMPLE = 16
 _POWER_ITERS = 2
 
 
 def is_large(shape: tuple[int, int]) -> bool:
-    return shape[0] * shape[1] >= LARGE_ENTRIES
+    return shape[0] * shape[1] > LARGE_ENTRIES
+
+
+def flops_budget(D: int, d: int, effort: float) -> float:
+    """Arithmetic allowed for a D×d matrix's full-size runs (two factors and the refit)."""
+    return _LARGE_FLOPS * min(1.0, D * d / _REF_ENTRIES) ** _BUDGET_EXP * effort
+
+
+def refit_sweep_flops(D: int, d: int, k: int) -> float:
+    """Floating-point operations of one three-factor refit sweep (about 10·D·k·d)."""
+    return 10.0 * D * k * d
 
 
 def use_gram(D: int, d: int, k: int) -> bool:
@@ -124,7 +145,7 @@ def partial_svd_error(W: np.ndarray, svd: tuple, r: int) -> float:
 
 def _subsample(W: np.ndarray, budget: int, seed: int, bh: int | None) -> tuple:
     D, d = W.shape
-    scale = math.sqrt(_SUB_ENTRIES / (D * d))
+    scale = math.sqrt(min(_SUB_ENTRIES, D * d // 4) / (D * d))
     Ds = max(round(D * scale), bh or 1, 2)
     ds = max(round(d * scale), 2)
     rng = np.random.default_rng([seed, 1])
@@ -142,13 +163,18 @@ def large_two_factor(
     progress: Progress,
     bh: int | None = None,
     svd: tuple | None = None,
+    refit: bool = False,
 ) -> list[Candidate]:
     """Two sparse (``bh``: block-sparse) factors of a large W within an arithmetic budget.
 
     Returns one candidate, the full-size run; ``svd`` (possibly partial, see
-    :func:`randomized_svd`) is the block start and is computed here when needed."""
+    :func:`randomized_svd`) is the block start and is computed here when needed. With
+    ``refit`` (a three-factor refit follows, unstructured only), ``_REFIT_SHARE`` of the
+    budget is kept for it when ten refit sweeps fit there; the share is the result's
+    ``info["refit_flops"]`` (0: no refit).
+    """
     D, d = W.shape
-    flops = _LARGE_FLOPS * effort
+    flops = flops_budget(D, d, effort)
     ladder = _BLOCK_LADDER if bh else _LADDER
     fits = [
         x
@@ -169,14 +195,14 @@ def large_two_factor(
     else:
         density = allowed[0]
     k = _inner_dim(D, d, budget, density, bh)
-    if bh:
-        n0, n1 = _split_blocks(budget, D, d, k, bh)
-        c0, c1 = spblock(n0, bh), spblock(n1, bh)
-    else:
-        n0, n1 = _split_budget(budget, D, d, k)
-        c0, c1 = sp(n0), sp(n1)
-    if n0 < 1 or n1 < 1:
+    cons = factor_constraints(budget, D, d, k, bh)
+    if cons is None:
         return []
+    c0, c1 = cons
+    refit_flops = 0.0
+    if refit and not bh and 10 * refit_sweep_flops(D, d, k) <= _REFIT_SHARE * flops:
+        refit_flops = _REFIT_SHARE * flops
+        flops -= refit_flops
     rng = np.random.default_rng(seed)
     if bh:
         if svd is None or len(svd[1]) < min(k, D, d):
@@ -207,6 +233,7 @@ def large_two_factor(
     lam = st.lam * w_norm
     info = {"method": "palm4msa", "inner_dim": k, "iterations": st.iterations}
     info["density"] = density
+    info["refit_flops"] = refit_flops
     fm = FactorizedMatrix([S0, S1], lam, info, block=bh)
     name = "palm4msa-2-block" if bh else "palm4msa-2"
     return [Candidate(f"{name}(k={k})", fm, product_error(W, st.S0, st.S1, st.lam * w_norm))]

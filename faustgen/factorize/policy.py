@@ -38,7 +38,12 @@ import numpy as np
 from .blocked import block_candidates
 from .butterfly import butterfly, butterfly_nnz, log2_exact
 from .hierarchical import default_hierarchical_constraints, hadamard_constraints, hierarchical
-from .large import _LARGE_FLOPS, is_large, large_two_factor, partial_svd_error, randomized_svd
+from .large import (
+    is_large,
+    large_two_factor,
+    partial_svd_error,
+    randomized_svd,
+)
 from .palm4msa import as_matrix, chain_shapes, palm4msa
 from .projections import proj_sp, sp
 from .result import FactorizationError, FactorizedMatrix
@@ -181,17 +186,20 @@ def _sparse_products(
     refitted from the best of them. Progress runs once from 0 to the end over all stages."""
     D, d = W.shape
     large = is_large(W.shape)
-    search = large_two_factor if large else palm_two_factor
-    two = search(W, budget, seed, effort, _phase(progress, 0, 600 if three else 1000))
+    phase = _phase(progress, 0, 600 if three else 1000)
+    if large:
+        two = large_two_factor(W, budget, seed, effort, phase, refit=three)
+    else:
+        two = palm_two_factor(W, budget, seed, effort, phase)
     cands = list(two)
     if not (two and three):
         return cands
     base = min(two, key=lambda c: c.error)
     k = base.result.factors[0].shape[1]
     if large:
-        # The three-factor refit only when ten of its sweeps fit a quarter of the budget.
-        flops = _LARGE_FLOPS * effort / 4
-        if 10 * 10.0 * D * k * d > flops:
+        # The share of the budget the two-factor run left for the refit (0: none).
+        flops = base.result.info.get("refit_flops", 0.0) / effort
+        if not flops:
             return cands
     else:
         kw = wide_inner_dim(D, d, budget)

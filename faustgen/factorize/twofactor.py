@@ -21,6 +21,7 @@ from .result import FactorizedMatrix
 
 __all__ = [
     "Candidate",
+    "factor_constraints",
     "heavy_tailed",
     "palm_two_factor",
     "split_three",
@@ -90,6 +91,18 @@ def _split_blocks(budget: int, D: int, d: int, k: int, bh: int) -> tuple[int, in
     n0 = int(min(max(round(n_blocks * share), 1), -(-D // bh) * k))
     n1 = int(min(n_blocks - n0, (k // bh) * d))
     return n0, max(n1, 0)
+
+
+def factor_constraints(
+    budget: int, D: int, d: int, k: int, bh: int | None = None
+) -> tuple[Constraint, Constraint] | None:
+    """The constraints of S_0 (D×k) and S_1 (k×d) sharing ``budget`` (``sp``, or ``spblock``
+    with ``bh``); None when the split leaves a factor without a nonzero."""
+    if bh:
+        n0, n1 = _split_blocks(budget, D, d, k, bh)
+        return (spblock(n0, bh), spblock(n1, bh)) if n0 >= 1 and n1 >= 1 else None
+    n0, n1 = _split_budget(budget, D, d, k)
+    return (sp(n0), sp(n1)) if n0 >= 1 and n1 >= 1 else None
 
 
 def _inner_dim(D: int, d: int, budget: int, density: float, bh: int | None = None) -> int:
@@ -162,14 +175,10 @@ def palm_two_factor(
         k = _inner_dim(D, d, budget, density, bh)
         if k in runs:
             return
-        if bh:
-            n0, n1 = _split_blocks(budget, D, d, k, bh)
-            c0, c1 = spblock(n0, bh), spblock(n1, bh)
-        else:
-            n0, n1 = _split_budget(budget, D, d, k)
-            c0, c1 = sp(n0), sp(n1)
-        if n0 < 1 or n1 < 1:
+        cons = factor_constraints(budget, D, d, k, bh)
+        if cons is None:
             return
+        c0, c1 = cons
         S0, S1 = _svd_init(W, k, rng, svd, c0, c1) if bh else _two_factor_init(D, d, k, rng)
         st = start_state(Wk, S0, S1)
         run = [k, st, c0, c1, SpectralNorm(seed), density]

@@ -70,6 +70,8 @@ def test_large_path_meets_the_target_beats_the_svd_and_is_deterministic(rcg, blo
     assert svd and F.info["relative_error"] <= min(svd)
     assert F.info["relative_error"] == pytest.approx(F.relative_error(W), rel=1e-6)
     assert any(name.startswith("palm4msa-2") for name in cands)
+    if block is None:  # the budget keeps a share for the three-factor refit
+        assert any(name.startswith("palm4msa-3") for name in cands)
     G = factorize(W, rcg=rcg, block=block, effort=0.3)
     for a, b in zip(F.factors, G.factors, strict=True):
         assert np.array_equal(a.toarray(), b.toarray())
@@ -82,3 +84,12 @@ def test_large_path_progress_is_monotone_and_ends_after_the_work() -> None:
     factorize(W, rcg=4.0, effort=0.3, progress=lambda d, t, m: calls.append(d / t))
     assert calls and calls == sorted(calls)
     assert calls[-1] <= 1.0
+
+
+def test_the_large_path_starts_above_1024_squared_with_a_budget_graded_by_size() -> None:
+    assert not large.is_large((1024, 1024))  # the BENCHMARKS.md matrices and demo layers
+    assert large.is_large((512, 2304))  # VGG's convolutions and up
+    sizes = [(512, 2304), (1000, 4096), (4096, 4096), (25088, 4096), (50176, 4096)]
+    budgets = [large.flops_budget(D, d, 1.0) for D, d in sizes]
+    assert budgets == sorted(budgets) and budgets[-1] == budgets[-2]
+    assert large.flops_budget(512, 2304, 0.5) == pytest.approx(budgets[0] / 2)
