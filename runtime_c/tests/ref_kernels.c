@@ -567,3 +567,123 @@ void ref_where(const fg_bcast3 *s, const float *c, const float *a, const float *
         y[t] = c[oc] != 0.0f ? a[oa] : b[ob];
     }
 }
+
+/* ONNX RNN activation `kind` with its alpha / beta (the operator's table) */
+static double ref_rnn_act(int kind, double v, double a, double b)
+{
+    switch (kind) {
+    case FG_RNN_SIGMOID: return 1.0 / (1.0 + exp(-v));
+    case FG_RNN_TANH: return tanh(v);
+    case FG_RNN_RELU: return v > 0.0 ? v : 0.0;
+    case FG_RNN_HARD_SIGMOID: return fmax(0.0, fmin(1.0, a * v + b));
+    case FG_RNN_LEAKY_RELU: return v >= 0.0 ? v : a * v;
+    case FG_RNN_THRESHOLDED_RELU: return v > a ? v : 0.0;
+    case FG_RNN_SCALED_TANH: return a * tanh(b * v);
+    case FG_RNN_AFFINE: return a * v + b;
+    case FG_RNN_ELU: return v >= 0.0 ? v : a * (exp(v) - 1.0);
+    case FG_RNN_SOFTSIGN: return v / (1.0 + fabs(v));
+    case FG_RNN_SOFTPLUS: return log(1.0 + exp(v));
+    default: return v;
+    }
+}
+
+/* activation k of p (0: f, 1: g, 2: h) of the clipped pre-activation v */
+static double ref_rnn_gate(const fg_rnn *p, int k, double v)
+{
+    if (p->clip > 0.0f)
+        v = fmax(-(double)p->clip, fmin((double)p->clip, v));
+    return ref_rnn_act(p->act[k], v, p->alpha[k], p->beta[k]);
+}
+
+/* bias[k] + M[k] . v, M row-major with n columns */
+static double ref_rnn_row(const float *M, const float *bias, size_t k, const double *v, int n)
+{
+    double s = bias[k];
+    int i;
+    for (i = 0; i < n; ++i)
+        s += M[k * n + i] * v[i];
+    return s;
+}
+
+/* pre-activation of gate g, unit j: Wb + W x + Rb + R h (row g*H + j) */
+#define REF_RNN_PRE(g)                                                                         \
+    (ref_rnn_row(Wd, Wb, (size_t)(g) * H + j, xt, I) +                                         \
+     ref_rnn_row(Rd, Rb, (size_t)(g) * H + j, h, H))
+
+void ref_rnn_seq(const fg_rnn *p, const float *x, const float *W, const float *R, const float *B,
+                 const float *P, const int32_t *seq_lens, const float *h0, const float *c0,
+                 float *y, float *yh, float *yc)
+{
+    const int T = p->T, Bn = p->B, I = p->I, H = p->H, G = p->gates, D = p->dirs;
+    const size_t GH = (size_t)G * H;
+    double xt[REF_RNN_MAX], h[REF_RNN_MAX], c[REF_RNN_MAX], hn[REF_RNN_MAX], r[REF_RNN_MAX];
+    int d, b, s, i, j;
+    for (d = 0; d < D; ++d) {
+        const float *Wd = W + (size_t)d * GH * I, *Rd = R + (size_t)d * GH * H;
+        const float *Wb = B + (size_t)d * 2 * GH, *Rb = Wb + GH;
+        const float *Pd = P != NULL ? P + (size_t)d * 3 * H : NULL;
+        const int reverse = D == 2 ? d == 1 : p->reverse;
+        for (b = 0; b < Bn; ++b) {
+            const int len = seq_lens != NULL ? seq_lens[b] : T;
+            const size_t st = p->layout ? ((size_t)b * D + d) * H : ((size_t)d * Bn + b) * H;
+            for (j = 0; j < H; ++j) {
+                h[j] = h0 != NULL ? h0[st + j] : 0.0;
+                c[j] = c0 != NULL ? c0[st + j] : 0.0;
+            }
+            for (s = 0; s < T; ++s) {
+                /* step s reads and writes time t; past the sample's length Y is 0 at s */
+                const int t = s < len ? (reverse ? len - 1 - s : s) : s;
+                float *yt = y + (p->layout ? (((size_t)b * T + t) * D + d) * H
+                                           : (((size_t)t * D + d) * Bn + b) * H);
+                if (s >= len) {
+                    for (j = 0; j < H; ++j)
+                        yt[j] = 0.0f;
+                    continue;
+                }
+                for (i = 0; i < I; ++i)
+                    xt[i] = x[(p->layout ? (size_t)b * T + t : (size_t)t * Bn + b) * I + i];
+                if (p->cell == FG_CELL_GRU) /* reset gate r of every unit first */
+                    for (j = 0; j < H; ++j)
+                        r[j] = ref_rnn_gate(p, 0, REF_RNN_PRE(1));
+                for (j = 0; j < H; ++j) {
+                    if (p->cell == FG_CELL_RNN) {
+                        hn[j] = ref_rnn_gate(p, 0, REF_RNN_PRE(0));
+                    } else if (p->cell == FG_CELL_LSTM) { /* gates i o f c */
+                        const double pi = Pd ? Pd[j] : 0.0, po = Pd ? Pd[H + j] : 0.0;
+                        const double pf = Pd ? Pd[2 * H + j] : 0.0;
+                        const double ig = ref_rnn_gate(p, 0, REF_RNN_PRE(0) + pi * c[j]);
+                        const double fg = p->input_forget
+                                              ? 1.0 - ig
+                                              : ref_rnn_gate(p, 0, REF_RNN_PRE(2) + pf * c[j]);
+                        const double cc = ref_rnn_gate(p, 1, REF_RNN_PRE(3));
+                        const double cn = fg * c[j] + ig * cc;
+                        const double og = ref_rnn_gate(p, 0, REF_RNN_PRE(1) + po * cn);
+                        hn[j] = og * ref_rnn_act(p->act[2], cn, p->alpha[2], p->beta[2]);
+                        c[j] = cn; /* c[j] is not read again in this step */
+                    } else { /* GRU, gates z r h */
+                        const double z = ref_rnn_gate(p, 0, REF_RNN_PRE(0));
+                        const double xw = ref_rnn_row(Wd, Wb, 2 * (size_t)H + j, xt, I);
+                        double rr[REF_RNN_MAX], hh;
+                        if (p->linear_before_reset) { /* r . (R_h h + Rb_h) */
+                            hh = xw + r[j] * ref_rnn_row(Rd, Rb, 2 * (size_t)H + j, h, H);
+                        } else { /* R_h (r . h) + Rb_h */
+                            for (i = 0; i < H; ++i)
+                                rr[i] = r[i] * h[i];
+                            hh = xw + ref_rnn_row(Rd, Rb, 2 * (size_t)H + j, rr, H);
+                        }
+                        hn[j] = (1.0 - z) * ref_rnn_gate(p, 1, hh) + z * h[j];
+                    }
+                }
+                for (j = 0; j < H; ++j) {
+                    h[j] = hn[j];
+                    yt[j] = (float)h[j];
+                }
+            }
+            for (j = 0; j < H; ++j) {
+                yh[st + j] = (float)h[j];
+                yc[st + j] = (float)c[j];
+            }
+        }
+    }
+}
+#undef REF_RNN_PRE

@@ -73,4 +73,15 @@ void ref_csr_spmm(int m, int ncols, const int32_t *indptr, const int32_t *indice
                   const float *data, const float *X, float *Y, const float *bias, int act, float a,
                   float b);
 
+/* The ONNX RNN / GRU / LSTM over a whole sequence, one gate output at a time, in
+ * double. Unlike fg_rnn_seq the weights are in the ONNX layout: W (dirs x G*H x I),
+ * R (dirs x G*H x H), gates in ONNX order (LSTM i o f c, GRU z r h); B (dirs x 2 G*H)
+ * is Wb then Rb; P (dirs x 3 H) the peepholes i o f or NULL. seq_lens, h0, c0, y, yh,
+ * yc and the layouts as for fg_rnn_seq (bias required; y, yh, yc not NULL; I and H
+ * at most REF_RNN_MAX). */
+#define REF_RNN_MAX 256
+void ref_rnn_seq(const fg_rnn *p, const float *x, const float *W, const float *R, const float *B,
+                 const float *P, const int32_t *seq_lens, const float *h0, const float *c0,
+                 float *y, float *yh, float *yc);
+
 #endif

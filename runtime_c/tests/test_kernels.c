@@ -5,8 +5,10 @@
  * input, count_include_pad both ways, broadcasting, transposes and negative
  * pads, and the sparse factor kernels (CSR / ELL / BSR16 matvec, CSR spmm) with
  * u16 and i32 indices, empty rows and panels, partial last panels, rows > 1
- * and ncols tails. Output buffers carry guard zones that must stay untouched;
- * the sparse kernels' inputs are exact-size allocations (ASan catches overreads).
+ * and ncols tails, and the recurrent layers (RNN / GRU / LSTM, both directions,
+ * dense and with factorized gate matrices). Output buffers carry guard zones that
+ * must stay untouched; the inputs of the sparse and recurrent kernels are exact-size
+ * allocations (ASan catches overreads).
  *
  * Build and run (see Makefile):
  *   gcc -O2 -std=c99 -I.. ../fg_*.c ref_kernels.c test_kernels.c -lm -o test_kernels
@@ -1516,6 +1518,254 @@ static void test_csr_spmm(int iters)
     }
 }
 
+/* ---- recurrent layers ------------------------------------------------------- */
+
+/* Factorized gate matrices for fg_rnn_seq, built one chain at a time; each array
+ * grows to its exact size (ASan / valgrind catch reads past it). */
+typedef struct {
+    int32_t *meta, *ptr, *idx;
+    float *val;
+    int nmeta, nptr, nidx, nval, max_dim;
+} rnn_chains;
+
+static int grow(void **a, int *n, int k, size_t elem)
+{
+    const int at = *n;
+    void *q = realloc(*a, (size_t)(at + k) * elem + 1);
+    if (!q) {
+        fprintf(stderr, "out of memory\n");
+        exit(2);
+    }
+    *a = q;
+    *n = at + k;
+    return at;
+}
+
+/* a random chain S_0 ... S_{J-1} for matrix c (m x n, m = G*H) as chain record c of
+ * ch, and its dense product M (m x n, row-major) by the reference kernels */
+static void rnd_rnn_chain(rnn_chains *ch, int c, int m, int n, float *M)
+{
+    const int J = rnd_int(1, 3);
+    int dims[4], q, k, i, rec, at;
+    float *v0 = (float *)alloc_x((size_t)REF_RNN_MAX * sizeof(float));
+    float *v1 = (float *)alloc_x((size_t)REF_RNN_MAX * sizeof(float));
+    dims[0] = m; /* S_q is dims[q] x dims[q + 1] */
+    dims[J] = n;
+    for (q = 1; q < J; ++q)
+        dims[q] = rnd_int(1, 40);
+    for (q = 0; q <= J; ++q)
+        if (dims[q] > ch->max_dim)
+            ch->max_dim = dims[q];
+    rec = grow((void **)&ch->meta, &ch->nmeta, 1 + 6 * J, sizeof(int32_t));
+    ch->meta[c] = rec;
+    ch->meta[rec] = J;
+    for (q = J - 1; q >= 0; --q) { /* in the order they apply */
+        const int fm = dims[q], fn = dims[q + 1], bsr = rnd_int(0, 1);
+        const int np = bsr ? (fm + FG_BSR_ROWS - 1) / FG_BSR_ROWS : fm;
+        int32_t *f = ch->meta + rec + 1 + 6 * (J - 1 - q);
+        f[0] = bsr ? FG_RNN_FACTOR_BSR16 : FG_RNN_FACTOR_CSR;
+        f[1] = fm;
+        f[2] = fn;
+        f[3] = grow((void **)&ch->ptr, &ch->nptr, np + 1, sizeof(int32_t));
+        f[4] = ch->nidx;
+        f[5] = ch->nval;
+        ch->ptr[f[3]] = 0;
+        for (i = 0; i < np; ++i) { /* 0..4 entries (blocks) per row (panel) */
+            const int len = rnd_int(0, 4);
+            ch->ptr[f[3] + i + 1] = ch->ptr[f[3] + i] + len;
+            at = grow((void **)&ch->idx, &ch->nidx, len, sizeof(int32_t));
+            for (k = 0; k < len; ++k)
+                ch->idx[at + k] = rnd_int(0, fn - 1);
+            at = grow((void **)&ch->val, &ch->nval, bsr ? len * FG_BSR_ROWS : len, sizeof(float));
+            for (k = 0; k < (bsr ? len * FG_BSR_ROWS : len); ++k) /* zero past fm (contract) */
+                ch->val[at + k] = bsr && i * FG_BSR_ROWS + k % FG_BSR_ROWS >= fm ? 0.0f : rnd_f();
+        }
+    }
+    for (k = 0; k < n; ++k) { /* column k of M: the chain applied to e_k */
+        const float *src = v0;
+        memset(v0, 0, (size_t)n * sizeof(float));
+        v0[k] = 1.0f;
+        for (q = 0; q < J; ++q) {
+            const int32_t *f = ch->meta + rec + 1 + 6 * q;
+            float *dst = src == v0 ? v1 : v0;
+            if (f[0] == FG_RNN_FACTOR_BSR16)
+                ref_bsr16_matvec(1, f[1], f[2], ch->ptr + f[3], ch->idx + f[4], ch->val + f[5],
+                                 src, dst, NULL, FG_ACT_NONE, 0.0f, 0.0f);
+            else
+                ref_csr_matvec(1, f[1], f[2], ch->ptr + f[3], ch->idx + f[4], ch->val + f[5], src,
+                               dst, NULL, FG_ACT_NONE, 0.0f, 0.0f);
+            src = dst;
+        }
+        for (i = 0; i < m; ++i)
+            M[(size_t)i * n + k] = src[i];
+    }
+    free(v0);
+    free(v1);
+}
+
+/* fg_rnn_seq against ref_rnn_seq: each cell, forward / reverse / bidirectional,
+ * GRU linear_before_reset both ways, both layouts, with and without initial states,
+ * peepholes, sequence lengths, clip, input_forget and other activations, and (every
+ * other iteration) some gate matrices as sparse factor chains. */
+static void test_rnn(int iters)
+{
+    static const int G[3] = {1, 3, 4};
+    int it;
+    for (it = 0; it < iters; ++it) {
+        fg_rnn p;
+        fg_rnn_chains fc;
+        rnn_chains ch;
+        char ctx[200];
+        int d, c, k, i, g, nfact[2] = {0, 0}, ok;
+        size_t nx, nw, nr, nb, ny, ns, nscr;
+        float *x, *W, *R, *B, *P, *h0, *c0, *wt, *rt, *y, *yh, *yc, *yr, *yhr, *ycr, *scr;
+        int32_t *lens;
+        memset(&p, 0, sizeof p);
+        p.cell = it % 3;
+        p.gates = G[p.cell];
+        p.dirs = (it / 3) % 3 == 2 ? 2 : 1;
+        p.reverse = (it / 3) % 3 == 1;
+        p.linear_before_reset = (it / 9) % 2;
+        p.layout = rnd_int(0, 1);
+        p.T = rnd_int(1, 7);
+        p.B = rnd_int(1, 3);
+        p.I = rnd_int(1, it % 4 == 0 ? 70 : 12);
+        p.H = rnd_int(1, it % 5 == 0 ? 40 : 12);
+        p.act[0] = FG_RNN_SIGMOID;
+        p.act[1] = p.act[2] = FG_RNN_TANH;
+        if (p.cell == FG_CELL_RNN)
+            p.act[0] = FG_RNN_TANH;
+        if (it % 5 == 3)
+            p.clip = 0.5f + rnd_f() * 0.25f;
+        if (it % 7 == 6) { /* any activations; clipped and short, as unbounded gates (z > 1,
+                              f > 1) make the state grow without limit */
+            for (k = 0; k < 3; ++k) {
+                p.act[k] = rnd_int(0, FG_RNN_SOFTPLUS);
+                p.alpha[k] = 0.5f + 0.5f * rnd_f();
+                p.beta[k] = 0.5f + 0.5f * rnd_f();
+            }
+            p.clip = 1.0f + 0.5f * rnd_f();
+            p.T = rnd_int(1, 3);
+        }
+        p.input_forget = p.cell == FG_CELL_LSTM && it % 4 == 1;
+        nx = (size_t)p.T * p.B * p.I;
+        nw = (size_t)p.dirs * p.gates * p.H * p.I;
+        nr = (size_t)p.dirs * p.gates * p.H * p.H;
+        nb = (size_t)p.dirs * 2 * p.gates * p.H;
+        ns = (size_t)p.dirs * p.B * p.H;
+        ny = (size_t)p.T * ns;
+        x = alloc_rand_x(nx);
+        W = alloc_rand_x(nw);
+        R = alloc_rand_x(nr);
+        B = alloc_rand_x(nb);
+        P = p.cell == FG_CELL_LSTM && rnd_int(0, 1) ? alloc_rand_x((size_t)p.dirs * 3 * p.H)
+                                                    : NULL;
+        h0 = rnd_int(0, 2) ? alloc_rand_x(ns) : NULL;
+        c0 = rnd_int(0, 2) ? alloc_rand_x(ns) : NULL;
+        lens = NULL;
+        if (rnd_int(0, 2) == 0) {
+            lens = (int32_t *)alloc_x((size_t)p.B * sizeof(int32_t));
+            for (k = 0; k < p.B; ++k)
+                lens[k] = rnd_int(1, p.T);
+        }
+        /* weights ~ U(-1, 1) / sqrt(fan-in): gates away from saturation */
+        for (k = 0; k < (int)nw; ++k)
+            W[k] /= sqrtf((float)p.I);
+        for (k = 0; k < (int)nr; ++k)
+            R[k] /= sqrtf((float)p.H);
+        memset(&ch, 0, sizeof ch);
+        if (it % 2) { /* chain records after the 2 dirs offsets; -1: dense */
+            grow((void **)&ch.meta, &ch.nmeta, 2 * p.dirs, sizeof(int32_t));
+            for (c = 0; c < 2 * p.dirs; ++c)
+                ch.meta[c] = -1;
+            for (c = 0; c < 2 * p.dirs; ++c)
+                if (rnd_int(0, 2)) {
+                    const int r = c >= p.dirs, dd = c % p.dirs, n = r ? p.H : p.I;
+                    float *M = (r ? R : W) + (size_t)dd * p.gates * p.H * n;
+                    rnd_rnn_chain(&ch, c, p.gates * p.H, n, M);
+                    ++nfact[r];
+                }
+            fc.meta = ch.meta;
+            fc.ptr = ch.ptr;
+            fc.idx = ch.idx;
+            fc.val = ch.val;
+            fc.max_dim = ch.max_dim;
+        }
+        /* the kernel's transposed W_d^T / R_d^T; NaN where a chain replaces them, NULL
+         * when every direction's matrix is factorized */
+        wt = nfact[0] < p.dirs ? (float *)alloc_x(nw * sizeof(float)) : NULL;
+        rt = nfact[1] < p.dirs ? (float *)alloc_x(nr * sizeof(float)) : NULL;
+        for (d = 0; d < p.dirs; ++d)
+            for (g = 0; g < p.gates * p.H; ++g) {
+                const int fw = ch.meta && ch.meta[d] >= 0, fr = ch.meta && ch.meta[p.dirs + d] >= 0;
+                const size_t o = (size_t)d * p.gates * p.H;
+                for (i = 0; wt && i < p.I; ++i)
+                    wt[(o * p.I) + (size_t)i * p.gates * p.H + g] =
+                        fw ? NAN : W[(o + g) * p.I + i];
+                for (i = 0; rt && i < p.H; ++i)
+                    rt[(o * p.H) + (size_t)i * p.gates * p.H + g] =
+                        fr ? NAN : R[(o + g) * p.H + i];
+            }
+        nscr = fg_rnn_scratch(&p, ch.meta ? &fc : NULL);
+        scr = alloc_g(nscr);
+        y = alloc_g(ny);
+        yh = alloc_g(ns);
+        yc = alloc_g(ns);
+        yr = alloc_g(ny);
+        yhr = alloc_g(ns);
+        ycr = alloc_g(ns);
+        fg_rnn_seq(&p, x, wt, rt, B, P, lens, h0, c0, y, yh, yc, ch.meta ? &fc : NULL, scr);
+        ref_rnn_seq(&p, x, W, R, B, P, lens, h0, c0, yr, yhr, ycr);
+        snprintf(ctx, sizeof ctx,
+                 "cell=%d dirs=%d rev=%d lbr=%d layout=%d T=%d B=%d I=%d H=%d act=%d,%d,%d "
+                 "clip=%g if=%d peep=%d h0=%d c0=%d lens=%d factorized=%d+%d",
+                 p.cell, p.dirs, p.reverse, p.linear_before_reset, p.layout, p.T, p.B, p.I, p.H,
+                 p.act[0], p.act[1], p.act[2], (double)p.clip, p.input_forget, P != NULL,
+                 h0 != NULL, c0 != NULL, lens != NULL, nfact[0], nfact[1]);
+        ok = compare("fg_rnn_seq Y", y, yr, ny, 1e-5f, 2e-6f, ctx) && guards_ok(y, ny);
+        ok = compare("fg_rnn_seq Y_h", yh, yhr, ns, 1e-5f, 2e-6f, ctx) && guards_ok(yh, ns) && ok;
+        if (p.cell == FG_CELL_LSTM)
+            ok = compare("fg_rnn_seq Y_c", yc, ycr, ns, 1e-5f, 2e-6f, ctx) && guards_ok(yc, ns) &&
+                 ok;
+        if (!guards_ok(scr, nscr)) {
+            printf("FAIL fg_rnn_seq [%s]: wrote past its scratch\n", ctx);
+            ok = 0;
+        }
+        record(ok);
+        if (h0 != NULL && c0 != NULL) { /* a streaming step: h0 == yh, c0 == yc, no Y */
+            memcpy(yhr, h0, ns * sizeof(float));
+            memcpy(ycr, c0, ns * sizeof(float));
+            fg_rnn_seq(&p, x, wt, rt, B, P, lens, yhr, ycr, NULL, yhr, ycr,
+                       ch.meta ? &fc : NULL, scr);
+            ok = same_bits(yhr, yh, ns) && same_bits(ycr, yc, ns);
+            if (!ok)
+                printf("FAIL fg_rnn_seq [%s]: in place (h0 == yh) differs\n", ctx);
+            record(ok);
+        }
+        free(x);
+        free(W);
+        free(R);
+        free(B);
+        free(P);
+        free(h0);
+        free(c0);
+        free(lens);
+        free(wt);
+        free(rt);
+        free(ch.meta);
+        free(ch.ptr);
+        free(ch.idx);
+        free(ch.val);
+        free_g(scr);
+        free_g(y);
+        free_g(yh);
+        free_g(yc);
+        free_g(yr);
+        free_g(yhr);
+        free_g(ycr);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const int scale = argc > 1 ? atoi(argv[1]) : 1;
@@ -1538,6 +1788,7 @@ int main(int argc, char **argv)
     test_ell_matvec(n * 2);
     test_bsr16_matvec(n * 2);
     test_csr_spmm(n * 2);
+    test_rnn(n * 3);
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
 }
