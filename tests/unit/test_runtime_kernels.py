@@ -4,7 +4,7 @@ A session fixture compiles every runtime_c/*.c into a shared library with the st
 warning flags and loads it through cffi (ABI mode, declarations taken from
 fg_runtime.h). Oracles: numpy / scipy, and onnx.reference.ReferenceEvaluator on
 one-node models for Conv, pooling and LRN (onnxruntime where the reference
-evaluator's ceil-mode padding quirk would apply). The C self-test
+evaluator's ceil-mode padding quirk would apply, and for RNN / GRU / LSTM). The C self-test
 (runtime_c/tests) is also built and run, plainly and under ASan/UBSan.
 """
 
@@ -1006,3 +1006,82 @@ def test_c_selftest_sanitizers(tmp_path, isa):
     assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-3000:])
     assert run.stdout.strip().endswith("0 failed")
     assert "runtime error" not in run.stderr
+
+
+# ---- recurrent layers ----------------------------------------------------------------
+
+RNN_GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
+
+
+def ort_rnn(op, feeds: dict[str, np.ndarray], n_out: int, **attrs) -> list[np.ndarray]:
+    """onnxruntime on one RNN / GRU / LSTM node (sequence_lens left out)."""
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    names = ["X", "W", "R", "B", "", "initial_h", "initial_c", "P"][: 8 if op == "LSTM" else 6]
+    ins = [helper.make_tensor_value_info(k, TensorProto.FLOAT, v.shape) for k, v in feeds.items()]
+    outs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, None) for k in ("Y", "Y_h", "Y_c")]
+    node = helper.make_node(op, names, ["Y", "Y_h", "Y_c"][:n_out], **attrs)
+    graph = helper.make_graph([node], op.lower(), ins, outs[:n_out])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+RNN_CASES = [
+    (op, direction, lbr)
+    for op in RNN_GATES
+    for direction in ("forward", "reverse", "bidirectional")
+    for lbr in ((0, 1) if op == "GRU" else (0,))
+]
+
+
+@pytest.mark.parametrize("op,direction,lbr", RNN_CASES)
+def test_rnn_seq_vs_onnxruntime(rt, op, direction, lbr):
+    """fg_rnn_seq (dense gate matrices) against onnxruntime, the independent oracle of the
+    C self-test's naive reference (ref_rnn_seq)."""
+    ffi, lib = rt
+    g, d = RNN_GATES[op], 2 if direction == "bidirectional" else 1
+    t, b, i, h = 5, 2, 7, 6
+    rng = np.random.default_rng(len(op) * 7 + len(direction) + lbr)
+    u = lambda *shape: f32(rng.uniform(-1, 1, shape))  # noqa: E731
+    feeds = {"X": u(t, b, i), "W": u(d, g * h, i), "R": u(d, g * h, h), "B": u(d, 2 * g * h)}
+    feeds["initial_h"] = u(d, b, h)
+    if op == "LSTM":
+        feeds |= {"initial_c": u(d, b, h), "P": u(d, 3 * h)}
+    attrs = {"hidden_size": h, "direction": direction}
+    if op == "GRU":
+        attrs["linear_before_reset"] = lbr
+    n_out = 3 if op == "LSTM" else 2
+    want = ort_rnn(op, feeds, n_out, **attrs)
+
+    p = ffi.new("fg_rnn *")
+    p.cell = {"RNN": 0, "GRU": 1, "LSTM": 2}[op]
+    p.T, p.B, p.I, p.H, p.dirs, p.gates = t, b, i, h, d, g
+    p.reverse = direction == "reverse"
+    p.linear_before_reset = lbr
+    p.act = [1, 1, 1] if op == "RNN" else [0, 1, 1]  # RNN: tanh; GRU / LSTM: sigmoid, tanh, tanh
+    wt = f32(feeds["W"].transpose(0, 2, 1))
+    rt_ = f32(feeds["R"].transpose(0, 2, 1))
+    y, yh, yc = (np.full(s, np.nan, dtype=np.float32) for s in ((t, d, b, h), (d, b, h), (d, b, h)))
+    scratch = np.empty(lib.fg_rnn_scratch(p, ffi.NULL), dtype=np.float32)
+    lib.fg_rnn_seq(
+        p,
+        ptr(ffi, feeds["X"]),
+        ptr(ffi, wt),
+        ptr(ffi, rt_),
+        ptr(ffi, feeds["B"]),
+        ptr(ffi, feeds.get("P")),
+        ffi.NULL,
+        ptr(ffi, feeds["initial_h"]),
+        ptr(ffi, feeds.get("initial_c")),
+        ptr(ffi, y),
+        ptr(ffi, yh),
+        ptr(ffi, yc),
+        ffi.NULL,
+        ptr(ffi, scratch),
+    )
+    for got, ref in zip((y, yh, yc), want, strict=False):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
