@@ -57,36 +57,6 @@ static float fg_unit_clamp(float t)
     return u > 1.0f ? 1.0f : u;
 }
 
-/* e^v within about 2 ulp for v in [-87, 88] (v is clamped to that range: e^-87 ~ 1.6e-38;
- * NaN gives NaN),
- * branch-free so that FG_MAP vectorizes it without a vector libm: v = n ln2 + r with
- * |r| <= ln2/2 (Cody-Waite: n * ln2_hi is exact), e^r by Cephes' expf polynomial, and 2^n
- * built in the exponent bits. Without FMA the same formula, with rounded products. */
-FG_INLINE float fg_exp_poly(float v)
-{
-    const float lo = v >= -87.0f ? v : -87.0f; /* NaN -> -87 (keeps the conversion defined) */
-    const float c = lo > 88.0f ? 88.0f : lo;
-    const float n = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(c/ln2) */
-    const float r = FG_FMA(n, -1.42860677e-6f, FG_FMA(n, -0.693145752f, c));
-    float p = 1.9875691500e-4f;
-    const uint32_t bits = (uint32_t)((int32_t)n + 127) << 23; /* 2^n: n + 127 in [1, 254] */
-    float scale;
-    p = FG_FMA(p, r, 1.3981999507e-3f);
-    p = FG_FMA(p, r, 8.3334519073e-3f);
-    p = FG_FMA(p, r, 4.1665795894e-2f);
-    p = FG_FMA(p, r, 1.6666665459e-1f);
-    p = FG_FMA(p, r, 5.0000001201e-1f);
-    p = FG_FMA(p * r, r, r) + 1.0f;
-    memcpy(&scale, &bits, sizeof scale);
-    return v == v ? p * scale : v; /* NaN stays NaN */
-}
-
-/* 1 / (1 + e^-v): accurate on both sides (e^-v large or small), no branch */
-FG_INLINE float fg_sigmoidf(float v)
-{
-    return 1.0f / (1.0f + fg_exp_poly(-v));
-}
-
 static float fg_softplusf(float v)
 {
     /* log(1 + e^v) = max(v, 0) + log1p(e^-|v|) */

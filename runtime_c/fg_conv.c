@@ -477,6 +477,8 @@ FG_INLINE void fg_ctile_store(fg_cacc c, int rows, int nv, float *y, size_t ldy,
                 for (j = 0; j < FG_VL; ++j)
                     o[v * FG_VL + j] = c[i][v][j] + br;
             }
+            if (act == FG_ACT_SILU)
+                fg_act_vec(o, nv * FG_VL, act, a, b);
             break;
         }
     }

@@ -6,6 +6,8 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "fg_runtime.h" /* FG_ACT_* for the epilogue below */
 
@@ -84,6 +86,43 @@ FG_INLINE void fg_valid_range(int n_out, int stride, int off, int n, int *lo, in
     *hi = h;
 }
 
+/* e^v within about 2 ulp for v in [-87, 88] (v is clamped to that range: e^-87 ~ 1.6e-38;
+ * NaN gives NaN),
+ * branch-free so that loops vectorize it without a vector libm: v = n ln2 + r with
+ * |r| <= ln2/2 (Cody-Waite: n * ln2_hi is exact), e^r by Cephes' expf polynomial, and 2^n
+ * built in the exponent bits. Without FMA the same formula, with rounded products.
+ * fg_exp16 below is the same sequence on 16 lanes. */
+FG_INLINE float fg_exp_poly(float v)
+{
+    const float lo = v >= -87.0f ? v : -87.0f; /* NaN -> -87 (keeps the conversion defined) */
+    const float c = lo > 88.0f ? 88.0f : lo;
+    const float n = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(c/ln2) */
+    const float r = FG_FMA(n, -1.42860677e-6f, FG_FMA(n, -0.693145752f, c));
+    float p = 1.9875691500e-4f;
+    const uint32_t bits = (uint32_t)((int32_t)n + 127) << 23; /* 2^n: n + 127 in [1, 254] */
+    float scale;
+    p = FG_FMA(p, r, 1.3981999507e-3f);
+    p = FG_FMA(p, r, 8.3334519073e-3f);
+    p = FG_FMA(p, r, 4.1665795894e-2f);
+    p = FG_FMA(p, r, 1.6666665459e-1f);
+    p = FG_FMA(p, r, 5.0000001201e-1f);
+    p = FG_FMA(p * r, r, r) + 1.0f;
+    memcpy(&scale, &bits, sizeof scale);
+    return v == v ? p * scale : v; /* NaN stays NaN */
+}
+
+/* 1 / (1 + e^-v): accurate on both sides (e^-v large or small), no branch */
+FG_INLINE float fg_sigmoidf(float v)
+{
+    return 1.0f / (1.0f + fg_exp_poly(-v));
+}
+
+/* SiLU as ONNX's Sigmoid followed by Mul computes it: v * sigmoid(v) */
+FG_INLINE float fg_siluf(float v)
+{
+    return v * fg_sigmoidf(v);
+}
+
 /* The fused activation epilogue of fg_dense, fg_conv and the sparse kernels:
  * v[0..n) = act(v[0..n)) in place (act: FG_ACT_* of fg_runtime.h). Called right
  * after a block of outputs was stored (still in L1), as a separate loop: the
@@ -113,6 +152,11 @@ FG_INLINE void fg_act_vec(float *restrict v, int n, int act, float a, float b)
             v[j] = t > b ? b : t;
         }
         break;
+    case FG_ACT_SILU:
+        FG_NOUNROLL
+        for (j = 0; j < n; ++j)
+            v[j] = fg_siluf(v[j]);
+        break;
     default:
         break;
     }
@@ -121,6 +165,31 @@ FG_INLINE void fg_act_vec(float *restrict v, int n, int act, float a, float b)
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
+
+/* fg_siluf on 16 lanes: e^-v as fg_exp_poly computes it (the clamps as max/min, NaN
+ * going to -87 as there; the rounding to an integer n and the scaling by 2^n are the
+ * same operations), then v / (1 + e): one rounding less than v * (1 / (1 + e)), and
+ * faster than the reciprocal (vrcp14ps and a Newton step: measured). A NaN v gives NaN
+ * through the division. */
+FG_INLINE __m512 fg_silu16(__m512 v)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512 t = _mm512_sub_ps(_mm512_setzero_ps(), v);
+    const __m512 c =
+        _mm512_min_ps(_mm512_max_ps(t, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(c, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-1.42860677e-6f),
+                                     _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693145752f), c));
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), one);
+    return _mm512_div_ps(v, _mm512_add_ps(one, _mm512_scalef_ps(p, n)));
+}
 
 /* the fused activation on 16 floats, with the scalar epilogues' semantics
  * (NaN and -0.0 pass through Relu unchanged); va, vb: its parameters */
@@ -135,6 +204,8 @@ FG_INLINE __m512 fg_act16(__m512 t, int act, __m512 va, __m512 vb)
                                     t);
     case FG_ACT_CLIP: /* u = t < a ? a : t; u > b ? b : u */
         return _mm512_min_ps(vb, _mm512_max_ps(va, t));
+    case FG_ACT_SILU:
+        return fg_silu16(t);
     default:
         return t;
     }

@@ -42,7 +42,8 @@ enum {
     FG_ACT_NONE = 0,  /* y = x                                  */
     FG_ACT_RELU = 1,  /* y = max(x, 0)                          */
     FG_ACT_LEAKY = 2, /* y = x >= 0 ? x : a * x                 */
-    FG_ACT_CLIP = 3   /* y = min(max(x, a), b)  (Relu6: a=0,b=6) */
+    FG_ACT_CLIP = 3,  /* y = min(max(x, a), b)  (Relu6: a=0,b=6) */
+    FG_ACT_SILU = 4   /* y = x * sigmoid(x)  (Sigmoid + Mul)      */
 };
 
 /* ---- dense / GEMM (fg_dense.c) ------------------------------------------ */

@@ -135,6 +135,8 @@ static float fg_act1(float v, int act, float a, float b)
         const float t = v < a ? a : v;
         return t > b ? b : t;
     }
+    case FG_ACT_SILU:
+        return fg_siluf(v);
     default:
         return v;
     }

@@ -134,7 +134,9 @@ UNARY: dict[str, Unary] = {
 }
 
 # Activations the Dense / Conv kernels can apply in their epilogue: (FG_ACT_*, a, b).
+# SiLU has no ONNX op: passes/fuse.py recognizes it as Sigmoid(y) followed by Mul(y, .).
 FUSABLE = ("Relu", "LeakyRelu", "Clip")
+SILU = ("FG_ACT_SILU", 0.0, 0.0)
 
 
 def fused_act(node) -> tuple[str, float, float]:
@@ -156,6 +158,8 @@ def apply_act(y: np.ndarray, act: tuple[str, float, float] | None) -> np.ndarray
         return np.maximum(y, 0).astype(y.dtype)
     if kind == "FG_ACT_LEAKY":
         return np.where(y >= 0, y, np.float32(a) * y).astype(y.dtype)
+    if kind == "FG_ACT_SILU":
+        return y * UNARY["Sigmoid"].ref(y)
     return np.minimum(np.maximum(y, np.float32(a)), np.float32(b)).astype(y.dtype)
 
 
@@ -168,6 +172,8 @@ def apply_act_torch(t: TorchContext, y, act: tuple[str, float, float] | None):
         return t.F.relu(y)
     if kind == "FG_ACT_LEAKY":
         return t.F.leaky_relu(y, a)
+    if kind == "FG_ACT_SILU":
+        return y * t.torch.sigmoid(y)
     return t.torch.clamp(y, min=a, max=b)
 
 

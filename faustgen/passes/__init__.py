@@ -23,7 +23,7 @@ PIPELINE: list[Pass] = [
     canonicalize_linear,  # Gemm / MatMul with a constant weight -> Dense (+ Transpose / Add)
     fold_batchnorm,  # BatchNormalization after Conv / Dense -> scaled weights and bias
     fuse_bias,  # Dense / Conv + Add(constant per-channel) -> bias
-    fuse_activation,  # Dense / Conv + Relu / LeakyRelu / Clip -> fused epilogue
+    fuse_activation,  # Dense / Conv + Relu / LeakyRelu / Clip / SiLU -> fused epilogue
     eliminate_dead_nodes,
 ]
 

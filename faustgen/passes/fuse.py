@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from faustgen.ir import Graph, Node
-from faustgen.ops.activation import FUSABLE, fused_act
+from faustgen.ops.activation import FUSABLE, SILU, fused_act
 
 _LINEAR = ("Conv", "Dense")
 
@@ -111,11 +111,32 @@ def fuse_bias(graph: Graph) -> Graph:
     return g
 
 
+def _silu_mul(g: Graph, y: str) -> tuple[Node, Node] | None:
+    """(Sigmoid, Mul) when y's only readers compute y * Sigmoid(y) (SiLU / Swish)."""
+    readers = g.consumers().get(y, [])
+    if y in g.outputs or len(readers) != 2:
+        return None
+    sig = next((n for n in readers if n.op == "Sigmoid"), None)
+    mul = next((n for n in readers if n.op == "Mul"), None)
+    if sig is None or mul is None or _single_reader(g, sig.outputs[0]) is not mul:
+        return None
+    if sorted(mul.inputs) != sorted([y, sig.outputs[0]]):
+        return None
+    return sig, mul
+
+
 def fuse_activation(graph: Graph) -> Graph:
-    """Conv/Dense -> Relu / LeakyRelu / Clip  ==>  Conv/Dense applying it in its epilogue."""
+    """Conv/Dense -> Relu / LeakyRelu / Clip, or y * Sigmoid(y)  ==>  Conv/Dense applying
+    it in its epilogue."""
     g = graph.copy()
     for node in list(g.nodes):
         if node.op not in _LINEAR or node.attrs.get("act") or node not in g.nodes:
+            continue
+        silu = _silu_mul(g, node.outputs[0])
+        if silu is not None:
+            node.attrs["act"] = SILU
+            g.nodes.remove(silu[0])
+            _absorb(g, node, silu[1], f"Sigmoid '{silu[0].name}' + Mul")
             continue
         act = _single_reader(g, node.outputs[0])
         if act is None or act.op not in FUSABLE:

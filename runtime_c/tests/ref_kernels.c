@@ -13,6 +13,8 @@ float ref_act(float v, int act, float a, float b)
         return v >= 0.0f ? v : a * v;
     case FG_ACT_CLIP:
         return v < a ? a : (v > b ? b : v);
+    case FG_ACT_SILU: /* in double: the reference does not share fg_exp_poly */
+        return (float)((double)v / (1.0 + exp(-(double)v)));
     default:
         return v;
     }

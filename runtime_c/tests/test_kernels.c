@@ -152,7 +152,7 @@ static void pack_mblocks_into(const float *A, int M, int K, float *Ap)
 
 static int rnd_act(float *a, float *b)
 {
-    const int act = rnd_int(0, 3);
+    const int act = rnd_int(0, FG_ACT_SILU);
     *a = 0.0f;
     *b = 0.0f;
     if (act == FG_ACT_LEAKY)
@@ -432,7 +432,7 @@ static void check_conv_shape(fg_conv_shape s, const char *what)
     shape_ctx(ctx, sizeof ctx - 40, &s);
     strcat(ctx, " ");
     strcat(ctx, what);
-    for (act = 0; act < 4; ++act) {
+    for (act = 0; act <= FG_ACT_SILU; ++act) {
         const float a = act == FG_ACT_CLIP ? -0.5f : 0.1f, b = 0.5f;
         const float *bs = act % 2 ? bias : NULL;
         fg_conv(&s, x, y, wp, bs, act, a, b, nscr ? scr : NULL);
@@ -603,7 +603,7 @@ static void test_depthwise_shapes(void)
         fill_rand(w, nw);
         fill_rand(bias, (size_t)s.K);
         shape_ctx(ctx, sizeof ctx, &s);
-        for (act = 0; act < 4; ++act) {
+        for (act = 0; act <= FG_ACT_SILU; ++act) {
             const float a = act == FG_ACT_CLIP ? -0.5f : 0.1f, b = 0.5f;
             const float *bs = act % 2 ? bias : NULL;
             fg_conv_depthwise(&s, x, y, w, bs, act, a, b);

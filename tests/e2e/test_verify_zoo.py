@@ -156,3 +156,28 @@ def test_factorized_build_needs_an_explicit_tolerance(quick_build, tmp_path, cap
     assert code == 0 and v["decided_by"] == "tolerance"
     code, v, _ = _verify(capsys, path, out, "--rtol", "1e-3")
     assert code == 1
+
+
+def test_silu_network_fuses_and_passes(quick_build, tmp_path, capsys):
+    """SiLU (exported as Sigmoid + Mul) after a convolution, a depthwise convolution and a
+    Linear layer runs in their epilogues; a squeeze-excitation gate (Sigmoid of another
+    tensor) stays a separate op."""
+    nn = torch.nn
+    zoo.torchvision_models()  # makes torchvision importable here
+    from torchvision.ops import SqueezeExcitation
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.SiLU(),
+        nn.Conv2d(16, 16, 3, 1, 1, groups=16), nn.BatchNorm2d(16), nn.SiLU(),
+        SqueezeExcitation(16, 4, activation=nn.SiLU),
+        nn.Conv2d(16, 24, 1), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(24, 32), nn.SiLU(), nn.Linear(32, 10),
+    ).eval()  # fmt: skip
+    zoo.calibrate_batchnorm(model, (8, 3, SIZE, SIZE))
+    path = zoo.export(model, np.zeros((1, 3, SIZE, SIZE), np.float32), tmp_path / "silu.onnx")
+    out = quick_build(path).out_dir
+    c = (out / "model.c").read_text()
+    assert c.count("FG_ACT_SILU") == 5 and c.count("fg_sigmoid(") == 1
+    code, v, err = _verify(capsys, path, out)
+    assert code == 0 and v["decided_by"] == "float64", err

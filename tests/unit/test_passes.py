@@ -144,6 +144,32 @@ def test_activation_with_two_readers_is_not_fused():
     assert next(n for n in out.nodes if n.op == "Dense").attrs.get("act") is None
 
 
+def test_silu_is_fused_into_the_conv():
+    w = RNG.standard_normal((4, 3, 3, 3))
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["c"], ["s"]),
+        helper.make_node("Mul", ["s", "c"], ["y"]),  # either operand order
+    ]
+    g = import_model(_model(nodes, [1, 3, 6, 6], [1, 4, 6, 6], {"w": w}))
+    fused = fuse_activation(g)
+    assert _ops(fused) == ["Conv"]
+    assert fused.nodes[0].attrs["act"] == ("FG_ACT_SILU", 0.0, 0.0)
+    _same_outputs(g, fused, RNG.standard_normal((1, 3, 6, 6)).astype(np.float32))
+
+
+def test_sigmoid_gate_of_another_tensor_is_not_silu():
+    w = RNG.standard_normal((4, 4))
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["a"]),
+        helper.make_node("Sigmoid", ["a"], ["s"]),
+        helper.make_node("Mul", ["x", "s"], ["y"]),  # gates x, not a
+    ]
+    g = canonicalize_linear(import_model(_model(nodes, [1, 4], [1, 4], {"w": w})))
+    out = fuse_activation(g)
+    assert _ops(out) == ["Dense", "Sigmoid", "Mul"]
+
+
 def test_pipeline_leaves_no_dead_nodes():
     g = optimize(_conv_bn_relu())
     assert [n.name for n in eliminate_dead_nodes(g).nodes] == [n.name for n in g.nodes]
