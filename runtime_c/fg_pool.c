@@ -27,6 +27,7 @@
 #include "fg_runtime.h"
 
 #define FG_PB 16
+#define FG_POOL_KX 8 /* kernel columns whose valid range is computed once */
 #define FG_NEG_FLT_MAX (-3.40282346638528859812e+38f)
 
 /* Number of taps t in [0, k) with a <= start + t*d < b. */
@@ -58,6 +59,13 @@ static void fg_row_max(float *restrict o, const float *restrict xs, int n, int s
         }
         for (; i < n; ++i)
             o[i] = fg_maxf(o[i], xs[i]);
+    } else if (sw == 2) { /* a constant stride: vectorized with permutes */
+        for (; i + FG_PB <= n; i += FG_PB) {
+            for (j = 0; j < FG_PB; ++j)
+                o[i + j] = fg_maxf(o[i + j], xs[2 * (i + j)]);
+        }
+        for (; i < n; ++i)
+            o[i] = fg_maxf(o[i], xs[2 * i]);
     } else {
         for (; i < n; ++i)
             o[i] = fg_maxf(o[i], xs[(ptrdiff_t)i * sw]);
@@ -103,6 +111,11 @@ static void fg_pool_generic(const fg_pool_shape *s, const float *x, float *y, in
     const int pair = s->kw == 2 && s->sw == 2 && s->dw == 1;
     int c, od, oh, ow, kz, ky, kx;
     int lo2 = 0, hi2 = 0;
+    /* the valid output columns of the first kernel columns, once (divisions
+     * per row cost as much as the row itself) */
+    int xlo[FG_POOL_KX], xhi[FG_POOL_KX];
+    for (kx = 0; kx < s->kw && kx < FG_POOL_KX; ++kx)
+        fg_valid_range(s->OW, s->sw, kx * s->dw - s->pw, s->W, &xlo[kx], &xhi[kx]);
     if (pair) {
         int l1, h1;
         fg_valid_range(s->OW, 2, -s->pw, s->W, &lo2, &hi2);
@@ -158,7 +171,12 @@ static void fg_pool_generic(const fg_pool_shape *s, const float *x, float *y, in
                         for (kx = 0; kx < s->kw; ++kx) {
                             const int off = kx * s->dw - s->pw;
                             int lo, hi;
-                            fg_valid_range(s->OW, s->sw, off, s->W, &lo, &hi);
+                            if (kx < FG_POOL_KX) {
+                                lo = xlo[kx];
+                                hi = xhi[kx];
+                            } else {
+                                fg_valid_range(s->OW, s->sw, off, s->W, &lo, &hi);
+                            }
                             if (lo >= hi)
                                 continue;
                             if (is_max)
@@ -228,8 +246,78 @@ static void fg_pool_2x2(const fg_pool_shape *s, const float *x, float *y, int is
     }
 }
 
+/* MaxPool on 2-D planes with horizontal stride 2 and no horizontal dilation
+ * (ResNet's 3x3/2 stem pool): per output row, the window's valid input rows
+ * are reduced first, element by element (unit stride), into a row padded with
+ * -FLT_MAX (a pad tap then changes nothing, as an ignored tap), which is split
+ * into its even and odd columns; every kernel column is then a unit-stride
+ * max over one of the two halves. Same result as fg_pool_generic: the maximum
+ * of the same taps, started from -FLT_MAX, NaN inputs ignored. */
+#define FG_POOL_ROW 1024 /* floats of the padded row (larger rows: the generic path) */
+
+static int fg_maxpool_s2_fits(const fg_pool_shape *s)
+{
+    /* padded row: 2 + pw leading pad floats (even), W, the trailing overhang */
+    const int lead = (s->pw + 1) / 2 * 2;
+    const int need = lead + 2 * (s->OW - 1) + s->kw + 1;
+    return s->D == 1 && s->OD == 1 && s->kd == 1 && s->pd == 0 && s->sw == 2 && s->dw == 1 &&
+           s->pw <= 8 && need < FG_POOL_ROW && lead + s->W <= FG_POOL_ROW;
+}
+
+static void fg_maxpool_s2(const fg_pool_shape *s, const float *x, float *y)
+{
+    float row[FG_POOL_ROW], ev[FG_POOL_ROW / 2], od[FG_POOL_ROW / 2];
+    const int lead = (s->pw + 1) / 2 * 2;
+    const int half = (lead + 2 * (s->OW - 1) + s->kw + 2) / 2; /* pairs the taps read */
+    const size_t HW = (size_t)s->H * (size_t)s->W, OHW = (size_t)s->OH * (size_t)s->OW;
+    int c, oh, ky, kx, i, j;
+    for (i = 0; i < FG_POOL_ROW; ++i)
+        row[i] = FG_NEG_FLT_MAX;
+    for (c = 0; c < s->C; ++c) {
+        for (oh = 0; oh < s->OH; ++oh) {
+            float *restrict o = y + (size_t)c * OHW + (size_t)oh * (size_t)s->OW;
+            float *restrict v = row + lead;
+            for (i = 0; i < s->W; ++i)
+                v[i] = FG_NEG_FLT_MAX;
+            for (ky = 0; ky < s->kh; ++ky) {
+                const int iy = oh * s->sh + ky * s->dh - s->ph;
+                const float *restrict xr = x + (size_t)c * HW + (size_t)iy * (size_t)s->W;
+                if (iy < 0 || iy >= s->H)
+                    continue;
+                for (i = 0; i + FG_PB <= s->W; i += FG_PB) {
+                    for (j = 0; j < FG_PB; ++j)
+                        v[i + j] = fg_maxf(v[i + j], xr[i + j]);
+                }
+                for (; i < s->W; ++i)
+                    v[i] = fg_maxf(v[i], xr[i]);
+            }
+            for (i = 0; i < half; ++i) {
+                ev[i] = row[2 * i];
+                od[i] = row[2 * i + 1];
+            }
+            for (i = 0; i < s->OW; ++i)
+                o[i] = FG_NEG_FLT_MAX;
+            /* tap kx of output i: row[lead + 2i + kx - pw] */
+            for (kx = 0; kx < s->kw; ++kx) {
+                const int t = lead + kx - s->pw;
+                const float *restrict h = (t & 1 ? od : ev) + t / 2;
+                for (i = 0; i + FG_PB <= s->OW; i += FG_PB) {
+                    for (j = 0; j < FG_PB; ++j)
+                        o[i + j] = fg_maxf(o[i + j], h[i + j]);
+                }
+                for (; i < s->OW; ++i)
+                    o[i] = fg_maxf(o[i], h[i]);
+            }
+        }
+    }
+}
+
 void fg_maxpool(const fg_pool_shape *s, const float *x, float *y)
 {
+    if (fg_maxpool_s2_fits(s)) {
+        fg_maxpool_s2(s, x, y);
+        return;
+    }
     if (fg_pool_is_2x2(s))
         fg_pool_2x2(s, x, y, 1);
     else
