@@ -276,13 +276,15 @@ static void fg_rows_fill(float *o, const float *xs, size_t ldx, int nr, int OW, 
         fg_rows_copy8_4(o, xs, ldx, nr, OW, lo, hi);
 }
 
-void fg_im2col(const fg_conv_shape *s, const float *x, float *cols)
+/* fg_im2col restricted to the output rows [oh0, oh1) of every plane: columns
+ * (od, oh - oh0, ow), OD * (oh1 - oh0) * OW per row */
+static void fg_im2col_rows(const fg_conv_shape *s, const float *x, float *cols, int oh0, int oh1)
 {
     const int Cg = s->C / s->group;
-    const int OW = s->OW, OH = s->OH;
+    const int OW = s->OW, OH = s->OH, OB = oh1 - oh0;
     const size_t HW = (size_t)s->H * (size_t)s->W;
     const size_t DHW = (size_t)s->D * HW;
-    const size_t OHW = (size_t)OH * (size_t)OW;
+    const size_t OHW = (size_t)OB * (size_t)OW;
     const size_t S = (size_t)s->OD * OHW;
     /* unit strides and as wide as the input: consecutive output rows read
      * consecutive input rows at a constant offset, so the valid rows of a
@@ -297,6 +299,9 @@ void fg_im2col(const fg_conv_shape *s, const float *x, float *cols)
                 const int offy = ky * s->dh - s->ph;
                 int ylo, yhi;
                 fg_valid_range(OH, s->sh, offy, s->H, &ylo, &yhi);
+                /* band rows, relative to oh0 */
+                ylo = (ylo > oh0 ? ylo : oh0) - oh0;
+                yhi = (yhi < oh1 ? yhi : oh1) - oh0;
                 for (kx = 0; kx < s->kw; ++kx) {
                     const int offx = kx * s->dw - s->pw;
                     int lo, hi;
@@ -312,16 +317,16 @@ void fg_im2col(const fg_conv_shape *s, const float *x, float *cols)
                         /* output rows whose input row is outside: zero */
                         if (ylo > 0)
                             memset(o, 0, (size_t)ylo * (size_t)OW * sizeof(float));
-                        if (yhi < OH)
+                        if (yhi < OB)
                             memset(o + (size_t)yhi * (size_t)OW, 0,
-                                   (size_t)(OH - yhi) * (size_t)OW * sizeof(float));
+                                   (size_t)(OB - yhi) * (size_t)OW * sizeof(float));
                         if (flat) {
                             /* rows ylo..yhi-1, columns lo..hi-1 of the last
                              * row: one copy, then re-zero the pad columns */
                             const size_t first = (size_t)ylo * (size_t)OW + (size_t)lo;
                             const size_t last = (size_t)(yhi - 1) * (size_t)OW + (size_t)hi;
-                            const float *src =
-                                xz + (size_t)(ylo + offy) * (size_t)s->W + (size_t)(lo + offx);
+                            const float *src = xz + (size_t)(ylo + oh0 + offy) * (size_t)s->W +
+                                               (size_t)(lo + offx);
                             memcpy(o + first, src, (last - first) * sizeof(float));
                             if (lo > 0 || hi < OW) {
                                 for (oh = ylo; oh < yhi; ++oh) {
@@ -336,7 +341,7 @@ void fg_im2col(const fg_conv_shape *s, const float *x, float *cols)
                         }
                         /* rows ylo..yhi-1: zero pads, copy (or gather) */
                         fg_rows_fill(o + (size_t)ylo * (size_t)OW,
-                                     xz + (size_t)(ylo * s->sh + offy) * (size_t)s->W +
+                                     xz + (size_t)((ylo + oh0) * s->sh + offy) * (size_t)s->W +
                                          ((ptrdiff_t)lo * s->sw + offx),
                                      (size_t)s->sh * (size_t)s->W, yhi - ylo, OW, lo, hi, s->sw);
                     }
@@ -345,6 +350,11 @@ void fg_im2col(const fg_conv_shape *s, const float *x, float *cols)
             }
         }
     }
+}
+
+void fg_im2col(const fg_conv_shape *s, const float *x, float *cols)
+{
+    fg_im2col_rows(s, x, cols, 0, s->OH);
 }
 
 /* ---- row-shifted implicit GEMM (unit vertical stride) ---------------------
@@ -662,6 +672,26 @@ static int fg_pgemm_rowpath(const fg_conv_shape *s)
     return !fg_conv_is_pointwise(s) && s->sh == 1 && n <= fg_conv_cols(s);
 }
 
+/* An im2col matrix larger than FG_CONV_BAND floats (ResNet's 7x7/2 stem: 7 MB)
+ * is built and multiplied a band of output rows at a time, so that it is read
+ * back from L2 instead of memory. Rows per band (0: the whole matrix at once):
+ * the most that fit, or down to half of that if a band of whole panels
+ * (positions a multiple of FG_CONV_PANEL_MAX) results. */
+#define FG_CONV_BAND 65536
+
+static int fg_im2col_band(const fg_conv_shape *s, int R)
+{
+    const size_t row = (size_t)R * (size_t)s->OW; /* floats per output row */
+    int bh, b;
+    if (s->OD != 1 || fg_conv_cols(s) <= FG_CONV_BAND || row > FG_CONV_BAND)
+        return 0;
+    bh = (int)(FG_CONV_BAND / row);
+    for (b = bh; 2 * b >= bh; --b)
+        if ((b * s->OW) % FG_CONV_PANEL_MAX == 0)
+            return b;
+    return bh;
+}
+
 /* fg_conv through fg_pgemm: the patch matrix of each group is the input
  * itself (pointwise), the row matrix of each output plane (vertical stride 1),
  * or the im2col matrix, and its panels are packed after the scratch's first
@@ -680,6 +710,7 @@ static void fg_conv_pgemm(const fg_conv_shape *s, const float *x, float *y, cons
     const int pointwise = fg_conv_is_pointwise(s);
     const int Hp = s->OH + (s->kh - 1) * s->dh;
     const int rowpath = fg_pgemm_rowpath(s);
+    const int bh = rowpath || pointwise ? 0 : fg_im2col_band(s, R);
     float *panel = scratch + fg_conv_cols(s);
     fg_taps t;
     int g, od;
@@ -706,6 +737,17 @@ static void fg_conv_pgemm(const fg_conv_shape *s, const float *x, float *y, cons
                 fg_rowmat_build(s, xg, od, Hp, scratch);
                 fg_pgemm(wg, scratch, &t, Kg, N, yg + (size_t)od * (size_t)N, S, bg, act, a, b,
                          panel);
+            }
+            continue;
+        }
+        if (bh > 0) {
+            int oh0;
+            for (oh0 = 0; oh0 < s->OH; oh0 += bh) {
+                const int oh1 = s->OH - oh0 < bh ? s->OH : oh0 + bh;
+                fg_im2col_rows(s, xg, scratch, oh0, oh1);
+                t.czstep = (size_t)(oh1 - oh0) * (size_t)s->OW;
+                fg_pgemm(wg, scratch, &t, Kg, (oh1 - oh0) * s->OW, yg + (size_t)oh0 * s->OW, S,
+                         bg, act, a, b, panel);
             }
             continue;
         }

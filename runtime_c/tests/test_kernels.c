@@ -449,6 +449,40 @@ static void check_conv_shape(fg_conv_shape s, const char *what)
     free_g(scr);
 }
 
+/* each row: C, D, H, W, K, kd, kh, kw, sd, sh, sw, dd, dh, dw, pd, ph, pw, trailing
+ * pads (d, h, w), group */
+static void check_conv_rows(const int (*t)[21], size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; ++i) {
+        const int *v = t[i];
+        fg_conv_shape s;
+        memset(&s, 0, sizeof s);
+        s.C = v[0];
+        s.D = v[1];
+        s.H = v[2];
+        s.W = v[3];
+        s.K = v[4];
+        s.kd = v[5];
+        s.kh = v[6];
+        s.kw = v[7];
+        s.sd = v[8];
+        s.sh = v[9];
+        s.sw = v[10];
+        s.dd = v[11];
+        s.dh = v[12];
+        s.dw = v[13];
+        s.pd = v[14];
+        s.ph = v[15];
+        s.pw = v[16];
+        s.group = v[20];
+        s.OD = conv_out(s.D, s.kd, s.sd, s.dd, s.pd, v[17]);
+        s.OH = conv_out(s.H, s.kh, s.sh, s.dh, s.ph, v[18]);
+        s.OW = conv_out(s.W, s.kw, s.sw, s.dw, s.pw, v[19]);
+        check_conv_shape(s, "(given shape)");
+    }
+}
+
 /* Given shapes for the two fg_conv paths (row-shifted direct tiles when the
  * vertical stride is 1, im2col + GEMM otherwise): planes of one to many tiles
  * with and without a vector-size tail, narrow planes, output channels not a
@@ -485,34 +519,23 @@ static void test_conv_shapes(void)
         {24, 1, 14, 14, 13, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1}, /* pointwise, Kg 13 */
         {8, 1, 23, 23, 12, 1, 7, 7, 1, 2, 2, 1, 1, 1, 0, 3, 3, 0, 3, 3, 1}, /* 7x7 stride 2 */
     };
-    size_t i;
-    for (i = 0; i < sizeof t / sizeof t[0]; ++i) {
-        const int *v = t[i];
-        fg_conv_shape s;
-        memset(&s, 0, sizeof s);
-        s.C = v[0];
-        s.D = v[1];
-        s.H = v[2];
-        s.W = v[3];
-        s.K = v[4];
-        s.kd = v[5];
-        s.kh = v[6];
-        s.kw = v[7];
-        s.sd = v[8];
-        s.sh = v[9];
-        s.sw = v[10];
-        s.dd = v[11];
-        s.dh = v[12];
-        s.dw = v[13];
-        s.pd = v[14];
-        s.ph = v[15];
-        s.pw = v[16];
-        s.group = v[20];
-        s.OD = conv_out(s.D, s.kd, s.sd, s.dd, s.pd, v[17]);
-        s.OH = conv_out(s.H, s.kh, s.sh, s.dh, s.ph, v[18]);
-        s.OW = conv_out(s.W, s.kw, s.sw, s.dw, s.pw, v[19]);
-        check_conv_shape(s, "(given shape)");
-    }
+    check_conv_rows(t, sizeof t / sizeof t[0]);
+}
+
+/* Run last (after every random case: the shapes draw random data, so cases added
+ * here leave the other tests' random streams unchanged). */
+static void test_conv_shapes_more(void)
+{
+    static const int t[][21] = {
+        /* a last panel of one position (N = 48q + 1): R % 4 = 1, 2, 3, M past 32 */
+        {13, 1, 7, 7, 37, 1, 3, 3, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1}, /* 7x7 output */
+        {6, 1, 1, 1, 9, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1},   /* 1x1 output */
+        {5, 1, 1, 97, 11, 1, 1, 3, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, 0, 1, 1}, /* 1-D, N = 97 */
+        /* an im2col matrix past FG_CONV_BAND floats: bands of output rows */
+        {3, 1, 60, 60, 10, 1, 7, 7, 1, 2, 2, 1, 1, 1, 0, 3, 3, 0, 2, 2, 1}, /* 7x7/2 stem */
+        {9, 1, 101, 47, 6, 1, 5, 3, 1, 3, 2, 1, 1, 2, 0, 2, 1, 0, 1, 0, 1}, /* sh 3, dilated */
+    };
+    check_conv_rows(t, sizeof t / sizeof t[0]);
 }
 
 static void test_depthwise(int iters)
@@ -1789,6 +1812,7 @@ int main(int argc, char **argv)
     test_bsr16_matvec(n * 2);
     test_csr_spmm(n * 2);
     test_rnn(n * 3);
+    test_conv_shapes_more();
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
 }
