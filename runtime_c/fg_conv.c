@@ -195,10 +195,35 @@ FG_INLINE void fg_gather2(float *restrict o, const float *restrict xs, int n)
         const __m512 b = _mm512_maskz_loadu_ps(mhi, xs + 2 * i + 16);
         _mm512_storeu_ps(o + i, _mm512_permutex2var_ps(a, even, b));
     }
-#endif
+    if (i < n) { /* the last n - i < 16: masked (rows of 7..15 are common) */
+        const int left = 2 * (n - 1 - i) + 1;
+        const __mmask16 mlo = (__mmask16)(left >= 16 ? 0xFFFF : (1u << left) - 1u);
+        const __mmask16 mhi = (__mmask16)(left > 16 ? (1u << (left - 16)) - 1u : 0u);
+        const __m512 a = _mm512_maskz_loadu_ps(mlo, xs + 2 * i);
+        const __m512 b = _mm512_maskz_loadu_ps(mhi, xs + 2 * i + 16);
+        _mm512_mask_storeu_ps(o + i, (__mmask16)((1u << (n - i)) - 1u),
+                              _mm512_permutex2var_ps(a, even, b));
+    }
+#else
     for (; i < n; ++i)
         o[i] = xs[2 * i];
+#endif
 }
+
+#if defined(__AVX512F__)
+/* o[i] = xs[i] for i < n: whole and masked vectors (memcpy's call costs more
+ * than the short rows of the depthwise planes) */
+FG_INLINE void fg_copy16(float *o, const float *xs, int n)
+{
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(o + i, _mm512_loadu_ps(xs + i));
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        _mm512_mask_storeu_ps(o + i, m, _mm512_maskz_loadu_ps(m, xs + i));
+    }
+}
+#endif
 
 static void fg_rows_copy(float *restrict o, const float *restrict xs, size_t ldx, int nr,
                          int OW, int lo, int hi, int sw)
@@ -975,12 +1000,14 @@ static void fg_dw_plane(const fg_conv_shape *s, const float *x, float *y, const 
                         float *row = qa + (size_t)i * (size_t)Wq;
                         const float *xr;
                         if (iy < 0 || iy >= s->H || lo >= hi) {
-                            memset(row, 0, (size_t)Wq * sizeof(float));
+                            /* the band's zero rows stay zero for its other channels */
+                            if (c == 0)
+                                memset(row, 0, (size_t)Wq * sizeof(float));
                             continue;
                         }
                         xr = xc + (size_t)iy * (size_t)s->W + (st * lo + b - s->pw);
                         if (st == 1)
-                            memcpy(row + lo, xr, (size_t)(hi - lo) * sizeof(float));
+                            fg_copy16(row + lo, xr, hi - lo);
                         else
                             fg_gather2(row + lo, xr, hi - lo);
                     }
@@ -992,11 +1019,17 @@ static void fg_dw_plane(const fg_conv_shape *s, const float *x, float *y, const 
                 float *yk = y + (size_t)k * OHW + (size_t)oh0 * (size_t)s->OW;
                 for (m = 0; m + 64 <= M; m += 64)
                     fg_dw_plane_blk(tp, wk, taps, m, 4, b0, o, act, va, vb);
-                for (; m < M; m += 16)
+                /* the rest in one block of 1..4 vectors (independent chains) */
+                if (M - m > 48)
+                    fg_dw_plane_blk(tp, wk, taps, m, 4, b0, o, act, va, vb);
+                else if (M - m > 32)
+                    fg_dw_plane_blk(tp, wk, taps, m, 3, b0, o, act, va, vb);
+                else if (M - m > 16)
+                    fg_dw_plane_blk(tp, wk, taps, m, 2, b0, o, act, va, vb);
+                else if (M > m)
                     fg_dw_plane_blk(tp, wk, taps, m, 1, b0, o, act, va, vb);
                 for (r = 0; r < bh; ++r)
-                    memcpy(yk + (size_t)r * (size_t)s->OW, o + (size_t)r * (size_t)Wq,
-                           (size_t)s->OW * sizeof(float));
+                    fg_copy16(yk + (size_t)r * (size_t)s->OW, o + (size_t)r * (size_t)Wq, s->OW);
             }
         }
     }
