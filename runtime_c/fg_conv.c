@@ -699,22 +699,30 @@ static int fg_pgemm_rowpath(const fg_conv_shape *s)
 
 /* An im2col matrix larger than FG_CONV_BAND floats (ResNet's 7x7/2 stem: 7 MB)
  * is built and multiplied a band of output rows at a time, so that it is read
- * back from L2 instead of memory. Rows per band (0: the whole matrix at once):
- * the most that fit, or down to half of that if a band of whole panels
- * (positions a multiple of FG_CONV_PANEL_MAX) results. */
+ * back from L2 instead of memory. A band holds whole panels when it can (its
+ * positions a multiple of FG_CONV_PANEL_MAX: a narrower last panel is slower,
+ * and would recur in every band): the most such rows within FG_CONV_BAND
+ * floats, or the smallest such band up to 4 FG_CONV_BAND; otherwise only a
+ * matrix past 8 FG_CONV_BAND is banded, as many rows as fit. 0: the whole
+ * matrix at once. */
 #define FG_CONV_BAND 65536
 
 static int fg_im2col_band(const fg_conv_shape *s, int R)
 {
     const size_t row = (size_t)R * (size_t)s->OW; /* floats per output row */
-    int bh, b;
-    if (s->OD != 1 || fg_conv_cols(s) <= FG_CONV_BAND || row > FG_CONV_BAND)
+    const size_t cols = fg_conv_cols(s);
+    int unit = 1;
+    if (s->OD != 1 || cols <= FG_CONV_BAND)
         return 0;
-    bh = (int)(FG_CONV_BAND / row);
-    for (b = bh; 2 * b >= bh; --b)
-        if ((b * s->OW) % FG_CONV_PANEL_MAX == 0)
-            return b;
-    return bh;
+    while (unit <= s->OH && (unit * s->OW) % FG_CONV_PANEL_MAX != 0)
+        ++unit;
+    if (unit < s->OH && (size_t)unit * row <= 4 * (size_t)FG_CONV_BAND) {
+        const int k = (int)(FG_CONV_BAND / ((size_t)unit * row));
+        return k > 1 ? k * unit : unit;
+    }
+    if (cols <= 8 * (size_t)FG_CONV_BAND || row > FG_CONV_BAND)
+        return 0;
+    return (int)(FG_CONV_BAND / row);
 }
 
 /* fg_conv through fg_pgemm: the patch matrix of each group is the input

@@ -187,66 +187,112 @@ FG_PK_FN(fg_pk_m4v3o, 4, 3, 1)
 /* index nv - 1 for packed panels, FG_GNV for a full panel read in place */
 static const fg_pk_fn fg_pk8[4] = {fg_pk_m8v1, fg_pk_m8v2, fg_pk_m8v3, fg_pk_m8v3o};
 static const fg_pk_fn fg_pk4[4] = {fg_pk_m4v1, fg_pk_m4v2, fg_pk_m4v3, fg_pk_m4v3o};
-/* The last block when it holds a single position (N = 48q + 1: every 7x7
- * plane): a matrix-vector product with the channels in the lanes instead of a
- * 16-lane tile with one useful lane. The column b_r = B(r, n) is first copied
- * out (R floats, into the panel); a packed block holds 4 channels x 4
- * consecutive taps in 16 floats, so one vector FMA with the column's 4 taps
- * (each repeated 4 times) covers all of them. Order per output: 4 partial sums
- * (taps r = j mod 4, in increasing r), added as (s0 + s1) + (s2 + s3); then
- * act(sum + bias) as elsewhere. */
-static void fg_col1(const float *Ap, const float *b, const fg_taps *t, int M, float *y,
+/* The last block when it holds 1..4 positions (N = 48q + 1 on 7x7 planes,
+ * 48q + 4 on 14x14 ones): matrix-vector products with the channels in the
+ * lanes instead of a 16-lane tile with 1..4 useful lanes. The NP columns
+ * B(r, n) are first copied out (R floats each, zero padded to a multiple of
+ * 4, into the panel); a packed block holds 4 channels x 4 consecutive taps in
+ * 16 floats, so one vector FMA with a column's 4 taps (each repeated 4 times)
+ * covers all of them; QB blocks x NP columns of accumulators. Order per
+ * output: 4 partial sums (taps r = j mod 4, in increasing r), added as
+ * (s0 + s1) + (s2 + s3); then act(sum + bias) as elsewhere. */
+FG_INLINE void fg_coln_blocks(const float *a0, size_t ab, const float *col, int R, size_t R4,
+                              int nq, int QB, int NP, __m128 *sums)
+{
+    const size_t r4 = (size_t)(R & ~3);
+    /* the last group of taps: A masked (past R is the next block, or the end) */
+    const __mmask16 am = (__mmask16)((1u << (4 * (R & 3))) - 1u);
+    const __m512i rep4 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    __m512 acc[8][4];
+    size_t r;
+    int q, j;
+    FG_UNROLL
+    for (q = 0; q < QB; ++q) {
+        FG_UNROLL
+        for (j = 0; j < NP; ++j)
+            acc[q][j] = _mm512_setzero_ps();
+    }
+    for (r = 0; r < R4; r += 4) {
+        const __mmask16 m = r < r4 ? (__mmask16)0xFFFF : am;
+        __m512 bv[4];
+        FG_UNROLL
+        for (j = 0; j < NP; ++j)
+            bv[j] = _mm512_permutexvar_ps(
+                rep4, _mm512_castps128_ps512(_mm_loadu_ps(col + (size_t)j * R4 + r)));
+        FG_UNROLL
+        for (q = 0; q < QB; ++q) {
+            if (q < nq) {
+                const __m512 av = _mm512_maskz_loadu_ps(m, a0 + (size_t)q * ab + 4 * r);
+                FG_UNROLL
+                for (j = 0; j < NP; ++j)
+                    acc[q][j] = _mm512_fmadd_ps(av, bv[j], acc[q][j]);
+            }
+        }
+    }
+    FG_UNROLL
+    for (q = 0; q < QB; ++q) {
+        if (q >= nq)
+            break;
+        FG_UNROLL
+        for (j = 0; j < NP; ++j) {
+            const __m128 s01 = _mm_add_ps(_mm512_extractf32x4_ps(acc[q][j], 0),
+                                          _mm512_extractf32x4_ps(acc[q][j], 1));
+            const __m128 s23 = _mm_add_ps(_mm512_extractf32x4_ps(acc[q][j], 2),
+                                          _mm512_extractf32x4_ps(acc[q][j], 3));
+            sums[q * 4 + j] = _mm_add_ps(s01, s23);
+        }
+    }
+}
+
+static void fg_coln(const float *Ap, const float *b, const fg_taps *t, int M, int np, float *y,
                     size_t ldy, const float *bias, int act, float pa, float pb, float *col)
 {
     const int R = t->ncz * t->kh * t->kw, nb = (M + FG_MBLOCK - 1) / FG_MBLOCK;
-    const size_t ab = (size_t)FG_MBLOCK * (size_t)R;
-    const __m512i rep4 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    const size_t ab = (size_t)FG_MBLOCK * (size_t)R, R4 = (size_t)(R + 3) / 4 * 4;
     const __m512 va = _mm512_set1_ps(pa), vb = _mm512_set1_ps(pb);
-    const int r4 = R & ~3;
-    const __mmask16 am = (__mmask16)((1u << (4 * (R - r4))) - 1u);
-    int cz, ky, kx, r = 0, b0, q, i;
-    for (cz = 0; cz < t->ncz; ++cz)
-        for (ky = 0; ky < t->kh; ++ky)
-            for (kx = 0; kx < t->kw; ++kx)
-                col[r++] = b[(size_t)cz * t->czstep + (size_t)ky * t->ystep +
-                             (size_t)kx * t->xstep];
-    for (i = 0; i < 4; ++i) /* the last group of 4 taps reads past R */
-        col[R + i] = 0.0f;
-    for (b0 = 0; b0 < nb; b0 += 8) {
-        const int nq = nb - b0 < 8 ? nb - b0 : 8;
+    const int QB = np == 1 ? 8 : 4; /* QB x NP accumulators */
+    int cz, ky, kx, b0, q, i, j;
+    size_t r;
+    for (j = 0; j < np; ++j) {
+        float *cj = col + (size_t)j * R4;
+        r = 0;
+        for (cz = 0; cz < t->ncz; ++cz)
+            for (ky = 0; ky < t->kh; ++ky)
+                for (kx = 0; kx < t->kw; ++kx)
+                    cj[r++] = b[(size_t)cz * t->czstep + (size_t)ky * t->ystep +
+                                (size_t)kx * t->xstep + (size_t)j];
+        for (; r < R4; ++r) /* taps past R (their A lanes are masked to 0) */
+            cj[r] = 0.0f;
+    }
+    for (b0 = 0; b0 < nb; b0 += QB) {
+        const int nq = nb - b0 < QB ? nb - b0 : QB;
         const float *a0 = Ap + (size_t)b0 * ab;
-        __m512 acc[8];
-        float s[4 * 8];
-        FG_UNROLL
-        for (q = 0; q < 8; ++q)
-            acc[q] = _mm512_setzero_ps();
-        for (r = 0; r < r4; r += 4) {
-            const __m512 bv = _mm512_permutexvar_ps(rep4, _mm512_castps128_ps512(_mm_loadu_ps(col + r)));
-            FG_UNROLL
-            for (q = 0; q < 8; ++q)
-                if (q < nq)
-                    acc[q] = _mm512_fmadd_ps(_mm512_loadu_ps(a0 + (size_t)q * ab + 4 * (size_t)r), bv,
-                                             acc[q]);
+        __m128 sums[8 * 4];
+        float sv[4];
+        switch (np) {
+        case 1:
+            fg_coln_blocks(a0, ab, col, R, R4, nq, 8, 1, sums);
+            break;
+        case 2:
+            fg_coln_blocks(a0, ab, col, R, R4, nq, 4, 2, sums);
+            break;
+        case 3:
+            fg_coln_blocks(a0, ab, col, R, R4, nq, 4, 3, sums);
+            break;
+        default:
+            fg_coln_blocks(a0, ab, col, R, R4, nq, 4, 4, sums);
+            break;
         }
-        if (r < R) {
-            const __m512 bv =
-                _mm512_permutexvar_ps(rep4, _mm512_castps128_ps512(_mm_loadu_ps(col + r)));
-            for (q = 0; q < nq; ++q)
-                acc[q] = _mm512_fmadd_ps(
-                    _mm512_maskz_loadu_ps(am, a0 + (size_t)q * ab + 4 * (size_t)r), bv, acc[q]);
-        }
-        for (q = 0; q < nq; ++q) {
-            const __m128 s01 = _mm_add_ps(_mm512_extractf32x4_ps(acc[q], 0),
-                                          _mm512_extractf32x4_ps(acc[q], 1));
-            const __m128 s23 = _mm_add_ps(_mm512_extractf32x4_ps(acc[q], 2),
-                                          _mm512_extractf32x4_ps(acc[q], 3));
-            _mm_storeu_ps(s + 4 * q, _mm_add_ps(s01, s23));
-        }
-        for (i = 0; i < 4 * nq && 4 * b0 + i < M; ++i) {
-            const float v = s[i] + (bias ? bias[4 * b0 + i] : 0.0f);
-            y[(size_t)(4 * b0 + i) * ldy] =
-                _mm512_cvtss_f32(fg_act16(_mm512_set1_ps(v), act, va, vb));
-        }
+        for (q = 0; q < nq; ++q)
+            for (j = 0; j < np; ++j) {
+                _mm_storeu_ps(sv, sums[q * 4 + j]);
+                for (i = 0; i < 4 && 4 * (b0 + q) + i < M; ++i) {
+                    const int m = 4 * (b0 + q) + i;
+                    const float v = sv[i] + (bias ? bias[m] : 0.0f);
+                    y[(size_t)m * ldy + (size_t)j] =
+                        _mm512_cvtss_f32(fg_act16(_mm512_set1_ps(v), act, va, vb));
+                }
+            }
     }
 }
 
@@ -352,8 +398,8 @@ void fg_pgemm(const float *Ap, const float *b, const fg_taps *t, int M, int N, f
         const int fi = direct ? FG_GNV : nv - 1;
         const float *p = direct ? b + n0 : panel;
 #if FG_PDIRECT
-        if (nr == 1) {
-            fg_col1(Ap, b + n0, t, M, y + n0, ldy, bias, act, pa, pb, panel);
+        if (nr <= 4) {
+            fg_coln(Ap, b + n0, t, M, nr, y + n0, ldy, bias, act, pa, pb, panel);
             continue;
         }
 #endif
