@@ -1,8 +1,9 @@
 /* fg_conv.c - convolution (C99, no heap, no stdio).
  *
- * fg_conv, per group, with AVX-512 (FG_CONV_PGEMM): the packed-panel GEMM of
- * fg_convgemm.c on the input (pointwise), on the row matrix below (vertical
- * stride 1) or on the im2col matrix. Otherwise (the plain-C path, as fast as
+ * fg_conv, per group, with AVX-512 or AArch64 NEON (FG_CONV_PGEMM): the
+ * packed-panel GEMM of fg_convgemm.c on the input (pointwise), on the row
+ * matrix below (vertical stride 1) or on the im2col matrix (in bands of
+ * output rows when it is large). Otherwise (the plain-C path, as fast as
  * the packed GEMM's plain-C micro-kernel with SSE2, measured):
  *   - vertical stride 1 (most convolutions): the row-shifted direct path
  *     below; a small "row matrix" (the im2col of the height-1 convolution,
@@ -69,11 +70,11 @@
 #endif
 #endif
 
-/* fg_conv through the packed-panel GEMM (fg_convgemm.c): with AVX-512, whose
- * micro-kernel it is written for; -DFG_CONV_PGEMM=1 selects it with the
- * plain-C micro-kernel elsewhere (tests). */
+/* fg_conv through the packed-panel GEMM (fg_convgemm.c): with AVX-512 and
+ * with AArch64 NEON, whose micro-kernels it is written for; -DFG_CONV_PGEMM=1
+ * selects it with the plain-C micro-kernel elsewhere (tests). */
 #if !defined(FG_CONV_PGEMM)
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__aarch64__) && defined(__ARM_NEON))
 #define FG_CONV_PGEMM 1
 #else
 #define FG_CONV_PGEMM 0

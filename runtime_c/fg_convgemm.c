@@ -20,11 +20,15 @@
  *   - AVX-512F: 8 channels (two packed blocks) x 3 zmm = 24 accumulators,
  *     3 panel loads and 8 broadcasts per 24 FMAs; 4-channel tiles for the
  *     last block, 1..3 vectors for the last positions (masked stores);
+ *     the last block of 1..4 positions as channel-lane matrix-vector
+ *     products (fg_coln);
+ *   - NEON (AArch64): 8 channels x 3 q registers = 24 accumulators, the
+ *     channels multiplied by lane (fmla by element) from one 4-channel load;
  *   - plain C (every other target): 4 channels x FG_GNV vectors of FG_VL,
  *     fixed-trip loops the compiler vectorizes without -ffast-math.
  * Summation order per output: acc = sum of A[m][r] * B(r, n) in increasing r
  * (one accumulator, fused when the target has FMA), then act(acc + bias[m]);
- * fg_conv's other paths use the same order.
+ * fg_conv's other paths use the same order, except fg_coln (4 partial sums).
  */
 #include <math.h>
 #include <stddef.h>
@@ -41,6 +45,9 @@
 #define FG_GNV 4
 #elif defined(__AVX__)
 #define FG_GVL 8 /* 4 x 3 ymm accumulators + 3 B + 1 broadcast = 16 registers */
+#define FG_GNV 3
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+#define FG_GVL 4 /* 32 q registers: 8 x 3 accumulators + 2 A + 3 B (fg_pkn) */
 #define FG_GNV 3
 #elif defined(__aarch64__)
 #define FG_GVL 4 /* 32 q registers: 4 x 4 tile */
@@ -299,6 +306,94 @@ static void fg_coln(const float *Ap, const float *b, const fg_taps *t, int M, in
 #define FG_PMR 8
 /* full panels are read in place through a row-offset table (no copy) */
 #define FG_PDIRECT 1
+
+/* ---- NEON micro-kernel (AArch64) ----------------------------------------- */
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+#include <arm_neon.h>
+
+/* MR (4 or 8) channels x NV (1..3) vectors of 4 positions from the packed
+ * panel p (row stride 4*NV); a: first packed block, ab: floats between blocks.
+ * Each step loads a block's 4 channels as one vector and multiplies by lane
+ * (fmla by element): acc += a[i] * b, fused, in increasing k, as fg_pkc. */
+#define FG_PKN_ROW(c, av, lane, bv, NV)                                                         \
+    do {                                                                                         \
+        int v_;                                                                                  \
+        FG_UNROLL                                                                                \
+        for (v_ = 0; v_ < NV; ++v_)                                                              \
+            c[lane][v_] = vfmaq_laneq_f32(c[lane][v_], bv[v_], av, lane);                        \
+    } while (0)
+
+FG_INLINE void fg_pkn(const float *restrict a, size_t ab, const float *restrict p, int R, int MR,
+                      int NV, int rows, int nr, float *y, size_t ldy, const float *bias, int act,
+                      float pa, float pb)
+{
+    float32x4_t c0[4][3], c1[4][3];
+    int i, v, k;
+    FG_UNROLL
+    for (i = 0; i < 4; ++i) {
+        FG_UNROLL
+        for (v = 0; v < 3; ++v) {
+            c0[i][v] = vdupq_n_f32(0.0f);
+            c1[i][v] = vdupq_n_f32(0.0f);
+        }
+    }
+    for (k = 0; k < R; ++k) {
+        float32x4_t bv[3];
+        const float32x4_t a0 = vld1q_f32(a);
+        FG_UNROLL
+        for (v = 0; v < NV; ++v)
+            bv[v] = vld1q_f32(p + 4 * v);
+        FG_PKN_ROW(c0, a0, 0, bv, NV);
+        FG_PKN_ROW(c0, a0, 1, bv, NV);
+        FG_PKN_ROW(c0, a0, 2, bv, NV);
+        FG_PKN_ROW(c0, a0, 3, bv, NV);
+        if (MR == 8) {
+            const float32x4_t a1 = vld1q_f32(a + ab);
+            FG_PKN_ROW(c1, a1, 0, bv, NV);
+            FG_PKN_ROW(c1, a1, 1, bv, NV);
+            FG_PKN_ROW(c1, a1, 2, bv, NV);
+            FG_PKN_ROW(c1, a1, 3, bv, NV);
+        }
+        a += FG_MBLOCK;
+        p += 4 * NV;
+    }
+    /* unrolled: constant indices keep the accumulators in registers */
+    FG_UNROLL
+    for (i = 0; i < MR; ++i) {
+        float t[FG_PNR];
+        float32x4_t br;
+        if (i >= rows)
+            break;
+        br = vdupq_n_f32(bias ? bias[i] : 0.0f);
+        FG_UNROLL
+        for (v = 0; v < NV; ++v)
+            vst1q_f32(t + 4 * v, vaddq_f32(i < 4 ? c0[i & 3][v] : c1[i & 3][v], br));
+        memcpy(y + (size_t)i * ldy, t, (size_t)nr * sizeof(float));
+        fg_act_vec(y + (size_t)i * ldy, nr, act, pa, pb);
+    }
+}
+
+typedef void (*fg_pk_fn)(const float *a, size_t ab, const float *p, const unsigned char *offs,
+                         int R, int rows, int nr, float *y, size_t ldy, const float *bias,
+                         int act, float pa, float pb);
+#define FG_PK_FN(name, MR, NV)                                                                   \
+    static void name(const float *a, size_t ab, const float *p, const unsigned char *offs,      \
+                     int R, int rows, int nr, float *y, size_t ldy, const float *bias, int act,  \
+                     float pa, float pb)                                                         \
+    {                                                                                            \
+        (void)offs;                                                                              \
+        fg_pkn(a, ab, p, R, MR, NV, rows, nr, y, ldy, bias, act, pa, pb);                        \
+    }
+FG_PK_FN(fg_pk_m8v1, 8, 1)
+FG_PK_FN(fg_pk_m8v2, 8, 2)
+FG_PK_FN(fg_pk_m8v3, 8, 3)
+FG_PK_FN(fg_pk_m4v1, 4, 1)
+FG_PK_FN(fg_pk_m4v2, 4, 2)
+FG_PK_FN(fg_pk_m4v3, 4, 3)
+static const fg_pk_fn fg_pk8[3] = {fg_pk_m8v1, fg_pk_m8v2, fg_pk_m8v3};
+static const fg_pk_fn fg_pk4[3] = {fg_pk_m4v1, fg_pk_m4v2, fg_pk_m4v3};
+#define FG_PMR 8
+#define FG_PDIRECT 0
 
 /* ---- plain-C micro-kernel ------------------------------------------------ */
 #else

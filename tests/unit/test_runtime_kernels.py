@@ -21,6 +21,7 @@ import scipy.special
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from faustgen.backend.toolchain import load_target
 from faustgen.layout.pack import (
     conv_scratch_floats,
     pack_conv_weight,
@@ -1085,3 +1086,23 @@ def test_rnn_seq_vs_onnxruntime(rt, op, direction, lbr):
     )
     for got, ref in zip((y, yh, yc), want, strict=False):
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("target", ["rpi64", "rpi"])
+def test_c_selftest_arm_under_qemu(tmp_path, target):
+    """The self-test built for the Pi targets (their compiler and flags) and run under
+    qemu: the NEON micro-kernel of fg_convgemm.c (AArch64) and the scalar-VFP tiles."""
+    t = load_target(target)
+    if not t.can_run():
+        pytest.skip(f"{target}: cross compiler or qemu missing")
+    tests = RUNTIME / "tests"
+    exe = tmp_path / f"test_kernels_{target}"
+    sources = [str(tests / "ref_kernels.c"), str(tests / "test_kernels.c")]
+    sources += [str(p) for p in sorted(RUNTIME.glob("*.c"))]
+    cmd = [t.cc, *t.cflags, "-Wall", "-Wextra", "-Werror", f"-I{RUNTIME}", *sources, "-lm"]
+    build = subprocess.run([*cmd, "-o", str(exe)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-3000:]
+    run = subprocess.run([*t.run_prefix(), str(exe)], capture_output=True, text=True, timeout=600)
+    last = run.stdout.strip().splitlines()[-1]
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert re.fullmatch(r"\d+ passed, 0 failed", last), last
