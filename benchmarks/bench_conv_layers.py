@@ -33,12 +33,62 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / "runtime_c"
 MODELS = ["resnet18", "mobilenet_v2", "efficientnet_b0", "squeezenet1_1"]
 
-HARNESS = r"""
-#define _POSIX_C_SOURCE 199309L
+# One layer's shape from a line of stdin, its buffers (random data, rand()'s sequence) and
+# one kernel call, ReLU fused: shared by this harness and bench_qemu_count.py's.
+LAYER_C = r"""
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 #include "fg_runtime.h"
+typedef struct {
+    fg_conv_shape s;
+    int dw;
+    float *x, *y, *w, *b, *scr;
+} fg_layer;
+/* per line: C H W K OH OW kh kw sh sw ph pw dh dw group; 0 at the end of input */
+static int layer_read(fg_layer *L)
+{
+    fg_conv_shape *s = &L->s;
+    size_t R, nx, ny, nw, ns, i;
+    if (scanf("%d %d %d %d %d %d %d %d %d %d %d %d %d %d %d", &s->C, &s->H, &s->W, &s->K,
+              &s->OH, &s->OW, &s->kh, &s->kw, &s->sh, &s->sw, &s->ph, &s->pw, &s->dh, &s->dw,
+              &s->group) != 15)
+        return 0;
+    s->D = s->OD = s->kd = s->sd = s->dd = 1;
+    s->pd = 0;
+    L->dw = s->group == s->C && s->group > 1;
+    R = (size_t)(s->C / s->group) * s->kh * s->kw;
+    nx = (size_t)s->C * s->H * s->W, ny = (size_t)s->K * s->OH * s->OW;
+    nw = ((size_t)s->K + 4) * R, ns = L->dw ? 1 : fg_conv_scratch(s);
+    L->x = malloc(nx * 4), L->y = malloc(ny * 4), L->w = malloc(nw * 4);
+    L->b = malloc((size_t)s->K * 4), L->scr = malloc(ns * 4);
+    for (i = 0; i < nx; ++i)
+        L->x[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+    for (i = 0; i < nw; ++i)
+        L->w[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+    for (i = 0; i < (size_t)s->K; ++i)
+        L->b[i] = 0.01f;
+    return 1;
+}
+static void layer_run(fg_layer *L)
+{
+    if (L->dw)
+        fg_conv_depthwise(&L->s, L->x, L->y, L->w, L->b, FG_ACT_RELU, 0.0f, 0.0f);
+    else
+        fg_conv(&L->s, L->x, L->y, L->w, L->b, FG_ACT_RELU, 0.0f, 0.0f, L->scr);
+}
+static void layer_free(fg_layer *L)
+{
+    free(L->x), free(L->y), free(L->w), free(L->b), free(L->scr);
+}
+"""
+
+HARNESS = (
+    r"""
+#define _POSIX_C_SOURCE 199309L
+#include <time.h>
+"""
+    + LAYER_C
+    + r"""
 static double now(void)
 {
     struct timespec t;
@@ -52,45 +102,27 @@ static int cmp(const void *a, const void *b)
 }
 int main(int argc, char **argv)
 {
-    /* per line: C H W K OH OW kh kw sh sw ph pw dh dw group */
     const int repeat = argc > 1 ? atoi(argv[1]) : 30;
-    fg_conv_shape s = {0};
-    while (scanf("%d %d %d %d %d %d %d %d %d %d %d %d %d %d %d", &s.C, &s.H, &s.W, &s.K, &s.OH,
-                 &s.OW, &s.kh, &s.kw, &s.sh, &s.sw, &s.ph, &s.pw, &s.dh, &s.dw, &s.group) == 15) {
-        s.D = s.OD = s.kd = s.sd = s.dd = 1;
-        s.pd = 0;
-        const int dw = s.group == s.C && s.group > 1;
-        const size_t R = (size_t)(s.C / s.group) * s.kh * s.kw;
-        const size_t nx = (size_t)s.C * s.H * s.W, ny = (size_t)s.K * s.OH * s.OW;
-        const size_t nw = ((size_t)s.K + 4) * R, ns = dw ? 1 : fg_conv_scratch(&s);
-        float *x = malloc(nx * 4), *y = malloc(ny * 4), *w = malloc(nw * 4);
-        float *b = malloc((size_t)s.K * 4), *scr = malloc(ns * 4);
+    fg_layer L = {0};
+    while (layer_read(&L)) {
         double *t = malloc((size_t)repeat * sizeof *t);
-        size_t i;
         int r;
-        for (i = 0; i < nx; ++i)
-            x[i] = (float)rand() / (float)RAND_MAX - 0.5f;
-        for (i = 0; i < nw; ++i)
-            w[i] = (float)rand() / (float)RAND_MAX - 0.5f;
-        for (i = 0; i < (size_t)s.K; ++i)
-            b[i] = 0.01f;
         for (r = -2; r < repeat; ++r) {
             const double t0 = now();
-            if (dw)
-                fg_conv_depthwise(&s, x, y, w, b, FG_ACT_RELU, 0.0f, 0.0f);
-            else
-                fg_conv(&s, x, y, w, b, FG_ACT_RELU, 0.0f, 0.0f, scr);
+            layer_run(&L);
             if (r >= 0)
                 t[r] = now() - t0;
         }
         qsort(t, (size_t)repeat, sizeof *t, cmp);
-        printf("%.9f|%s\n", t[repeat / 2], fg_conv_algorithm(&s, dw));
+        printf("%.9f|%s\n", t[repeat / 2], fg_conv_algorithm(&L.s, L.dw));
         fflush(stdout);
-        free(x), free(y), free(w), free(b), free(scr), free(t);
+        layer_free(&L);
+        free(t);
     }
     return 0;
 }
 """
+)
 
 
 def cnn_onnx(name: str, tmp: Path) -> tuple[Path, np.ndarray]:

@@ -24,51 +24,39 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_conv_layers import MODELS, RUNTIME, cnn_onnx, conv_layers, describe, flops, key
+from bench_conv_layers import (
+    LAYER_C,
+    MODELS,
+    RUNTIME,
+    cnn_onnx,
+    conv_layers,
+    describe,
+    flops,
+    key,
+)
 
 from faustgen.backend.toolchain import load_target
 
-HARNESS = r"""
-#include <stdio.h>
-#include <stdlib.h>
-#include "fg_runtime.h"
+HARNESS = (
+    LAYER_C
+    + r"""
 /* the counter sums the blocks run between these two (kept out of line) */
 __attribute__((noinline)) void fg_count_begin(void) { __asm__ volatile(""); }
 __attribute__((noinline)) void fg_count_end(void) { __asm__ volatile(""); }
 int main(void)
 {
-    /* one line: C H W K OH OW kh kw sh sw ph pw dh dw group */
-    fg_conv_shape s = {0};
-    if (scanf("%d %d %d %d %d %d %d %d %d %d %d %d %d %d %d", &s.C, &s.H, &s.W, &s.K, &s.OH,
-              &s.OW, &s.kh, &s.kw, &s.sh, &s.sw, &s.ph, &s.pw, &s.dh, &s.dw, &s.group) != 15)
+    fg_layer L = {0};
+    if (!layer_read(&L))
         return 2;
-    s.D = s.OD = s.kd = s.sd = s.dd = 1;
-    {
-        const int dw = s.group == s.C && s.group > 1;
-        const size_t R = (size_t)(s.C / s.group) * s.kh * s.kw;
-        const size_t nx = (size_t)s.C * s.H * s.W, ny = (size_t)s.K * s.OH * s.OW;
-        const size_t nw = ((size_t)s.K + 4) * R, ns = dw ? 1 : fg_conv_scratch(&s);
-        float *x = malloc(nx * 4), *y = malloc(ny * 4), *w = malloc(nw * 4);
-        float *b = malloc((size_t)s.K * 4), *scr = malloc(ns * 4);
-        size_t i;
-        for (i = 0; i < nx; ++i)
-            x[i] = (float)rand() / (float)RAND_MAX - 0.5f;
-        for (i = 0; i < nw; ++i)
-            w[i] = (float)rand() / (float)RAND_MAX - 0.5f;
-        for (i = 0; i < (size_t)s.K; ++i)
-            b[i] = 0.01f;
-        fg_count_begin();
-        if (dw)
-            fg_conv_depthwise(&s, x, y, w, b, FG_ACT_RELU, 0.0f, 0.0f);
-        else
-            fg_conv(&s, x, y, w, b, FG_ACT_RELU, 0.0f, 0.0f, scr);
-        fg_count_end();
-        printf("%s\n", fg_conv_algorithm(&s, dw));
-        free(x), free(y), free(w), free(b), free(scr);
-    }
+    fg_count_begin();
+    layer_run(&L);
+    fg_count_end();
+    printf("%s\n", fg_conv_algorithm(&L.s, L.dw));
+    layer_free(&L);
     return 0;
 }
 """
+)
 
 # Reads qemu's "-d in_asm,exec,nochain" log on stdin; prints the guest instructions of
 # the blocks executed from fg_count_begin to fg_count_end, and the number of executed
