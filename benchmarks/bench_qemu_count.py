@@ -10,6 +10,7 @@ the code qemu runs (the -O3 build for the target's CPU), one call, nothing else:
 not a time, and a Cortex-A72 retires these instructions at its own, unmeasured rate.
 
     .venv/bin/python benchmarks/bench_qemu_count.py [--models resnet18] [--target rpi64]
+        [--cflags -DFG_CONV_PGEMM=0]
 """
 
 from __future__ import annotations
@@ -118,8 +119,9 @@ int main(void)
 """
 
 
-def build(target: str, tmp: Path) -> tuple[list[str], Path]:
-    """The harness for the target (its emulator command) and the host-side counter."""
+def build(target: str, tmp: Path, extra: list[str]) -> tuple[list[str], Path]:
+    """The harness for the target (its flags, then `extra`; its emulator command) and the
+    host-side counter."""
     t = load_target(target)
     if t.native or not t.emulator:
         raise SystemExit(f"bench_qemu_count: {target} runs natively; time it instead")
@@ -128,7 +130,8 @@ def build(target: str, tmp: Path) -> tuple[list[str], Path]:
     exe = tmp / "harness"
     sources = [str(p) for p in sorted(RUNTIME.glob("fg_*.c"))]
     subprocess.run(
-        [t.cc, *t.cflags, f"-I{RUNTIME}", str(tmp / "harness.c"), *sources, "-lm", "-o", str(exe)],
+        [t.cc, *t.cflags, *extra, f"-I{RUNTIME}", str(tmp / "harness.c"), *sources, "-lm"]
+        + ["-o", str(exe)],
         check=True,
     )
     subprocess.run(["cc", "-O2", str(tmp / "counter.c"), "-o", str(tmp / "counter")], check=True)
@@ -160,11 +163,11 @@ def count_layer(run: list[str], counter: Path, L: dict, tmp: Path) -> tuple[int,
     return total, q.stdout.strip()
 
 
-def bench(models: list[str], target: str) -> dict:
+def bench(models: list[str], target: str, extra: list[str]) -> dict:
     result = {}
     with tempfile.TemporaryDirectory(prefix="faustgen-count-") as t:
         tmp = Path(t)
-        run, counter = build(target, tmp)
+        run, counter = build(target, tmp, extra)
         for name in models:
             layers = conv_layers(cnn_onnx(name, tmp)[0])
             count = Counter(key(L) for L in layers)
@@ -190,8 +193,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=MODELS[0], help=f"comma-separated, of {MODELS}")
     ap.add_argument("--target", default="rpi64")
+    ap.add_argument(
+        "--cflags", default="", help="added to the target's, e.g. -DFG_CONV_PGEMM=0 (plain C)"
+    )
     a = ap.parse_args()
-    for name, m in bench(a.models.split(","), a.target).items():
+    for name, m in bench(a.models.split(","), a.target, a.cflags.split()).items():
         print(
             f"\n{name} ({a.target}): convolutions {m['total_instructions'] / 1e9:.2f} G "
             "instructions (one inference, counted under qemu)"
