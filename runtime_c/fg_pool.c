@@ -314,12 +314,10 @@ static void fg_maxpool_s2(const fg_pool_shape *s, const float *x, float *y)
 
 void fg_maxpool(const fg_pool_shape *s, const float *x, float *y)
 {
-    if (fg_maxpool_s2_fits(s)) {
-        fg_maxpool_s2(s, x, y);
-        return;
-    }
     if (fg_pool_is_2x2(s))
         fg_pool_2x2(s, x, y, 1);
+    else if (fg_maxpool_s2_fits(s))
+        fg_maxpool_s2(s, x, y);
     else
         fg_pool_generic(s, x, y, 1);
 }
