@@ -123,6 +123,9 @@ FG_INLINE float fg_siluf(float v)
     return v * fg_sigmoidf(v);
 }
 
+/* v[i] = fg_siluf(v[i]) for i < n (fg_act.c, vectorized in fixed blocks) */
+void fg_silu_inplace(float *v, size_t n);
+
 /* The fused activation epilogue of fg_dense, fg_conv and the sparse kernels:
  * v[0..n) = act(v[0..n)) in place (act: FG_ACT_* of fg_runtime.h). Called right
  * after a block of outputs was stored (still in L1), as a separate loop: the
@@ -152,10 +155,8 @@ FG_INLINE void fg_act_vec(float *restrict v, int n, int act, float a, float b)
             v[j] = t > b ? b : t;
         }
         break;
-    case FG_ACT_SILU:
-        FG_NOUNROLL
-        for (j = 0; j < n; ++j)
-            v[j] = fg_siluf(v[j]);
+    case FG_ACT_SILU: /* out of line: its exponential would bloat every epilogue */
+        fg_silu_inplace(v, (size_t)n);
         break;
     default:
         break;
