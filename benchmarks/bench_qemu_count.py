@@ -129,10 +129,9 @@ def build(target: str, tmp: Path, extra: list[str]) -> tuple[list[str], Path]:
     (tmp / "counter.c").write_text(COUNTER)
     exe = tmp / "harness"
     sources = [str(p) for p in sorted(RUNTIME.glob("fg_*.c"))]
+    flags = [*t.cflags, *extra, f"-I{RUNTIME}"]
     subprocess.run(
-        [t.cc, *t.cflags, *extra, f"-I{RUNTIME}", str(tmp / "harness.c"), *sources, "-lm"]
-        + ["-o", str(exe)],
-        check=True,
+        [t.cc, *flags, str(tmp / "harness.c"), *sources, "-lm", "-o", str(exe)], check=True
     )
     subprocess.run(["cc", "-O2", str(tmp / "counter.c"), "-o", str(tmp / "counter")], check=True)
     return [*t.run_prefix(), str(exe)], tmp / "counter"
