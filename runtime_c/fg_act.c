@@ -94,13 +94,6 @@ void fg_sigmoid(const float *x, float *y, size_t n)
     FG_MAP(fg_sigmoidf(v));
 }
 
-void fg_silu_inplace(float *p, size_t n)
-{
-    const float *x = p;
-    float *y = p;
-    FG_MAP(fg_siluf(v));
-}
-
 void fg_hard_sigmoid(const float *x, float *y, size_t n, float alpha, float beta)
 {
     FG_MAP(fg_unit_clamp(alpha * v + beta));

@@ -123,8 +123,28 @@ FG_INLINE float fg_siluf(float v)
     return v * fg_sigmoidf(v);
 }
 
-/* v[i] = fg_siluf(v[i]) for i < n (fg_act.c, vectorized in fixed blocks) */
-void fg_silu_inplace(float *v, size_t n);
+/* v[i] = fg_siluf(v[i]) for i < n, in fixed blocks the compiler vectorizes at -O2;
+ * kept out of line (its exponential inlined into every epilogue would put scalar code
+ * into the kernels' hot functions), one copy per source that uses it */
+#if defined(__GNUC__) || defined(__clang__)
+static __attribute__((noinline, unused)) void fg_silu_row(float *v, int n)
+#else
+static void fg_silu_row(float *v, int n)
+#endif
+{
+    int i = 0, j;
+    for (; i + 16 <= n; i += 16) {
+        float t[16];
+        for (j = 0; j < 16; ++j)
+            t[j] = v[i + j];
+        for (j = 0; j < 16; ++j)
+            t[j] = fg_siluf(t[j]);
+        for (j = 0; j < 16; ++j)
+            v[i + j] = t[j];
+    }
+    for (; i < n; ++i)
+        v[i] = fg_siluf(v[i]);
+}
 
 /* The fused activation epilogue of fg_dense, fg_conv and the sparse kernels:
  * v[0..n) = act(v[0..n)) in place (act: FG_ACT_* of fg_runtime.h). Called right
@@ -155,8 +175,8 @@ FG_INLINE void fg_act_vec(float *restrict v, int n, int act, float a, float b)
             v[j] = t > b ? b : t;
         }
         break;
-    case FG_ACT_SILU: /* out of line: its exponential would bloat every epilogue */
-        fg_silu_inplace(v, (size_t)n);
+    case FG_ACT_SILU:
+        fg_silu_row(v, n);
         break;
     default:
         break;
