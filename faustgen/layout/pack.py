@@ -43,46 +43,37 @@ def _uniform(a: np.ndarray, length: int) -> np.ndarray | None:
     return None
 
 
+def _column_panels(b: np.ndarray, width: int) -> np.ndarray:
+    """Columns of a K x N matrix in ceil(N / width) panels of K x width, the last zero-padded."""
+    k, n = b.shape
+    npanel = -(-n // width)
+    full = n // width
+    same = _uniform(b, n * k) if full == npanel else None
+    if same is not None:
+        return same
+    out = np.empty((npanel, k, width), dtype=np.float32)  # one copy of B, whatever its strides
+    # (K, P, width) -> (P, K, width)
+    out[:full] = b[:, : full * width].reshape(k, full, width).transpose(1, 0, 2)
+    if full < npanel:
+        out[full] = 0.0
+        out[full, :, : n - full * width] = b[:, full * width :]
+    return out.reshape(-1)
+
+
 def pack_panels(B: npt.ArrayLike) -> np.ndarray:
     """Pack a K x N matrix into ceil(N / FG_PANEL) panels of K x FG_PANEL (for fg_dense).
 
     Returns a float32 array of length ceil(N / FG_PANEL) * K * FG_PANEL.
     """
-    b = _as_f32_2d(B, "B")
-    k, n = b.shape
-    npanel = -(-n // FG_PANEL)
-    full = n // FG_PANEL
-    same = _uniform(b, n * k) if full == npanel else None
-    if same is not None:
-        return same
-    out = np.empty((npanel, k, FG_PANEL), dtype=np.float32)  # one copy of B, whatever its strides
-    # (K, P, FG_PANEL) -> (P, K, FG_PANEL)
-    out[:full] = b[:, : full * FG_PANEL].reshape(k, full, FG_PANEL).transpose(1, 0, 2)
-    if full < npanel:
-        out[full] = 0.0
-        out[full, :, : n - full * FG_PANEL] = b[:, full * FG_PANEL :]
-    return out.reshape(-1)
+    return _column_panels(_as_f32_2d(B, "B"), FG_PANEL)
 
 
 def pack_mblocks(A: npt.ArrayLike) -> np.ndarray:
     """Pack an M x K matrix into ceil(M / FG_MBLOCK) blocks of K x FG_MBLOCK (for fg_gemm_a).
 
-    Returns a float32 array of length ceil(M / FG_MBLOCK) * K * FG_MBLOCK.
+    Returns a float32 array of length ceil(M / FG_MBLOCK) * K * FG_MBLOCK: the panels of Aᵀ.
     """
-    a = _as_f32_2d(A, "A")
-    m, k = a.shape
-    nblock = -(-m // FG_MBLOCK)
-    full = m // FG_MBLOCK
-    same = _uniform(a, m * k) if full == nblock else None
-    if same is not None:
-        return same
-    out = np.empty((nblock, k, FG_MBLOCK), dtype=np.float32)
-    # (B, FG_MBLOCK, K) -> (B, K, FG_MBLOCK)
-    out[:full] = a[: full * FG_MBLOCK].reshape(full, FG_MBLOCK, k).transpose(0, 2, 1)
-    if full < nblock:
-        out[full] = 0.0
-        out[full, :, : m - full * FG_MBLOCK] = a[full * FG_MBLOCK :].T
-    return out.reshape(-1)
+    return _column_panels(_as_f32_2d(A, "A").T, FG_MBLOCK)
 
 
 def pack_conv_weight(W: npt.ArrayLike, group: int) -> np.ndarray:
