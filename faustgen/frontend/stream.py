@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 
 from faustgen.errors import FaustgenError
-from faustgen.frontend.onnx_import import import_model, load_model
+from faustgen.frontend.onnx_import import import_model
+from faustgen.frontend.onnx_model import load_model
 from faustgen.ir import Graph
 
 RECURRENT = ("RNN", "GRU", "LSTM")

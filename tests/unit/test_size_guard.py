@@ -123,7 +123,7 @@ def test_batch_probe_reuses_folded_constants(monkeypatch):
 def test_checker_copy_of_a_big_model_holds_no_weights():
     """Big models are checked on a copy whose initializers hold one element each: the
     checker still sees every node (and still rejects a bad one), not the weights' bytes."""
-    from faustgen.frontend.onnx_import import _checkable
+    from faustgen.frontend.onnx_model import checkable as _checkable
 
     w = nh.from_array(np.ones((256, 256), np.float32), "W")
     m = _weights_from([], [w], n_in=256, n_out=256)
