@@ -251,14 +251,11 @@ FG_INLINE void fg_coln_blocks(const float *a0, size_t ab, const float *col, int 
     }
 }
 
-static void fg_coln(const float *Ap, const float *b, const fg_taps *t, int M, int np, float *y,
-                    size_t ldy, const float *bias, int act, float pa, float pb, float *col)
+/* col[j*R4 + r] = B(r, j) for j < np, r < R; 0 for R <= r < R4 (their A lanes are
+ * masked to 0); b already at the first column */
+static void fg_coln_cols(const float *b, const fg_taps *t, int np, size_t R4, float *col)
 {
-    const int R = t->ncz * t->kh * t->kw, nb = (M + FG_MBLOCK - 1) / FG_MBLOCK;
-    const size_t ab = (size_t)FG_MBLOCK * (size_t)R, R4 = (size_t)(R + 3) / 4 * 4;
-    const __m512 va = _mm512_set1_ps(pa), vb = _mm512_set1_ps(pb);
-    const int QB = np == 1 ? 8 : 4; /* QB x NP accumulators */
-    int cz, ky, kx, b0, q, i, j;
+    int cz, ky, kx, j;
     size_t r;
     for (j = 0; j < np; ++j) {
         float *cj = col + (size_t)j * R4;
@@ -268,11 +265,23 @@ static void fg_coln(const float *Ap, const float *b, const fg_taps *t, int M, in
                 for (kx = 0; kx < t->kw; ++kx)
                     cj[r++] = b[(size_t)cz * t->czstep + (size_t)ky * t->ystep +
                                 (size_t)kx * t->xstep + (size_t)j];
-        for (; r < R4; ++r) /* taps past R (their A lanes are masked to 0) */
+        for (; r < R4; ++r)
             cj[r] = 0.0f;
     }
-    for (b0 = 0; b0 < nb; b0 += QB) {
-        const int nq = nb - b0 < QB ? nb - b0 : QB;
+}
+
+/* outputs of the np columns copied by fg_coln_cols for the packed blocks [blo, bhi)
+ * (channels 4*blo .. min(4*bhi, M)) */
+static void fg_coln_run(const float *Ap, const float *col, int R, int M, int blo, int bhi,
+                        int np, float *y, size_t ldy, const float *bias, int act, float pa,
+                        float pb)
+{
+    const size_t ab = (size_t)FG_MBLOCK * (size_t)R, R4 = (size_t)(R + 3) / 4 * 4;
+    const __m512 va = _mm512_set1_ps(pa), vb = _mm512_set1_ps(pb);
+    const int QB = np == 1 ? 8 : 4; /* QB x NP accumulators */
+    int b0, q, i, j;
+    for (b0 = blo; b0 < bhi; b0 += QB) {
+        const int nq = bhi - b0 < QB ? bhi - b0 : QB;
         const float *a0 = Ap + (size_t)b0 * ab;
         __m128 sums[8 * 4];
         float sv[4];
@@ -472,20 +481,107 @@ static const fg_pk_fn fg_pk4[FG_GNV] = {fg_pk_v1, fg_pk_v2, fg_pk_v3};
 
 /* ---- driver --------------------------------------------------------------- */
 
+/* one tile: rows (<= FG_PMR) channels from packed row am on, nr positions of the
+ * panel p (fi: fg_pk8 / fg_pk4 index) */
+FG_INLINE void fg_ptile(int fi, const float *am, size_t ab, const float *p,
+                        const unsigned char *offs, int R, int rows, int nr, float *ym, size_t ldy,
+                        const float *bm, int act, float pa, float pb)
+{
+#if FG_PMR == 8
+    if (rows > 4) {
+        fg_pk8[fi](am, ab, p, offs, R, rows, nr, ym, ldy, bm, act, pa, pb);
+        return;
+    }
+#endif
+    fg_pk4[fi](am, ab, p, offs, R, rows, nr, ym, ldy, bm, act, pa, pb);
+}
+
+#if FG_PDIRECT
+/* offset of each of the R rows of B (bytewise, size_t) at offs; returns the
+ * largest */
+static size_t fg_offsets(const fg_taps *t, unsigned char *offs)
+{
+    int cz, ky, kx, r = 0;
+    size_t o = 0;
+    for (cz = 0; cz < t->ncz; ++cz)
+        for (ky = 0; ky < t->kh; ++ky)
+            for (kx = 0; kx < t->kw; ++kx, ++r) {
+                o = (size_t)cz * t->czstep + (size_t)ky * t->ystep + (size_t)kx * t->xstep;
+                if (offs)
+                    memcpy(offs + (size_t)r * sizeof o, &o, sizeof o);
+            }
+    return o; /* the last row starts last */
+}
+
+/* Channels per block of the channel-outer order: a multiple of FG_PMR and of
+ * fg_coln_run's 4*QB channels. */
+#define FG_PMB 32
+
+/* The channel-outer order, for filter matrices larger than the patch matrix
+ * (resnet18's 512x4608 filters on 7x7 planes: 9.4 MB, against a 0.4 MB row
+ * matrix): each block of FG_PMB channels runs over every panel while its rows
+ * of A are still in L2, so A is read from memory once instead of once per
+ * panel (the position-outer order below rereads all of A for each panel,
+ * and the last block of 1..4 positions, fg_coln, once more). Only with full
+ * panels read in place (FG_PDIRECT); the last panel, if any, is copied once
+ * (tail <= 32 positions: 32R floats, then the offset table at 46R). */
+static void fg_pgemm_mouter(const float *Ap, const float *b, const fg_taps *t, int M, int N,
+                            float *y, size_t ldy, const float *bias, int act, float pa, float pb,
+                            float *panel)
+{
+    const int R = t->ncz * t->kh * t->kw;
+    const size_t ab = (size_t)FG_MBLOCK * (size_t)R, R4 = (size_t)(R + 3) / 4 * 4;
+    const int nfull = N / FG_PNR, tail = N - nfull * FG_PNR, tv = (tail + FG_GVL - 1) / FG_GVL;
+    unsigned char *offs = (unsigned char *)(panel + (size_t)(FG_CONV_PANEL_MAX - 2) * R);
+    int m0, m, n0;
+    fg_offsets(t, offs);
+    if (tail > 4)
+        fg_panel_pack(b + (size_t)nfull * FG_PNR, t, tail, tv * FG_GVL, panel);
+    else if (tail > 0)
+        fg_coln_cols(b + (size_t)nfull * FG_PNR, t, tail, R4, panel);
+    for (m0 = 0; m0 < M; m0 += FG_PMB) {
+        const int m1 = M - m0 < FG_PMB ? M : m0 + FG_PMB;
+        for (n0 = 0; n0 < nfull * FG_PNR; n0 += FG_PNR)
+            for (m = m0; m < m1; m += FG_PMR)
+                fg_ptile(FG_GNV, Ap + (size_t)(m / FG_MBLOCK) * ab, ab, b + n0, offs, R,
+                         m1 - m < FG_PMR ? m1 - m : FG_PMR, FG_PNR,
+                         y + (size_t)m * ldy + (size_t)n0, ldy, bias ? bias + m : NULL, act, pa,
+                         pb);
+        n0 = nfull * FG_PNR;
+        if (tail > 4) {
+            for (m = m0; m < m1; m += FG_PMR)
+                fg_ptile(tv - 1, Ap + (size_t)(m / FG_MBLOCK) * ab, ab, panel, offs, R,
+                         m1 - m < FG_PMR ? m1 - m : FG_PMR, tail,
+                         y + (size_t)m * ldy + (size_t)n0, ldy, bias ? bias + m : NULL, act, pa,
+                         pb);
+        } else if (tail > 0) {
+            fg_coln_run(Ap, panel, R, M, m0 / FG_MBLOCK, (m1 + FG_MBLOCK - 1) / FG_MBLOCK, tail,
+                        y + n0, ldy, bias, act, pa, pb);
+        }
+    }
+}
+#endif
+
 void fg_pgemm(const float *Ap, const float *b, const fg_taps *t, int M, int N, float *y,
               size_t ldy, const float *bias, int act, float pa, float pb, float *panel)
 {
     const int R = t->ncz * t->kh * t->kw;
     const size_t ab = (size_t)FG_MBLOCK * (size_t)R;
     unsigned char *offs = (unsigned char *)panel;
-    int n0, m0, cz, ky, kx, r = 0;
-    for (cz = 0; FG_PDIRECT && cz < t->ncz; ++cz)
-        for (ky = 0; ky < t->kh; ++ky)
-            for (kx = 0; kx < t->kw; ++kx, ++r) {
-                const size_t o = (size_t)cz * t->czstep + (size_t)ky * t->ystep +
-                                 (size_t)kx * t->xstep;
-                memcpy(offs + (size_t)r * sizeof o, &o, sizeof o);
-            }
+    int n0, m0;
+#if FG_PDIRECT
+    {
+        /* A (packed, floats) against the span of B the panels read */
+        const size_t afl = (size_t)((M + FG_MBLOCK - 1) / FG_MBLOCK) * ab;
+        const size_t bfl = fg_offsets(t, NULL) + (size_t)N;
+        const int tail = N % FG_PNR;
+        if (N > FG_PNR && afl > bfl && tail <= 2 * FG_GVL) {
+            fg_pgemm_mouter(Ap, b, t, M, N, y, ldy, bias, act, pa, pb, panel);
+            return;
+        }
+    }
+    fg_offsets(t, offs);
+#endif
     for (n0 = 0; n0 < N; n0 += FG_PNR) {
         const int nr = N - n0 < FG_PNR ? N - n0 : FG_PNR;
         const int nv = (nr + FG_GVL - 1) / FG_GVL;
@@ -494,24 +590,18 @@ void fg_pgemm(const float *Ap, const float *b, const fg_taps *t, int M, int N, f
         const float *p = direct ? b + n0 : panel;
 #if FG_PDIRECT
         if (nr <= 4) {
-            fg_coln(Ap, b + n0, t, M, nr, y + n0, ldy, bias, act, pa, pb, panel);
+            const size_t R4 = (size_t)(R + 3) / 4 * 4;
+            fg_coln_cols(b + n0, t, nr, R4, panel);
+            fg_coln_run(Ap, panel, R, M, 0, (M + FG_MBLOCK - 1) / FG_MBLOCK, nr, y + n0, ldy,
+                        bias, act, pa, pb);
             continue;
         }
 #endif
         if (!direct)
             fg_panel_pack(b + n0, t, nr, nv * FG_GVL, panel);
-        for (m0 = 0; m0 < M; m0 += FG_PMR) {
-            const int rows = M - m0 < FG_PMR ? M - m0 : FG_PMR;
-            const float *am = Ap + (size_t)(m0 / FG_MBLOCK) * ab;
-            float *ym = y + (size_t)m0 * ldy + (size_t)n0;
-            const float *bm = bias ? bias + m0 : NULL;
-#if FG_PMR == 8
-            if (rows > 4) {
-                fg_pk8[fi](am, ab, p, offs, R, rows, nr, ym, ldy, bm, act, pa, pb);
-                continue;
-            }
-#endif
-            fg_pk4[fi](am, ab, p, offs, R, rows, nr, ym, ldy, bm, act, pa, pb);
-        }
+        for (m0 = 0; m0 < M; m0 += FG_PMR)
+            fg_ptile(fi, Ap + (size_t)(m0 / FG_MBLOCK) * ab, ab, p, offs, R,
+                     M - m0 < FG_PMR ? M - m0 : FG_PMR, nr, y + (size_t)m0 * ldy + (size_t)n0,
+                     ldy, bias ? bias + m0 : NULL, act, pa, pb);
     }
 }

@@ -538,6 +538,14 @@ static void test_conv_shapes_more(void)
         /* an im2col matrix past FG_CONV_BAND floats: bands of output rows */
         {3, 1, 60, 60, 10, 1, 7, 7, 1, 2, 2, 1, 1, 1, 0, 3, 3, 0, 2, 2, 1}, /* 7x7/2 stem */
         {9, 1, 101, 47, 6, 1, 5, 3, 1, 3, 2, 1, 1, 2, 0, 2, 1, 0, 1, 0, 1}, /* sh 3, dilated */
+        /* filter matrices larger than the patch matrix (the channel-outer order):
+         * row matrix with a last position, pointwise with a last 4 and a packed last
+         * 16, im2col; K past one 32-channel block, not a multiple of 8 */
+        {40, 1, 7, 7, 70, 1, 3, 3, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1},
+        {16, 1, 14, 14, 250, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1},
+        {32, 1, 8, 8, 99, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1},
+        {24, 1, 15, 15, 90, 1, 3, 3, 1, 2, 2, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1},
+        {12, 1, 7, 7, 100, 1, 3, 3, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 1, 1, 2}, /* groups */
     };
     check_conv_rows(t, sizeof t / sizeof t[0]);
 }
