@@ -16,8 +16,11 @@
  *   Bias and activation are fused into the tile epilogues. Both paths compute
  *   each output as acc = sum of the taps in packed-column order (c, z, y, x),
  *   then act(acc + bias).
- * fg_conv_depthwise, AVX-512 (strides 1 and 2 along W): blocks of 16 outputs
- * of a row accumulate every tap in a register before one store (fg_dw_avx512).
+ * fg_conv_depthwise, AVX-512: small stride-1 "same" planes as one flat row with
+ * masked taps read straight from the input (fg_dw_flat); other 2-D strides 1
+ * and 2 through zero-padded phase planes (fg_dw_plane); otherwise (strides 1
+ * and 2 along W) blocks of 16 outputs of a row accumulate every tap in a
+ * register before one store (fg_dw_avx512).
  * Otherwise: direct form; each output row is initialized with the bias
  * and then updated tap after tap with an axpy over the output row (contiguous
  * input when the stride is 1), in fixed blocks of FG_CB columns that the
@@ -1044,6 +1047,113 @@ static void fg_dw_plane(const fg_conv_shape *s, const float *x, float *y, const 
     }
 }
 
+/* 2-D, stride 1, no dilation, output as wide as the input (OW == W: "same"
+ * padding) and planes of at most FG_DW_FLAT outputs (the 7x7..28x28 planes of
+ * MobileNet / EfficientNet): output m = oh*W + ow of tap (ky, kx) reads input
+ * m + (ky - ph)*W + (kx - pw), so every tap is one masked load per 16 outputs
+ * of the plane taken as one flat row, straight from x (no copy into phase
+ * planes, no copy out: the per-channel row copies cost more than the taps on
+ * such planes). The lane masks (taps outside the input: 0, as the zero
+ * padding) depend only on the shape and are computed once per call. Same
+ * order per output as fg_dw_plane: bias, then every tap in (y, x) order. */
+#define FG_DW_FLAT 1024
+
+static int fg_dw_flat_ok(const fg_conv_shape *s)
+{
+    return s->D == 1 && s->kd == 1 && s->sh == 1 && s->sw == 1 && s->dh == 1 && s->dw == 1 &&
+           s->OW == s->W && s->kh * s->kw <= FG_DW_MAXROWS &&
+           /* past 16x16, 5x5 filters ran faster on the phase planes (measured) */
+           (s->OH * s->OW <= 256 || (s->OH * s->OW <= FG_DW_FLAT && s->kh * s->kw <= 9));
+}
+
+/* NV vectors of the plane from vector v0 on: acc = bias, then the taps */
+FG_INLINE void fg_dw_flat_blk(const float *xc, const float *wk, const ptrdiff_t *off,
+                              const __mmask16 *mask, int taps, int nvec, int v0, int NV,
+                              __m512 b0, float *yk, __mmask16 last, int act, __m512 va,
+                              __m512 vb)
+{
+    __m512 acc[8];
+    int t, v;
+    FG_UNROLL
+    for (v = 0; v < NV; ++v)
+        acc[v] = b0;
+    for (t = 0; t < taps; ++t) {
+        const __m512 wv = _mm512_set1_ps(wk[t]);
+        const float *xt = xc + off[t] + 16 * v0;
+        const __mmask16 *mt = mask + (size_t)t * (size_t)nvec + v0;
+        FG_UNROLL
+        for (v = 0; v < NV; ++v)
+            acc[v] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mt[v], xt + 16 * v), acc[v]);
+    }
+    FG_UNROLL
+    for (v = 0; v < NV; ++v) {
+        const __m512 r = fg_act16(acc[v], act, va, vb);
+        if (v0 + v == nvec - 1)
+            _mm512_mask_storeu_ps(yk + 16 * (v0 + v), last, r);
+        else
+            _mm512_storeu_ps(yk + 16 * (v0 + v), r);
+    }
+}
+
+static void fg_dw_flat(const fg_conv_shape *s, const float *x, float *y, const float *w,
+                       const float *bias, int act, float pa, float pb)
+{
+    __mmask16 mask[FG_DW_MAXROWS * (FG_DW_FLAT / 16)];
+    ptrdiff_t off[FG_DW_MAXROWS];
+    const int mult = s->K / s->C, taps = s->kh * s->kw, N = s->OH * s->OW;
+    const int nvec = (N + 15) / 16;
+    const size_t HW = (size_t)s->H * (size_t)s->W;
+    const __mmask16 last = (__mmask16)(N % 16 ? (1u << (N % 16)) - 1u : 0xFFFFu);
+    const __m512 va = _mm512_set1_ps(pa), vb = _mm512_set1_ps(pb);
+    int t, v, i, k, v0;
+    for (t = 0; t < taps; ++t) {
+        const int dy = t / s->kw - s->ph, dx = t % s->kw - s->pw;
+        off[t] = (ptrdiff_t)dy * s->W + dx;
+        for (v = 0; v < nvec; ++v) {
+            unsigned m = 0;
+            for (i = 0; i < 16; ++i) {
+                const int n = 16 * v + i, iy = n / s->OW + dy, ix = n % s->OW + dx;
+                if (n < N && iy >= 0 && iy < s->H && ix >= 0 && ix < s->W)
+                    m |= 1u << i;
+            }
+            mask[t * nvec + v] = (__mmask16)m;
+        }
+    }
+    for (k = 0; k < s->K; ++k) {
+        const float *xc = x + (size_t)(k / mult) * HW;
+        const float *wk = w + (size_t)k * (size_t)taps;
+        const __m512 b0 = _mm512_set1_ps(bias ? bias[k] : 0.0f);
+        float *yk = y + (size_t)k * (size_t)N;
+        for (v0 = 0; v0 + 8 <= nvec; v0 += 8)
+            fg_dw_flat_blk(xc, wk, off, mask, taps, nvec, v0, 8, b0, yk, last, act, va, vb);
+        switch (nvec - v0) { /* the rest in one block (independent chains) */
+        case 7:
+            fg_dw_flat_blk(xc, wk, off, mask, taps, nvec, v0, 7, b0, yk, last, act, va, vb);
+            break;
+        case 6:
+            fg_dw_flat_blk(xc, wk, off, mask, taps, nvec, v0, 6, b0, yk, last, act, va, vb);
+            break;
+        case 5:
+            fg_dw_flat_blk(xc, wk, off, mask, taps, nvec, v0, 5, b0, yk, last, act, va, vb);
+            break;
+        case 4:
+            fg_dw_flat_blk(xc, wk, off, mask, taps, nvec, v0, 4, b0, yk, last, act, va, vb);
+            break;
+        case 3:
+            fg_dw_flat_blk(xc, wk, off, mask, taps, nvec, v0, 3, b0, yk, last, act, va, vb);
+            break;
+        case 2:
+            fg_dw_flat_blk(xc, wk, off, mask, taps, nvec, v0, 2, b0, yk, last, act, va, vb);
+            break;
+        case 1:
+            fg_dw_flat_blk(xc, wk, off, mask, taps, nvec, v0, 1, b0, yk, last, act, va, vb);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
 /* fg_conv_depthwise for horizontal strides 1 and 2 with AVX-512: blocks of 16
  * outputs of a row in one register each, all taps accumulated before one
  * store; the input row is read with masked loads (lanes outside the input
@@ -1107,6 +1217,10 @@ void fg_conv_depthwise(const fg_conv_shape *s, const float *x, float *y, const f
     const size_t taps = (size_t)s->kd * (size_t)s->kh * (size_t)s->kw;
     int k, od, oh, kz, ky, kx, ow;
 #if defined(__AVX512F__)
+    if (fg_dw_flat_ok(s)) {
+        fg_dw_flat(s, x, y, w, bias, act, a, b);
+        return;
+    }
     {
         int Hq, Wq, BH;
         if (fg_dw_plane_dims(s, &Hq, &Wq, &BH)) {
@@ -1164,6 +1278,8 @@ const char *fg_conv_algorithm(const fg_conv_shape *s, int depthwise)
     if (depthwise) {
 #if defined(__AVX512F__)
         int Hq, Wq, BH;
+        if (fg_dw_flat_ok(s))
+            return "depthwise, flat plane, masked taps (AVX-512)";
         if (fg_dw_plane_dims(s, &Hq, &Wq, &BH))
             return "depthwise, zero-padded phase planes (AVX-512)";
         if (s->sw <= 2 && s->kd * s->kh <= FG_DW_MAXROWS)

@@ -595,16 +595,11 @@ static void test_depthwise(int iters)
 
 /* Given depthwise shapes: planes larger than one band of the AVX-512 plane
  * kernel (stride 1 and 2), 5x5, a channel multiplier, trailing pads. */
-static void test_depthwise_shapes(void)
+/* rows: C, H, W, mult, kh, kw, s, ph, pw, trailing pads (h, w) */
+static void check_depthwise_rows(const int (*t)[11], size_t n)
 {
-    /* C, H, W, mult, kh, kw, s, ph, pw, trailing pads (h, w) */
-    static const int t[][11] = {
-        {3, 112, 112, 1, 3, 3, 1, 1, 1, 1, 1}, {2, 111, 112, 1, 3, 3, 2, 1, 1, 1, 1},
-        {2, 60, 70, 2, 5, 5, 1, 2, 2, 2, 2},   {3, 9, 9, 1, 5, 5, 2, 2, 2, 2, 2},
-        {4, 7, 7, 1, 3, 3, 1, 1, 1, 1, 1},     {2, 20, 33, 1, 3, 2, 2, 0, 1, 1, 0},
-    };
     size_t i;
-    for (i = 0; i < sizeof t / sizeof t[0]; ++i) {
+    for (i = 0; i < n; ++i) {
         const int *v = t[i];
         fg_conv_shape s;
         size_t nx, ny, nw;
@@ -653,6 +648,31 @@ static void test_depthwise_shapes(void)
         free_g(y);
         free_g(yr);
     }
+}
+
+static void test_depthwise_shapes(void)
+{
+    static const int t[][11] = {
+        {3, 112, 112, 1, 3, 3, 1, 1, 1, 1, 1}, {2, 111, 112, 1, 3, 3, 2, 1, 1, 1, 1},
+        {2, 60, 70, 2, 5, 5, 1, 2, 2, 2, 2},   {3, 9, 9, 1, 5, 5, 2, 2, 2, 2, 2},
+        {4, 7, 7, 1, 3, 3, 1, 1, 1, 1, 1},     {2, 20, 33, 1, 3, 2, 2, 0, 1, 1, 0},
+    };
+    check_depthwise_rows(t, sizeof t / sizeof t[0]);
+}
+
+/* The flat-plane kernel (stride 1, output as wide as the input, small planes):
+ * a last vector of 1 lane, whole vectors, blocks of 8 vectors and a rest, a
+ * multiplier, 5x5 and 7x7, valid rows (OH < H), asymmetric pads, one row.
+ * Run last (their random data leave the other tests' streams unchanged). */
+static void test_depthwise_shapes_flat(void)
+{
+    static const int t[][11] = {
+        {5, 7, 7, 1, 3, 3, 1, 1, 1, 1, 1},   {3, 14, 14, 2, 5, 5, 1, 2, 2, 2, 2},
+        {2, 28, 28, 1, 3, 3, 1, 1, 1, 1, 1}, {3, 8, 8, 1, 3, 3, 1, 1, 1, 1, 1},
+        {2, 9, 13, 1, 3, 4, 1, 0, 1, 0, 2},  {2, 16, 16, 1, 7, 7, 1, 3, 3, 3, 3},
+        {3, 1, 40, 1, 1, 5, 1, 0, 2, 0, 2},
+    };
+    check_depthwise_rows(t, sizeof t / sizeof t[0]);
 }
 
 /* ---- pooling -------------------------------------------------------------- */
@@ -1825,6 +1845,7 @@ int main(int argc, char **argv)
     test_csr_spmm(n * 2);
     test_rnn(n * 3);
     test_conv_shapes_more();
+    test_depthwise_shapes_flat();
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
 }
