@@ -1126,31 +1126,17 @@ static void fg_dw_flat(const fg_conv_shape *s, const float *x, float *y, const f
         float *yk = y + (size_t)k * (size_t)N;
         for (v0 = 0; v0 + 8 <= nvec; v0 += 8)
             fg_dw_flat_blk(xc, wk, off, mask, taps, nvec, v0, 8, b0, yk, last, act, va, vb);
-        switch (nvec - v0) { /* the rest in one block (independent chains) */
-        case 7:
-            fg_dw_flat_blk(xc, wk, off, mask, taps, nvec, v0, 7, b0, yk, last, act, va, vb);
-            break;
-        case 6:
-            fg_dw_flat_blk(xc, wk, off, mask, taps, nvec, v0, 6, b0, yk, last, act, va, vb);
-            break;
-        case 5:
-            fg_dw_flat_blk(xc, wk, off, mask, taps, nvec, v0, 5, b0, yk, last, act, va, vb);
-            break;
-        case 4:
+        /* the rest (1..7 vectors) in blocks of 4, 2 and 1 */
+        if (nvec - v0 >= 4) {
             fg_dw_flat_blk(xc, wk, off, mask, taps, nvec, v0, 4, b0, yk, last, act, va, vb);
-            break;
-        case 3:
-            fg_dw_flat_blk(xc, wk, off, mask, taps, nvec, v0, 3, b0, yk, last, act, va, vb);
-            break;
-        case 2:
-            fg_dw_flat_blk(xc, wk, off, mask, taps, nvec, v0, 2, b0, yk, last, act, va, vb);
-            break;
-        case 1:
-            fg_dw_flat_blk(xc, wk, off, mask, taps, nvec, v0, 1, b0, yk, last, act, va, vb);
-            break;
-        default:
-            break;
+            v0 += 4;
         }
+        if (nvec - v0 >= 2) {
+            fg_dw_flat_blk(xc, wk, off, mask, taps, nvec, v0, 2, b0, yk, last, act, va, vb);
+            v0 += 2;
+        }
+        if (nvec > v0)
+            fg_dw_flat_blk(xc, wk, off, mask, taps, nvec, v0, 1, b0, yk, last, act, va, vb);
     }
 }
 
