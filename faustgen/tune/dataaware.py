@@ -273,6 +273,7 @@ def factorize_with_data(
         for n in layers
     )
     chosen: dict[str, float] = {}
+    budget = None
     if plan.rcg is not None or plan.max_error is not None or plan.max_drop is not None:
         target = plan.rcg or 4.0
         ladder = plan.ladder or tuple(
@@ -336,39 +337,77 @@ def factorize_with_data(
     live = _Runner(g, xs)
     pos = 0
     summary = {}
+    planned = {n.name: _nominal_cost(g, n, chosen.get(n.name, 1.0)) for n in layers}
+    spent = 0
     for li, node in enumerate(layers):
         r = chosen.get(node.name, policy.rcg or 4.0)
+        if budget is not None and r > 1.0:
+            later = sum(planned[n.name] for n in layers[li + 1 :])
+            r = _rcg_for(g, node, budget - spent - later, r)
         i = g.nodes.index(next(n for n in g.nodes if n.name == node.name))
         live.run(g.nodes[pos:i], fact_vals)
         pos = i
         compressed_before = any(v > 1.0 for v in summary.values())
         if r <= 1.0:
             summary[node.name] = 1.0
+            spent += _nominal_cost(g, node, 1.0)
             if compressed_before:
                 _refit(g, node, fact_vals[node.inputs[0]], ref_vals[node.inputs[0]])
             continue
         say(f"fit {li + 1}/{len(layers)} {node.name} RCG {r:.3g}")
         w, b = g.const(node.inputs[1]), g.const(node.input(2))
         datas = _layer_data(node, w, b, fact_vals[node.inputs[0]], ref_vals[node.inputs[0]])
-        new = None
+        new, cost = None, _nominal_cost(g, node, 1.0)
         for _ in range(4):
             # The cost model keeps a layer dense when its factors would not be faster:
             # then the next step up the ladder, so the budget still holds.
             try:
-                new, nb, _, _ = _fit_layer(g, node, policy, datas, r, method=plan.method)
+                new, nb, cost, _ = _fit_layer(g, node, policy, datas, r, method=plan.method)
             except FactorizationError as e:
                 node.attrs["factorization"] = {"factorized": False, "reason": f"kept dense: {e}"}
                 break
+            if new is not None and budget is not None and li == len(layers) - 1:
+                # The last layer closes the budget: stored entries can exceed the nominal
+                # count (block rounding), then once more a little higher.
+                left = budget - spent
+                if cost > left and left > 0:
+                    r *= 1.02 * cost / left
+                    new2, nb2, cost2, _ = _fit_layer(g, node, policy, datas, r, method=plan.method)
+                    if new2 is not None:
+                        new, nb, cost = new2, nb2, cost2
             if new is not None:
                 _install(g, g.nodes[i], new, nb)
                 break
             r *= math.sqrt(2.0)
+        spent += cost if new is not None else _nominal_cost(g, node, 1.0)
         summary[node.name] = r if new is not None else 1.0
         if new is None and compressed_before:
             _refit(g, node, fact_vals[node.inputs[0]], ref_vals[node.inputs[0]])
     g = eliminate_dead_nodes(g)
     g.prune_tensors()
     return g, {"layer_rcg": summary, "samples": len(xs)}
+
+
+def _nominal_cost(g: Graph, node: Node, r: float) -> int:
+    """Parameters of the layer at RCG r (weights / r, plus its bias)."""
+    w, b = g.const(node.inputs[1]), g.const(node.input(2))
+    bias = 0 if b is None else int(b.size)
+    if r <= 1.0:
+        return int(w.size) + bias
+    return round(w.size / r) + (bias or (w.shape[1] if node.op == "Dense" else w.shape[0]))
+
+
+def _rcg_for(g: Graph, node: Node, allowance: int, r: float) -> float:
+    """The layer's RCG in the final pass of a whole-model budget: what the layers fitted so
+    far actually spent (a layer the cost model kept dense, or one whose fit stored more or
+    less than planned) moves the next layer's share, so the total still meets the budget
+    and what a refused layer leaves is spent by the others."""
+    w = g.const(node.inputs[1])
+    extra = _nominal_cost(g, node, r) - round(w.size / r)  # the fitted bias
+    room = allowance - extra
+    if room <= 0:
+        return r * 4.0
+    return min(max(w.size / room, r / 2.0, 1.05), r * 4.0)
 
 
 def _spend_leftover(layers, options, chosen: dict, budget: int) -> None:

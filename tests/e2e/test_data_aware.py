@@ -40,13 +40,15 @@ def _rel(y, ref):
 def test_whole_model_budget_and_output_fit(lenet, tmp_path):
     calib, held = _smooth_images(300, 0), _smooth_images(100, 1)
     dense = build_bundle(lenet, tmp_path / "d", BuildOptions(dense=True))
-    free = build_bundle(lenet, tmp_path / "f", BuildOptions(dense=False, rcg=4, convs=True))
+    # RCG 5: at 4 the split may keep LeNet's one eligible conv dense on merit (its error
+    # sum ties with the conv at RCG 2 to a fraction of a percent); 5 needs every layer.
+    free = build_bundle(lenet, tmp_path / "f", BuildOptions(dense=False, rcg=5, convs=True))
     res = build_bundle(
-        lenet, tmp_path / "a", BuildOptions(dense=False, rcg=4, convs=True, calib=calib)
+        lenet, tmp_path / "a", BuildOptions(dense=False, rcg=5, convs=True, calib=calib)
     )
     totals = res.report["totals"]
-    assert totals["rcg"] >= 4.0  # the whole model, small layers included, meets the target
-    assert free.report["totals"]["rcg"] < 4.0  # (per-layer RCG 4 leaves small layers dense)
+    assert totals["rcg"] >= 5.0  # the whole model, small layers included, meets the target
+    assert free.report["totals"]["rcg"] < 5.0  # (per-layer RCG 5 leaves small layers dense)
     kinds = {n.op for n in res.graph.nodes}
     assert "FactorizedConv" in kinds and "FactorizedDense" in kinds
     ref = CompiledModel(dense.out_dir).predict(held)
