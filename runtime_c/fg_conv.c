@@ -587,41 +587,49 @@ static size_t fg_rowmat_floats(const fg_conv_shape *s)
 #endif
 }
 
-/* The row matrix of output plane od: block (c*kd + kz)*kw + kx holds Hp rows
- * of OW floats, row r being input row r - ph of plane od*sd + kz*dd - pd of
- * channel c at columns ow*sw + kx*dw - pw, with 0 outside the input (the
- * im2col of the height-1 convolution, with sh = 1). */
-static void fg_rowmat_build(const fg_conv_shape *s, const float *x, int od, int Hp, float *rm)
+/* The row matrix of output plane od for the output rows from oh0 on, with
+ * st vertical phases (st = sh, or 1): block ((c*kd + kz)*kw + kx)*st + a holds
+ * Hq rows of OW floats, row i being input row st*(oh0 + i) + a - ph of plane
+ * od*sd + kz*dd - pd of channel c at columns ow*sw + kx*dw - pw, with 0
+ * outside the input. With st = 1 and oh0 = 0 it is the im2col of the
+ * height-1 convolution; output row oh0 + r of filter row ky then reads row
+ * r + ky*dh (st = 1) or row r + ky / st of phase ky % st (dh = 1). */
+static void fg_rowmat_build(const fg_conv_shape *s, const float *x, int od, int oh0, int Hq,
+                            int st, float *rm)
 {
     const int Cg = s->C / s->group;
     const int OW = s->OW;
     const size_t HW = (size_t)s->H * (size_t)s->W;
     const size_t DHW = (size_t)s->D * HW;
-    const size_t plane = (size_t)Hp * (size_t)OW;
-    /* rows r whose input row r - ph is inside: [ylo, yhi) */
-    int ylo, yhi, c, kz, kx;
-    fg_valid_range(Hp, 1, -s->ph, s->H, &ylo, &yhi);
+    const size_t plane = (size_t)Hq * (size_t)OW;
+    int c, kz, kx, a;
     for (c = 0; c < Cg; ++c) {
         for (kz = 0; kz < s->kd; ++kz) {
             const int iz = od * s->sd + kz * s->dd - s->pd;
             const float *xz = x + (size_t)c * DHW + (size_t)(iz < 0 ? 0 : iz) * HW;
-            for (kx = 0; kx < s->kw; ++kx, rm += plane) {
+            for (kx = 0; kx < s->kw; ++kx) {
                 const int offx = kx * s->dw - s->pw;
                 int lo, hi;
                 fg_valid_range(OW, s->sw, offx, s->W, &lo, &hi);
-                if (iz < 0 || iz >= s->D || lo >= hi || ylo >= yhi) {
-                    memset(rm, 0, plane * sizeof(float));
-                    continue;
+                for (a = 0; a < st; ++a, rm += plane) {
+                    /* rows i whose input row st*(oh0 + i) + a - ph is inside */
+                    const int off0 = st * oh0 + a - s->ph;
+                    int ylo, yhi;
+                    fg_valid_range(Hq, st, off0, s->H, &ylo, &yhi);
+                    if (iz < 0 || iz >= s->D || lo >= hi || ylo >= yhi) {
+                        memset(rm, 0, plane * sizeof(float));
+                        continue;
+                    }
+                    if (ylo > 0)
+                        memset(rm, 0, (size_t)ylo * (size_t)OW * sizeof(float));
+                    if (yhi < Hq)
+                        memset(rm + (size_t)yhi * (size_t)OW, 0,
+                               (size_t)(Hq - yhi) * (size_t)OW * sizeof(float));
+                    fg_rows_fill(rm + (size_t)ylo * (size_t)OW,
+                                 xz + (size_t)(st * ylo + off0) * (size_t)s->W +
+                                     ((ptrdiff_t)lo * s->sw + offx),
+                                 (size_t)st * (size_t)s->W, yhi - ylo, OW, lo, hi, s->sw);
                 }
-                if (ylo > 0)
-                    memset(rm, 0, (size_t)ylo * (size_t)OW * sizeof(float));
-                if (yhi < Hp)
-                    memset(rm + (size_t)yhi * (size_t)OW, 0,
-                           (size_t)(Hp - yhi) * (size_t)OW * sizeof(float));
-                fg_rows_fill(rm + (size_t)ylo * (size_t)OW,
-                             xz + (size_t)(ylo - s->ph) * (size_t)s->W +
-                                 ((ptrdiff_t)lo * s->sw + offx),
-                             (size_t)s->W, yhi - ylo, OW, lo, hi, s->sw);
             }
         }
     }
@@ -664,8 +672,10 @@ static void fg_conv_rows(const fg_conv_shape *s, const float *x, float *y, const
     m.xstep = (size_t)Hp * (size_t)s->OW;
     m.czstep = (size_t)s->kw * m.xstep;
     m.ystep = (size_t)s->dh * (size_t)s->OW;
+    m.kph = 1;
+    m.phstep = 0;
     for (od = 0; od < s->OD; ++od) {
-        fg_rowmat_build(s, x, od, Hp, rm);
+        fg_rowmat_build(s, x, od, 0, Hp, 1, rm);
         for (m0 = 0; m0 < Kg; m0 += FG_CROWS) {
             const int rows = Kg - m0 < FG_CROWS ? Kg - m0 : FG_CROWS;
             /* channel m0 is row m0 % 4 of packed block m0 / 4 */
@@ -690,15 +700,6 @@ static void fg_conv_rows(const fg_conv_shape *s, const float *x, float *y, const
             }
         }
     }
-}
-
-/* fg_conv_pgemm reads the row matrix (vertical stride 1, which fits in the
- * im2col part of the scratch unless dh > OD*OH), not the im2col matrix */
-static int fg_pgemm_rowpath(const fg_conv_shape *s)
-{
-    const size_t Hp = (size_t)s->OH + (size_t)(s->kh - 1) * (size_t)s->dh;
-    const size_t n = (size_t)(s->C / s->group) * (size_t)s->kd * (size_t)s->kw * Hp * (size_t)s->OW;
-    return !fg_conv_is_pointwise(s) && s->sh == 1 && n <= fg_conv_cols(s);
 }
 
 /* An im2col matrix larger than FG_CONV_BAND floats (ResNet's 7x7/2 stem: 7 MB)
@@ -729,6 +730,48 @@ static int fg_im2col_band(const fg_conv_shape *s, int R)
     return (int)(FG_CONV_BAND / row);
 }
 
+/* Output rows per band of fg_conv_pgemm's row matrix with 2 vertical phases
+ * (sh = 2): bands that hold whole panels and fit FG_CONV_BAND floats (the
+ * halo of (kh-1)/2 rows is rebuilt per band), the whole plane when no band
+ * of whole panels exists; 0 when it does not fit the im2col part of the
+ * scratch. */
+static int fg_rowmat_band(const fg_conv_shape *s)
+{
+    const size_t row = (size_t)(s->C / s->group) * (size_t)s->kd * (size_t)s->kw * 2u *
+                       (size_t)s->OW; /* floats per row of both phases */
+    const int ext = (s->kh - 1) / 2;
+    int unit = 1, bh = s->OH;
+    while (unit <= s->OH && (unit * s->OW) % FG_CONV_PANEL_MAX != 0)
+        ++unit;
+    if (unit < s->OH) {
+        bh = (int)(FG_CONV_BAND / row) - ext;
+        bh = bh / unit * unit;
+        if (bh < unit)
+            bh = unit;
+        if (bh > s->OH)
+            bh = s->OH;
+    }
+    return (size_t)(bh + ext) * row <= fg_conv_cols(s) ? bh : 0;
+}
+
+/* Vertical phases of the row matrix fg_conv_pgemm reads, 0 for the im2col
+ * matrix: 1 with vertical stride 1 (it fits the im2col part of the scratch
+ * unless dh > OD*OH); 2 with vertical stride 2, no vertical dilation and
+ * filters of 2 rows or more (ResNet's 7x7/2 stem: 0.54 M floats instead of
+ * an im2col matrix of 1.84 M, in bands). */
+static int fg_pgemm_rowpath(const fg_conv_shape *s)
+{
+    const size_t Hp = (size_t)s->OH + (size_t)(s->kh - 1) * (size_t)s->dh;
+    const size_t n = (size_t)(s->C / s->group) * (size_t)s->kd * (size_t)s->kw * Hp * (size_t)s->OW;
+    if (fg_conv_is_pointwise(s))
+        return 0;
+    if (s->sh == 1)
+        return n <= fg_conv_cols(s);
+    if (s->sh == 2 && s->dh == 1 && s->kh >= 2 && fg_rowmat_band(s) > 0)
+        return 2;
+    return 0;
+}
+
 /* fg_conv through fg_pgemm: the patch matrix of each group is the input
  * itself (pointwise), the row matrix of each output plane (vertical stride 1),
  * or the im2col matrix, and its panels are packed after the scratch's first
@@ -745,19 +788,25 @@ static void fg_conv_pgemm(const fg_conv_shape *s, const float *x, float *y, cons
     const size_t in_group = (size_t)Cg * (size_t)s->D * (size_t)s->H * (size_t)s->W;
     const size_t w_group = (size_t)((Kg + FG_MBLOCK - 1) / FG_MBLOCK) * FG_MBLOCK * (size_t)R;
     const int pointwise = fg_conv_is_pointwise(s);
-    const int Hp = s->OH + (s->kh - 1) * s->dh;
-    const int rowpath = fg_pgemm_rowpath(s);
-    const int bh = rowpath || pointwise ? 0 : fg_im2col_band(s, R);
+    const int st = fg_pgemm_rowpath(s);
+    /* output rows per band: of the row matrix, or of the im2col matrix (0: all) */
+    const int bh = st == 1   ? s->OH
+                   : st == 2 ? fg_rowmat_band(s)
+                   : pointwise ? 0
+                               : fg_im2col_band(s, R);
+    /* rows of each phase of the row matrix beyond a band's output rows */
+    const int ext = st == 1 ? (s->kh - 1) * s->dh : (s->kh - 1) / 2;
     float *panel = scratch + fg_conv_cols(s);
     fg_taps t;
-    int g, od;
-    if (rowpath) {
+    int g, od, oh0;
+    t.kph = 1;
+    t.phstep = 0;
+    if (st) {
         t.ncz = Cg * s->kd;
         t.kh = s->kh;
         t.kw = s->kw;
-        t.xstep = (size_t)Hp * (size_t)s->OW;
-        t.czstep = (size_t)s->kw * t.xstep;
-        t.ystep = (size_t)s->dh * (size_t)s->OW;
+        t.kph = st;
+        t.ystep = (size_t)s->dh * (size_t)s->OW; /* dh = 1 when st = 2 */
     } else {
         t.ncz = R;
         t.kh = t.kw = 1;
@@ -769,16 +818,21 @@ static void fg_conv_pgemm(const fg_conv_shape *s, const float *x, float *y, cons
         const float *wg = wp + (size_t)g * w_group;
         float *yg = y + (size_t)g * (size_t)Kg * S;
         const float *bg = bias ? bias + (size_t)g * (size_t)Kg : NULL;
-        if (rowpath) {
-            for (od = 0; od < s->OD; ++od) {
-                fg_rowmat_build(s, xg, od, Hp, scratch);
-                fg_pgemm(wg, scratch, &t, Kg, N, yg + (size_t)od * (size_t)N, S, bg, act, a, b,
-                         panel);
-            }
+        if (st) {
+            for (od = 0; od < s->OD; ++od)
+                for (oh0 = 0; oh0 < s->OH; oh0 += bh) {
+                    const int nb = s->OH - oh0 < bh ? s->OH - oh0 : bh, Hq = nb + ext;
+                    t.phstep = (size_t)Hq * (size_t)s->OW;
+                    t.xstep = (size_t)st * t.phstep;
+                    t.czstep = (size_t)s->kw * t.xstep;
+                    fg_rowmat_build(s, xg, od, oh0, Hq, st, scratch);
+                    fg_pgemm(wg, scratch, &t, Kg, nb * s->OW,
+                             yg + (size_t)od * (size_t)N + (size_t)oh0 * (size_t)s->OW, S, bg,
+                             act, a, b, panel);
+                }
             continue;
         }
         if (bh > 0) {
-            int oh0;
             for (oh0 = 0; oh0 < s->OH; oh0 += bh) {
                 const int oh1 = s->OH - oh0 < bh ? s->OH : oh0 + bh;
                 fg_im2col_rows(s, xg, scratch, oh0, oh1);
@@ -1276,6 +1330,8 @@ const char *fg_conv_algorithm(const fg_conv_shape *s, int depthwise)
     if (FG_CONV_PGEMM) {
         if (pointwise)
             return "packed GEMM on the input (1x1 direct)";
+        if (fg_pgemm_rowpath(s) == 2)
+            return "packed GEMM on the 2-phase row matrix";
         if (fg_pgemm_rowpath(s))
             return "packed GEMM on the row matrix";
         return "packed GEMM on im2col";

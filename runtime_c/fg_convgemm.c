@@ -75,22 +75,25 @@ static void fg_panel_pack(const float *b, const fg_taps *t, int nr, int w, float
         (__mmask16)(nr >= 48 ? 0xFFFF : nr <= 32 ? 0 : (1u << (nr - 32)) - 1u)};
     const int nv = w / 16;
     (void)j;
-    for (cz = 0; cz < t->ncz; ++cz)
-        for (ky = 0; ky < t->kh; ++ky)
+    for (cz = 0; cz < t->ncz; ++cz) {
+        size_t yo = 0;
+        int ph = 0;
+        for (ky = 0; ky < t->kh; ++ky, yo = fg_taps_next_y(t, yo, &ph))
             for (kx = 0; kx < t->kw; ++kx, p += w) {
-                const float *q = b + (size_t)cz * t->czstep + (size_t)ky * t->ystep +
-                                 (size_t)kx * t->xstep;
+                const float *q = b + (size_t)cz * t->czstep + yo + (size_t)kx * t->xstep;
                 int v;
                 /* masked lanes are not read (no fault past the row's end) */
                 for (v = 0; v < nv; ++v)
                     _mm512_storeu_ps(p + 16 * v, _mm512_maskz_loadu_ps(lm[v], q + 16 * v));
             }
+    }
 #else
-    for (cz = 0; cz < t->ncz; ++cz)
-        for (ky = 0; ky < t->kh; ++ky)
+    for (cz = 0; cz < t->ncz; ++cz) {
+        size_t yo = 0;
+        int ph = 0;
+        for (ky = 0; ky < t->kh; ++ky, yo = fg_taps_next_y(t, yo, &ph))
             for (kx = 0; kx < t->kw; ++kx, p += w) {
-                const float *restrict q = b + (size_t)cz * t->czstep + (size_t)ky * t->ystep +
-                                          (size_t)kx * t->xstep;
+                const float *restrict q = b + (size_t)cz * t->czstep + yo + (size_t)kx * t->xstep;
                 if (nr == FG_PNR) {
                     for (j = 0; j < FG_PNR; ++j)
                         p[j] = q[j];
@@ -101,6 +104,7 @@ static void fg_panel_pack(const float *b, const fg_taps *t, int nr, int w, float
                         p[j] = 0.0f;
                 }
             }
+    }
 #endif
 }
 
@@ -260,11 +264,13 @@ static void fg_coln_cols(const float *b, const fg_taps *t, int np, size_t R4, fl
     for (j = 0; j < np; ++j) {
         float *cj = col + (size_t)j * R4;
         r = 0;
-        for (cz = 0; cz < t->ncz; ++cz)
-            for (ky = 0; ky < t->kh; ++ky)
+        for (cz = 0; cz < t->ncz; ++cz) {
+            size_t yo = 0;
+            int ph = 0;
+            for (ky = 0; ky < t->kh; ++ky, yo = fg_taps_next_y(t, yo, &ph))
                 for (kx = 0; kx < t->kw; ++kx)
-                    cj[r++] = b[(size_t)cz * t->czstep + (size_t)ky * t->ystep +
-                                (size_t)kx * t->xstep + (size_t)j];
+                    cj[r++] = b[(size_t)cz * t->czstep + yo + (size_t)kx * t->xstep + (size_t)j];
+        }
         for (; r < R4; ++r)
             cj[r] = 0.0f;
     }
@@ -497,20 +503,26 @@ FG_INLINE void fg_ptile(int fi, const float *am, size_t ab, const float *p,
 }
 
 #if FG_PDIRECT
-/* offset of each of the R rows of B (bytewise, size_t) at offs; returns the
- * largest */
+/* offset of each of the R rows of B (bytewise, size_t) at offs (NULL: none);
+ * returns the largest */
 static size_t fg_offsets(const fg_taps *t, unsigned char *offs)
 {
     int cz, ky, kx, r = 0;
     size_t o = 0;
-    for (cz = 0; cz < t->ncz; ++cz)
-        for (ky = 0; ky < t->kh; ++ky)
+    size_t last = 0;
+    for (cz = 0; cz < t->ncz; ++cz) {
+        size_t yo = 0;
+        int ph = 0;
+        for (ky = 0; ky < t->kh; ++ky, yo = fg_taps_next_y(t, yo, &ph))
             for (kx = 0; kx < t->kw; ++kx, ++r) {
-                o = (size_t)cz * t->czstep + (size_t)ky * t->ystep + (size_t)kx * t->xstep;
+                o = (size_t)cz * t->czstep + yo + (size_t)kx * t->xstep;
                 if (offs)
                     memcpy(offs + (size_t)r * sizeof o, &o, sizeof o);
+                if (o > last)
+                    last = o;
             }
-    return o; /* the last row starts last */
+    }
+    return last;
 }
 
 /* Channels per block of the channel-outer order: a multiple of FG_PMR and of

@@ -236,16 +236,31 @@ FG_INLINE __m512 fg_act16(__m512 t, int act, __m512 va, __m512 vb)
 /* ---- fg_convgemm.c: fg_conv's packed-panel GEMM --------------------------- */
 
 /* Where row r = (cz, y, x) of a patch matrix B starts, relative to its first
- * row (r = (cz*kh + y)*kw + x, R = ncz*kh*kw rows): cz*czstep + y*ystep + x*xstep.
- * The im2col matrix (or a pointwise convolution's input) is ncz = R, kh = kw = 1,
- * czstep = its row stride. */
+ * row (r = (cz*kh + y)*kw + x, R = ncz*kh*kw rows):
+ * cz*czstep + (y / kph)*ystep + (y % kph)*phstep + x*xstep (kph > 1: the rows
+ * of a vertical stride kph, split by phase y % kph; kph = 1: cz*czstep +
+ * y*ystep + x*xstep). The im2col matrix (or a pointwise convolution's input)
+ * is ncz = R, kh = kw = kph = 1, czstep = its row stride. */
 typedef struct {
     int ncz;       /* outer tap loop ((C/group) * kd for a convolution) */
     int kh, kw;    /* inner tap loops                                   */
+    int kph;       /* vertical phases (1, or the vertical stride)       */
     size_t czstep; /* floats between consecutive cz rows / blocks       */
-    size_t ystep;  /* floats between consecutive y taps                 */
+    size_t ystep;  /* floats between consecutive y taps of one phase    */
+    size_t phstep; /* floats between consecutive phases                 */
     size_t xstep;  /* floats between consecutive x taps                 */
 } fg_taps;
+
+/* the y part of the offset of tap y + 1, from tap y's (yo) and its phase *a
+ * (updated): (y / kph)*ystep + (y % kph)*phstep without a division */
+FG_INLINE size_t fg_taps_next_y(const fg_taps *t, size_t yo, int *a)
+{
+    if (++*a == t->kph) {
+        *a = 0;
+        return yo + t->ystep - (size_t)(t->kph - 1) * t->phstep;
+    }
+    return yo + t->phstep;
+}
 
 /* y[m*ldy + n] = act(bias[m] + sum_r A[m][r] * B(r, n)) for m < M, n < N, with
  * Ap packed as fg_gemm_a's (blocks of FG_MBLOCK rows, R columns), B(r, n) =
