@@ -246,68 +246,97 @@ static void fg_pool_2x2(const fg_pool_shape *s, const float *x, float *y, int is
     }
 }
 
-/* MaxPool on 2-D planes with horizontal stride 2 and no horizontal dilation
- * (ResNet's 3x3/2 stem pool): per output row, the window's valid input rows
- * are reduced first, element by element (unit stride), into a row padded with
- * -FLT_MAX (a pad tap then changes nothing, as an ignored tap), which is split
- * into its even and odd columns; every kernel column is then a unit-stride
- * max over one of the two halves. Same result as fg_pool_generic: the maximum
- * of the same taps, started from -FLT_MAX, NaN inputs ignored. */
-#define FG_POOL_ROW 1024 /* floats of the padded row (larger rows: the generic path) */
+/* MaxPool on 2-D planes, separably (ResNet's 3x3/2 stem pool, SqueezeNet's
+ * ceil-mode 3x3/2 pools): each input row is reduced horizontally once,
+ * h[ow] = max of its kw taps of output column ow (taps outside the input
+ * ignored), into a ring of the kh most recent such rows; each output row is
+ * then the max of its window's rows of h, which consecutive output rows share
+ * (with stride 2, every row is reduced once instead of once per window that
+ * holds it). Same result as fg_pool_generic: the maximum of the same taps,
+ * started from -FLT_MAX, NaN inputs ignored. */
+#define FG_POOL_HR 8   /* rows of the ring: kh at most */
+#define FG_POOL_HW 512 /* floats per ring row: OW at most */
 
-static int fg_maxpool_s2_fits(const fg_pool_shape *s)
+static int fg_maxpool_sep_fits(const fg_pool_shape *s)
 {
-    /* padded row: 2 + pw leading pad floats (even), W, the trailing overhang */
-    const int lead = (s->pw + 1) / 2 * 2;
-    const int need = lead + 2 * (s->OW - 1) + s->kw + 1;
-    return s->D == 1 && s->OD == 1 && s->kd == 1 && s->pd == 0 && s->sw == 2 && s->dw == 1 &&
-           s->pw <= 8 && need < FG_POOL_ROW && lead + s->W <= FG_POOL_ROW;
+    return s->D == 1 && s->OD == 1 && s->kd == 1 && s->pd == 0 && s->dh == 1 &&
+           s->kh <= FG_POOL_HR && s->OW <= FG_POOL_HW;
 }
 
-static void fg_maxpool_s2(const fg_pool_shape *s, const float *x, float *y)
+/* h[ow] for ow < OW from the input row xr; [lo, hi): the outputs whose taps are
+ * all inside the row */
+static void fg_hmax_row(const fg_pool_shape *s, const float *restrict xr, float *restrict h,
+                        int lo, int hi)
 {
-    float row[FG_POOL_ROW], ev[FG_POOL_ROW / 2], od[FG_POOL_ROW / 2];
-    const int lead = (s->pw + 1) / 2 * 2;
-    const int half = (lead + 2 * (s->OW - 1) + s->kw + 2) / 2; /* pairs the taps read */
+    int i, kx;
+    if (lo >= hi)
+        lo = hi = s->OW; /* every output checks its taps */
+    for (i = lo > 0 ? 0 : hi; i < s->OW; i = i + 1 == lo ? hi : i + 1) {
+        float m = FG_NEG_FLT_MAX;
+        for (kx = 0; kx < s->kw; ++kx) {
+            const int ix = i * s->sw + kx * s->dw - s->pw;
+            if (ix >= 0 && ix < s->W)
+                m = fg_maxf(m, xr[ix]);
+        }
+        h[i] = m;
+    }
+    if (lo >= hi)
+        return;
+    if (s->sw == 2 && s->dw == 1 && s->kw == 3) {
+        /* one loop, the three taps by stride-2 loads (vectorized with permutes) */
+        const float *restrict xs = xr + (2 * lo - s->pw);
+        float *restrict o = h + lo;
+        const int n = hi - lo;
+        for (i = 0; i < n; ++i)
+            o[i] = fg_maxf(fg_maxf(fg_maxf(FG_NEG_FLT_MAX, xs[2 * i]), xs[2 * i + 1]),
+                           xs[2 * i + 2]);
+        return;
+    }
+    for (i = lo; i < hi; ++i)
+        h[i] = FG_NEG_FLT_MAX;
+    for (kx = 0; kx < s->kw; ++kx)
+        fg_row_max(h + lo, xr + ((ptrdiff_t)lo * s->sw + kx * s->dw - s->pw), hi - lo, s->sw);
+}
+
+static void fg_maxpool_sep(const fg_pool_shape *s, const float *x, float *y)
+{
+    float ring[FG_POOL_HR][FG_POOL_HW];
+    int tag[FG_POOL_HR];
     const size_t HW = (size_t)s->H * (size_t)s->W, OHW = (size_t)s->OH * (size_t)s->OW;
-    int c, oh, ky, kx, i, j;
-    for (i = 0; i < FG_POOL_ROW; ++i)
-        row[i] = FG_NEG_FLT_MAX;
+    int lo, hi, lo1, hi1, c, oh, ky, i;
+    /* outputs whose first and last taps are inside the row */
+    fg_valid_range(s->OW, s->sw, -s->pw, s->W, &lo, &hi);
+    fg_valid_range(s->OW, s->sw, (s->kw - 1) * s->dw - s->pw, s->W, &lo1, &hi1);
+    lo = lo > lo1 ? lo : lo1;
+    hi = hi < hi1 ? hi : hi1;
     for (c = 0; c < s->C; ++c) {
+        const float *xc = x + (size_t)c * HW;
+        for (i = 0; i < s->kh; ++i)
+            tag[i] = -1;
         for (oh = 0; oh < s->OH; ++oh) {
             float *restrict o = y + (size_t)c * OHW + (size_t)oh * (size_t)s->OW;
-            float *restrict v = row + lead;
-            for (i = 0; i < s->W; ++i)
-                v[i] = FG_NEG_FLT_MAX;
+            const float *hr[FG_POOL_HR];
+            int nr = 0;
             for (ky = 0; ky < s->kh; ++ky) {
-                const int iy = oh * s->sh + ky * s->dh - s->ph;
-                const float *restrict xr = x + (size_t)c * HW + (size_t)iy * (size_t)s->W;
+                const int iy = oh * s->sh + ky - s->ph, slot = iy % s->kh;
                 if (iy < 0 || iy >= s->H)
                     continue;
-                for (i = 0; i + FG_PB <= s->W; i += FG_PB) {
-                    for (j = 0; j < FG_PB; ++j)
-                        v[i + j] = fg_maxf(v[i + j], xr[i + j]);
+                if (tag[slot] != iy) { /* the window's rows are kh consecutive rows */
+                    fg_hmax_row(s, xc + (size_t)iy * (size_t)s->W, ring[slot], lo, hi);
+                    tag[slot] = iy;
                 }
-                for (; i < s->W; ++i)
-                    v[i] = fg_maxf(v[i], xr[i]);
+                hr[nr++] = ring[slot];
             }
-            for (i = 0; i < half; ++i) {
-                ev[i] = row[2 * i];
-                od[i] = row[2 * i + 1];
+            if (nr == 3) { /* one pass (the 3-row window inside the input) */
+                const float *restrict h0 = hr[0], *restrict h1 = hr[1], *restrict h2 = hr[2];
+                for (i = 0; i < s->OW; ++i)
+                    o[i] = fg_maxf(fg_maxf(fg_maxf(FG_NEG_FLT_MAX, h0[i]), h1[i]), h2[i]);
+                continue;
             }
             for (i = 0; i < s->OW; ++i)
                 o[i] = FG_NEG_FLT_MAX;
-            /* tap kx of output i: row[lead + 2i + kx - pw] */
-            for (kx = 0; kx < s->kw; ++kx) {
-                const int t = lead + kx - s->pw;
-                const float *restrict h = (t & 1 ? od : ev) + t / 2;
-                for (i = 0; i + FG_PB <= s->OW; i += FG_PB) {
-                    for (j = 0; j < FG_PB; ++j)
-                        o[i + j] = fg_maxf(o[i + j], h[i + j]);
-                }
-                for (; i < s->OW; ++i)
-                    o[i] = fg_maxf(o[i], h[i]);
-            }
+            for (ky = 0; ky < nr; ++ky)
+                fg_row_max(o, hr[ky], s->OW, 1);
         }
     }
 }
@@ -316,8 +345,8 @@ void fg_maxpool(const fg_pool_shape *s, const float *x, float *y)
 {
     if (fg_pool_is_2x2(s))
         fg_pool_2x2(s, x, y, 1);
-    else if (fg_maxpool_s2_fits(s))
-        fg_maxpool_s2(s, x, y);
+    else if (fg_maxpool_sep_fits(s))
+        fg_maxpool_sep(s, x, y);
     else
         fg_pool_generic(s, x, y, 1);
 }
