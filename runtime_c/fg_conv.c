@@ -2,8 +2,9 @@
  *
  * fg_conv, per group, with AVX-512 or AArch64 NEON (FG_CONV_PGEMM): the
  * packed-panel GEMM of fg_convgemm.c on the input (pointwise), on the row
- * matrix below (vertical stride 1) or on the im2col matrix (in bands of
- * output rows when it is large). Otherwise (the plain-C path, as fast as
+ * matrix below (vertical stride 1; with vertical stride 2, its 2-phase form,
+ * in bands) or on the im2col matrix (in bands of output rows when it is
+ * large). Otherwise (the plain-C path, as fast as
  * the packed GEMM's plain-C micro-kernel with SSE2, measured):
  *   - vertical stride 1 (most convolutions): the row-shifted direct path
  *     below; a small "row matrix" (the im2col of the height-1 convolution,
