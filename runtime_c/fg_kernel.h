@@ -255,6 +255,8 @@ typedef struct {
  * (updated): (y / kph)*ystep + (y % kph)*phstep without a division */
 FG_INLINE size_t fg_taps_next_y(const fg_taps *t, size_t yo, int *a)
 {
+    if (t->kph == 1)
+        return yo + t->ystep;
     if (++*a == t->kph) {
         *a = 0;
         return yo + t->ystep - (size_t)(t->kph - 1) * t->phstep;
