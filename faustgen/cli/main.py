@@ -42,8 +42,19 @@ def _shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with faustgen's error contract: a bad or conflicting flag is one line
+    `faustgen: error: ...` on stderr and exit 2, not the usage block (subcommands' parsers
+    are of this class too: add_subparsers builds them with the parent's class)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        where = self.prog.removeprefix("faustgen").strip()
+        say = f"{where}: {message}" if where else message
+        self.exit(2, f"faustgen: error: {one_line(say)} (see '{self.prog} --help')\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="faustgen",
         description="Compile ONNX neural networks into small, fast, dependency-free C.",
     )
