@@ -271,6 +271,11 @@ def _factorized(
     if split is not None:
         info["policy"] = split.pop("policy")
         info["data_aware"] = split
+        warnings += [
+            f"note: recurrent layer '{name}' factorized data-free ({how}): the data-aware "
+            "fit covers Dense and Conv layers, not gate matrices fed back their own state"
+            for name, how in split.get("data_free", {}).items()
+        ]
     if opts.calib is not None:
         xs = _calib_samples(opts.calib, dense)
         info["calibration"] = calibration_report(dense, graph, xs)

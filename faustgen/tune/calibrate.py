@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from faustgen.ir import Graph
-from faustgen.ops import REGISTRY
-from faustgen.tune.interpret import run_batch
+from faustgen.tune.runner import Runner
 
 FACTORIZED = ("FactorizedDense", "FactorizedConv")
 
@@ -33,18 +32,14 @@ def calibration_report(dense: Graph, fact: Graph, xs: np.ndarray) -> dict:
     """Errors on (at most MAX_SAMPLES of) the calibration inputs, evenly spread."""
     xs = xs[spread(len(xs))]
     layers = [n for n in fact.nodes if n.op in FACTORIZED]
-    keep = {n.inputs[0] for n in layers} | {n.outputs[0] for n in layers}
-    ref = run_batch(dense, xs, keep)
+    keep = {n.inputs[0] for n in layers} | {n.outputs[0] for n in layers} | set(dense.outputs)
+    ref = Runner(dense, xs).run(dense.nodes, keep=keep)
     per_layer = {}
     for node in layers:
-        ins = [ref[node.inputs[0]]]
-        bias = fact.const(node.input(1))
-        outs = []
-        for i in range(len(xs)):
-            args = [ins[0][i]] + ([bias] if bias is not None else [])
-            outs.append(REGISTRY[node.op].compute(node, args)[0])
-        per_layer[node.name] = rel_error(np.stack(outs), ref[node.outputs[0]])
-    got = run_batch(fact, xs)
+        # The factorized layer alone, fed the dense model's own input activations.
+        alone = Runner(fact, xs).run([node], {node.inputs[0]: ref[node.inputs[0]]})
+        per_layer[node.name] = rel_error(alone[node.outputs[0]], ref[node.outputs[0]])
+    got = Runner(fact, xs).run(fact.nodes, keep=set(fact.outputs))
     out_err = [rel_error(got[o], ref[o]) for o in fact.outputs]
     return {
         "samples": len(xs),

@@ -31,7 +31,13 @@ from faustgen.ir import Graph, Node
 from faustgen.ops import REGISTRY
 from faustgen.ops.spatial import Window
 from faustgen.passes.cleanup import eliminate_dead_nodes
-from faustgen.passes.factorize import FactorizePolicy, factorize_node
+from faustgen.passes.factorize import (
+    RECURRENT,
+    FactorizePolicy,
+    factorize_node,
+    factorize_weights,
+)
+from faustgen.tune.runner import Runner
 
 MAX_ROWS = 60_000  # im2col rows sampled per convolution (all of them up to this)
 SENSITIVITY_SAMPLES = 500  # calibration inputs used to measure each layer's sensitivity
@@ -52,35 +58,6 @@ class DataPlan:
     progress: Callable[[str], None] | None = None
     ladder: tuple[float, ...] = field(default=())
     method: str = "factor"  # or the baselines: "prune" (magnitude), "svd" (truncated)
-
-
-class _Runner:
-    """Per-sample numpy execution of a graph with every activation kept (N × per-call)."""
-
-    def __init__(self, graph: Graph, xs: np.ndarray):
-        self.graph = graph
-        self.shape = graph.tensors[graph.inputs[0]].shape
-        self.values: dict[str, np.ndarray] = {graph.inputs[0]: xs.reshape(len(xs), *self.shape)}
-        self.n = len(xs)
-
-    def run(self, nodes: list[Node], values: dict[str, np.ndarray] | None = None) -> dict:
-        vals = self.values if values is None else values
-        for node in nodes:
-            n = len(next(iter(vals.values())))
-            ins = [
-                self.graph.const(i) if self.graph.is_const(i) else vals[i] for i in node.inputs if i
-            ]
-            consts = [self.graph.is_const(i) for i in node.inputs if i]
-            outs = [
-                REGISTRY[node.op].compute(
-                    node, [a if c else a[k] for a, c in zip(ins, consts, strict=True)]
-                )
-                for k in range(n)
-            ]
-            for j, name in enumerate(node.outputs):
-                if name:
-                    vals[name] = np.stack([np.asarray(o[j]) for o in outs])
-        return vals
 
 
 def _pre_activation(node: Node) -> Node:
@@ -251,9 +228,9 @@ def factorize_with_data(
 ) -> tuple[Graph, dict]:
     """The factorized graph and a summary of the split (per-layer RCG, errors)."""
     say = plan.progress or (lambda _m: None)
-    g = dense.copy()
+    g, data_free = _recurrent_data_free(dense, policy, plan)
     layers = _eligible(g, policy, plan.min_size)
-    runner = _Runner(dense, xs)
+    runner = Runner(dense, xs)
     ref_vals = runner.run(dense.nodes)
     out_name = dense.outputs[0]
     ref_out = ref_vals[out_name].astype(np.float64)
@@ -268,7 +245,7 @@ def factorize_with_data(
         w, b = g.const(node.inputs[1]), g.const(node.input(2))
         x = ref_vals[node.inputs[0]]
         dense_datas[node.name] = _layer_data(node, w, b, x, x)
-    fixed = dense.parameter_count() - sum(
+    fixed = _weights(g) - sum(
         g.const(n.inputs[1]).size + (0 if not n.input(2) else g.const(n.input(2)).size)
         for n in layers
     )
@@ -310,7 +287,7 @@ def factorize_with_data(
                 trial = g.copy()
                 _install(trial, trial.nodes[idx[node.name]], new, nb)
                 sub = {k_: v[pick] for k_, v in ref_vals.items()}
-                vals = _Runner(trial, xs[pick]).run(trial.nodes[idx[node.name] :], sub)
+                vals = Runner(trial, xs[pick]).run(trial.nodes[idx[node.name] :], sub)
                 e = _model_error(
                     vals[out_name], ref_out[pick], None if labels is None else labels[pick]
                 )
@@ -322,7 +299,7 @@ def factorize_with_data(
         elif plan.max_drop is not None:
             chosen = _smallest_within(layers, options, plan.max_drop)
         else:
-            budget = math.floor(dense.parameter_count() / target) - fixed
+            budget = math.floor(_weights(dense) / target) - fixed
             split = _pareto_split(options, budget)
             if split is None:
                 raise FaustgenError(
@@ -334,7 +311,7 @@ def factorize_with_data(
     # The final pass: in order, each layer fitted to the activations of the compressed
     # model in front of it.
     fact_vals = {g.inputs[0]: ref_vals[g.inputs[0]]}
-    live = _Runner(g, xs)
+    live = Runner(g, xs)
     pos = 0
     summary = {}
     planned = {n.name: _nominal_cost(g, n, chosen.get(n.name, 1.0)) for n in layers}
@@ -385,7 +362,48 @@ def factorize_with_data(
             _refit(g, node, fact_vals[node.inputs[0]], ref_vals[node.inputs[0]])
     g = eliminate_dead_nodes(g)
     g.prune_tensors()
-    return g, {"layer_rcg": summary, "samples": len(xs)}
+    out = {"layer_rcg": summary, "samples": len(xs)}
+    if data_free:
+        out["data_free"] = data_free
+    return g, out
+
+
+def _weights(g: Graph) -> int:
+    """Every weight of the graph: constants, gate matrices held in attributes, and the
+    stored entries of the factor chains that replaced some of them."""
+    total = g.parameter_count()
+    for n in g.nodes:
+        total += REGISTRY[n.op].attr_weights(n)
+        f = n.attrs.get("factorization") or {}
+        if n.op in RECURRENT and f.get("factorized"):
+            total += int(f["stored"])
+    return total
+
+
+def _recurrent_data_free(dense: Graph, policy: FactorizePolicy, plan: DataPlan):
+    """RNN / GRU / LSTM gate matrices are factorized data-free, at the per-layer target: the
+    data-aware fit (one input matrix per layer) does not apply to a cell whose inputs
+    include its own state. Done first, so the budget and the layers behind them see them."""
+    rec = [n for n in dense.nodes if n.op in RECURRENT]
+    if not rec:
+        return dense.copy(), {}
+    others = tuple(n.name for n in dense.nodes if n.op in ("Dense", "Conv"))
+    per = dataclasses.replace(
+        policy, keep_dense=(*policy.keep_dense, *others), min_size=plan.min_size
+    )
+    if plan.rcg is not None:
+        per = dataclasses.replace(per, rcg=plan.rcg, max_error=None)
+    g = factorize_weights(dense, per)
+    done = {}
+    for n in g.nodes:
+        if n.op not in RECURRENT:
+            n.attrs.pop("factorization", None)  # not this pass's to judge: the split's
+        f = n.attrs.get("factorization") or {}
+        if n.op in RECURRENT:
+            done[n.name] = (
+                f"RCG {f['rcg']:.3g}" if f.get("factorized") else f.get("reason", "kept dense")
+            )
+    return g, done
 
 
 def _nominal_cost(g: Graph, node: Node, r: float) -> int:
