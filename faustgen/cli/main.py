@@ -21,8 +21,8 @@ import numpy as np
 from faustgen.backend import CompiledModel, load_target, target_names
 from faustgen.cli import bench, report
 from faustgen.cli import factorize as cli_factorize
-from faustgen.cli.experiment import Settings, print_table, run_experiment
 from faustgen.compiler import BuildOptions, build_bundle
+from faustgen.demo.experiment import Settings, print_table, run_experiment
 from faustgen.demo.job import main_demo
 from faustgen.errors import FaustgenError, VerificationError
 from faustgen.factorize import DEFAULT_RCG

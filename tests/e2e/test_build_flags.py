@@ -39,6 +39,8 @@ WORKS = [
     ["--max-error", "0.6", "--keep-dense", "/1/Gemm", "/9/Gemm"],
     ["--rcg", "4", "--no-convs", "--min-size", "100", "--seed", "3"],
     ["--input-shape", "1,1,28,28", "--rcg", "2", "--no-compile"],
+    ["--weights", "file", "--no-cache", "--jobs", "1", "--max-params", "300000"],
+    ["--dense", "--weights", "blob", "--input-shape", "2,1,28,28"],
     ["--calib", "{x}", "--rcg", "8", "--convs", "--finetune", "1"],
     ["--calib", "{x}", "--labels", "{y}", "--max-accuracy-drop", "50", "--finetune", "1"],
     ["--calib", "{x}", "--labels", "{y}", "--max-error", "0.4", "--factors", "2", "--no-compile"],
@@ -57,6 +59,10 @@ FAILS = [
     (["--calib", "{y}"], "calibration inputs have dtype int64"),
     (["--target", "nope"], "nope"),
     (["--name", "9x"], "not a valid C identifier"),
+    (["--max-params", "10"], "above the --max-params limit of 10"),
+    (["--min-size", "-1"], "--min-size must not be negative"),
+    (["--calib", "{x}", "--finetune", "-1"], "--finetune must not be negative"),
+    (["--dense", "--min-size", "10", "--no-convs"], "drop --convs/--no-convs --min-size"),
 ]
 
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+import faustgen.demo.experiment as ex
 from faustgen.cli import main
 
 torch = pytest.importorskip("torch")
@@ -74,8 +75,6 @@ def test_experiment_end_to_end_and_resume(tiny, tmp_path, capsys, monkeypatch):
     assert "| factor |" in printed and "| dense |" in printed
 
     # Resumed: every point comes from DIR/points, nothing is rebuilt.
-    import faustgen.cli.experiment as ex
-
     def no_build(*a, **k):
         raise AssertionError("rebuilt a cached point")
 
@@ -97,3 +96,15 @@ def test_experiment_bad_input(tiny, tmp_path, capsys):
     assert "give --calib" in capsys.readouterr().err
     assert main([*base, "--data", str(d / "y.npy"), "--calib", str(d / "c.npy")]) == 2
     assert "--data must be float32" in capsys.readouterr().err
+
+
+def test_cached_points_belong_to_their_inputs(tmp_path):
+    """Another model or data set in the same DIR starts over instead of resuming."""
+    (tmp_path / "points").mkdir()
+    (tmp_path / "points" / "dense.json").write_text("{}")
+    ex._forget_other_inputs(tmp_path, "a")
+    ex._forget_other_inputs(tmp_path, "a")
+    assert (tmp_path / "points" / "dense.json").is_file()
+    ex._forget_other_inputs(tmp_path, "b")
+    assert not (tmp_path / "points").exists()
+    assert (tmp_path / "inputs.sha256").read_text().strip() == "b"

@@ -13,6 +13,7 @@ Every point is cached in DIR/points/*.json: an interrupted sweep resumes where i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -151,6 +152,24 @@ def energy_per_million(us: float, watts: float, pue: float, carbon: float) -> tu
     return kwh, kwh * carbon
 
 
+def _fingerprint(model_path, *arrays: np.ndarray) -> str:
+    h = hashlib.sha256(Path(model_path).read_bytes())
+    for a in arrays:
+        h.update(str((a.dtype, a.shape)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _forget_other_inputs(out: Path, stamp: str) -> None:
+    """The cached points are only valid for the model and data that made them: another
+    model or data set in the same DIR starts over instead of resuming."""
+    mark = out / "inputs.sha256"
+    if mark.is_file() and mark.read_text().strip() != stamp:
+        for sub in ("points", "builds"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    mark.write_text(stamp + "\n")
+
+
 def run_experiment(
     model_path: str | Path,
     x: np.ndarray,
@@ -161,6 +180,7 @@ def run_experiment(
 ) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _forget_other_inputs(out, _fingerprint(model_path, x, y, calib))
     np.save(out / "calib.npy", calib)  # the boards' cross builds refit from the same data
     bad = [m for m in settings.methods if m not in METHODS]
     if bad:
