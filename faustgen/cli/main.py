@@ -209,8 +209,10 @@ def _parser() -> argparse.ArgumentParser:
     bn = sub.add_parser("bench", help="latency: dense C, factorized C, onnxruntime (1 thread)")
     bn.add_argument("model", help="ONNX file")
     bn.add_argument("--rcg", type=float, help="factorization target (default: the build default)")
-    bn.add_argument("--batch", type=int, default=1)
-    bn.add_argument("--repeat", type=int, default=200, help="calls per round (5 rounds)")
+    bn.add_argument("--batch", type=_at_least(1, int), default=1)
+    bn.add_argument(
+        "--repeat", type=_at_least(1, int), default=200, help="calls per round (5 rounds)"
+    )
     bn.add_argument("--unstructured", action="store_true")
     bn.add_argument("--convs", action=argparse.BooleanOptionalAction, default=None)
     bn.add_argument("--json", action="store_true")
@@ -239,10 +241,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--methods", type=_words, default=("factor", "prune", "svd"))
     e.add_argument("--finetune", type=int, default=0, metavar="EPOCHS")
     e.add_argument("--targets", type=_words, default=("host",), help="e.g. host,rpi64")
-    e.add_argument("--watts", type=float, help="host power in W (default: RAPL, else 6 W)")
-    e.add_argument("--pue", type=float, default=1.58, help="data-centre PUE (default 1.58)")
     e.add_argument(
-        "--carbon", type=float, default=432.7, help="g CO2e per kWh (default 432.7, US avg.)"
+        "--watts", type=_at_least(0, strict=True), help="host power in W (default: RAPL, else 6 W)"
+    )
+    e.add_argument("--pue", type=_at_least(1), default=1.58, help="data-centre PUE (default 1.58)")
+    e.add_argument(
+        "--carbon", type=_at_least(0), default=432.7, help="g CO2e per kWh (default 432.7, US avg.)"
     )
     e.add_argument("--repeat", type=int, default=200, help="timed calls per round")
     e.add_argument("-o", "--out", required=True, help="directory for builds, cache, tables")
@@ -255,6 +259,21 @@ def _parser() -> argparse.ArgumentParser:
 
     cli_factorize.register(sub)
     return p
+
+
+def _at_least(low: float, kind=float, strict: bool = False):
+    """An argparse type: a number >= low (> low with strict), refused in one line otherwise."""
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (v > low if strict else v >= low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low:g}, got {v}")
+        return v
+
+    return parse
 
 
 def _floats(text: str) -> tuple[float, ...]:

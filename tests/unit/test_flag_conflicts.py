@@ -34,6 +34,17 @@ CASES = [
     (["factorize", "w.npy", "-o", "x", "--method", "qr"], ["--method", "qr"]),
     (["bench"], ["model"]),
     (["bench", "m.onnx", "--batch", "two"], ["--batch"]),
+    (["bench", "m.onnx", "--repeat", "0"], ["--repeat", ">= 1"]),
+    (["bench", "m.onnx", "--batch", "0"], ["--batch", ">= 1"]),
+    (["experiment", "m.onnx", "--data", "d", "--labels", "l", "-o", "x", "--pue", ".5"], ["--pue"]),
+    (
+        ["experiment", "m.onnx", "--data", "d", "--labels", "l", "-o", "x", "--watts", "0"],
+        ["--watts"],
+    ),
+    (
+        ["experiment", "m.onnx", "--data", "d", "--labels", "l", "-o", "x", "--carbon", "-1"],
+        ["--carbon"],
+    ),
     (["nope"], ["nope"]),
     ([], ["COMMAND"]),
 ]
