@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from faustgen.errors import FaustgenError
 from faustgen.ir import Graph, Node
 from faustgen.ops import REGISTRY, TorchContext
 
@@ -64,7 +65,9 @@ class Runner:
             try:
                 vals.update(self._run_torch(nodes, vals, keep))
                 return vals
-            except _NotBatched:
+            except (_NotBatched, FaustgenError, RuntimeError):
+                # An op whose torch form does not take this batch (or has none): the numpy
+                # reference forms, one sample at a time, as before.
                 self.torch = None
         self._run_numpy(nodes, vals, keep)
         return vals

@@ -92,3 +92,22 @@ def test_keep_drops_the_other_activations(graphs, batched):
     kept = Runner(g, xs, batched=batched).run(g.nodes, keep={y})
     assert set(kept) == {g.inputs[0], y}
     assert _rel(kept[y], full[y]) < 2e-6
+
+
+def test_an_op_without_a_batched_form_falls_back(graphs, monkeypatch):
+    from faustgen.errors import FaustgenError
+    from faustgen.ops import REGISTRY
+
+    g = graphs["lenet"]
+    xs = np.random.default_rng(4).standard_normal((7, 1, 28, 28)).astype(np.float32)
+    ref = Runner(g, xs, batched=False).run(g.nodes)
+
+    def refuse(self, node, ins, t):
+        raise FaustgenError("no PyTorch form")
+
+    monkeypatch.setattr(type(REGISTRY["MaxPool"]), "compute_torch", refuse)
+    r = Runner(g, xs)
+    out = r.run(g.nodes)
+    assert r.torch is None
+    y = g.outputs[0]
+    assert np.array_equal(out[y], ref[y])
