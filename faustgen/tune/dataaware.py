@@ -291,9 +291,16 @@ def factorize_with_data(
     # whichever the split finds better for the model: measured on the Fashion-MNIST MLP at
     # RCG 8, unstructured factors keep the first layer's output error at 0.07 against 0.13
     # for blocks (rank-32 like), but only blocks make the small layers faster than dense.
-    shapes = (policy.block,)
-    if plan.rcg is not None and policy.block and plan.method == "factor":
-        shapes = (policy.block, None)
+    both = plan.rcg is not None and bool(policy.block) and plan.method == "factor"
+    # Unstructured (CSR) factors are only tried where the cost model could find them MARGIN
+    # faster than the dense layer: RCG above MARGIN x (CSR cost per entry / dense MAC).
+    csr_floor = MARGIN * policy.cost.costs["csr_nnz"] / policy.cost.costs["dense_mac"]
+
+    def shapes(node: Node, r: float) -> tuple:
+        # Convolutions have no block form (their factors are CSR either way).
+        dense_only = node.op != "Dense" or not both or r < csr_floor
+        return (policy.block,) if dense_only else (policy.block, None)
+
     if plan.rcg is not None or plan.max_error is not None or plan.max_drop is not None:
         target = plan.rcg or 4.0
         ladder = plan.ladder or tuple(
@@ -303,7 +310,7 @@ def factorize_with_data(
         for li, node in enumerate(layers):
             w, b = g.const(node.inputs[1]), g.const(node.input(2))
             opts = [(dense_cost(g, node), 0.0, 1.0, policy.block)]
-            for r, blk in ((r, blk) for r in ladder for blk in shapes):
+            for r, blk in ((q, blk) for q in ladder for blk in shapes(node, q)):
                 if r < 1.5 or w.size / r < 16:
                     continue
                 say(f"sensitivity {li + 1}/{len(layers)} {node.name} RCG {r:.3g}")
