@@ -36,6 +36,11 @@ from .result import FactorizationError, FactorizedMatrix, block_structure
 __all__ = ["LayerData", "data_factorize", "output_error", "refit_dense"]
 
 _DAMPING = 1e-2  # δ relative to the mean input variance
+_KEEP_ENTRIES = 20_000_000  # samples kept (X and T entries) for the activation-aware rounds
+# Arithmetic of one palm4MSA run on the whitened objective: 200 sweeps of the Fashion-MNIST
+# MLP's first layer (784->300, three factors, inner dimension 167) fit; a 784-wide chain of
+# a random-weight layer gets ~35 sweeps instead of 200 (700 s -> a minute on this machine).
+_SWEEP_FLOPS = 3e11
 
 
 @dataclass
@@ -49,6 +54,7 @@ class LayerData:
     sum_t: np.ndarray
     t_sq: float  # Σ ‖t‖²
     n: int = 0
+    samples: tuple[np.ndarray, np.ndarray] | None = None  # (X, T) when kept (from_samples)
 
     @classmethod
     def empty(cls, n_in: int, n_out: int) -> LayerData:
@@ -57,9 +63,15 @@ class LayerData:
         )
 
     @classmethod
-    def from_samples(cls, X: np.ndarray, T: np.ndarray) -> LayerData:
+    def from_samples(cls, X: np.ndarray, T: np.ndarray, keep: bool = False) -> LayerData:
+        """The statistics of (X, T); ``keep`` also keeps the samples (an evenly spread subset
+        of at most _KEEP_ENTRIES entries) for an activation-aware fit."""
         d = cls.empty(X.shape[1], T.shape[1])
         d.add(X, T)
+        if keep:
+            n = max(1, min(len(X), _KEEP_ENTRIES // max(X.shape[1] + T.shape[1], 1)))
+            rows = np.linspace(0, len(X) - 1, n).astype(int)
+            d.samples = (np.asarray(X[rows], np.float64), np.asarray(T[rows], np.float64))
         return d
 
     def add(self, X: np.ndarray, T: np.ndarray) -> None:
@@ -171,7 +183,10 @@ def _palm_fixed_right(
     lam, err = fit(chain(S))
     best = (err, list(S), lam)
     prev, mom, window = list(S), 0.0, []
-    for _ in range(n_iter):
+    # A wide chain (random weights can pick inner dimensions near max(D, d)) costs ~L's
+    # size x every factor's size per sweep: the sweeps are capped by arithmetic.
+    sweep = 6.0 * len(L) * sum(f.size for f in S)
+    for _ in range(min(n_iter, max(5, int(_SWEEP_FLOPS / max(sweep, 1.0))))):
         right = [L if r is None else r @ L for r in suffix_products(S)]
         new, left = list(S), None
         for j in range(J):
@@ -195,6 +210,65 @@ def _palm_fixed_right(
         if len(window) > 10 and window.pop(0) - err <= rel_tol * max(err, 1e-300):
             break
     return best[1], best[2], best[0]
+
+
+def _relaxed(T: np.ndarray, Y: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Targets behind a saturating activation (ReLU: lo = 0, hi = inf): where the dense output
+    is past a bound, every value past it gives the same activation, so the fit's own value
+    there (moved onto the bound when it is not past it) is as good a target as the dense one."""
+    low, high = np.less_equal(T, lo), np.greater_equal(T, hi)
+    return np.where(low, np.minimum(Y, lo), np.where(high, np.maximum(Y, hi), T))
+
+
+def _activation_error(Wh: np.ndarray, b: np.ndarray, X, T, lo: float, hi: float) -> float:
+    """Relative error of the layer's *activations* clip(X Ŵᵀ + b̂) on the kept samples."""
+    ref = np.clip(T, lo, hi)
+    d = np.clip(X @ Wh.T + b, lo, hi) - ref
+    return float(np.linalg.norm(d) / max(float(np.linalg.norm(ref)), 1e-300))
+
+
+def _activation_rounds(
+    fm: FactorizedMatrix,
+    W: np.ndarray,
+    data: LayerData,
+    bounds: tuple[float, float],
+    damping: float,
+    n_iter: int,
+    rounds: int = 4,
+) -> tuple[FactorizedMatrix, np.ndarray, float, float] | None:
+    """Refit ``fm`` (same supports' budgets) to the targets relaxed where the activation
+    saturates, a few rounds of (relax against the current fit, palm4MSA from the current
+    factors). Returns (factors, bias, activation error before, after), the round with the
+    least activation error; None without kept samples.
+
+    Measured on the Fashion-MNIST MLP's first layer (784→300, RCG 10, 16×1 blocks, 1000
+    images): the model's logit error with only that layer replaced fell from 0.102 to 0.084."""
+    if data.samples is None:
+        return None
+    X, T = data.samples
+    lo, hi = bounds
+    cons = _constraints_of(fm)
+    S = [c.project(f.toarray() if hasattr(f, "toarray") else np.asarray(f)) for c, f in
+         zip(cons, fm.factors, strict=True)]  # fmt: skip
+    lam = fm.scale
+    Wh = fm.toarray()
+    b = T.mean(0) - Wh @ X.mean(0)
+    first = _activation_error(Wh, b, X, T, lo, hi)
+    best = (first, fm, b)
+    for _ in range(rounds):
+        relaxed = LayerData.from_samples(X, _relaxed(T, X @ Wh.T + b, lo, hi))
+        L, B, mx, mt = _whiten(W, relaxed, damping)
+        S, lam, _ = _palm_fixed_right(B, L, S, lam, cons, n_iter)
+        cand = FactorizedMatrix(list(S), lam, {"method": "palm4msa-data-act"}, block=fm.block)
+        if cand.stored_nnz > fm.stored_nnz:
+            break
+        Wh = cand.toarray()
+        b = mt - Wh @ mx
+        err = _activation_error(Wh, b, X, T, lo, hi)
+        if err >= best[0]:
+            break
+        best = (err, cand, b)
+    return best[1], best[2], first, best[0]
 
 
 def _rrr(B: np.ndarray, L: np.ndarray, budget: int, block: int | None) -> FactorizedMatrix | None:
@@ -243,6 +317,7 @@ def data_factorize(
     damping: float = _DAMPING,
     n_iter: int = 200,
     method: str = "factor",
+    bounds: tuple[float, float] | None = None,
 ) -> tuple[FactorizedMatrix, np.ndarray, dict]:
     """Factorize ``W`` (out × in) at RCG ≥ ``rcg`` to match the layer's outputs on ``data``.
 
@@ -254,6 +329,10 @@ def data_factorize(
     ``method="prune"`` and ``method="svd"`` are the baselines, fitted to the weights with
     only the bias corrected from the data: magnitude pruning (one CSR factor) and the
     truncated SVD (two dense factors) of W at the same number of stored entries.
+
+    ``bounds`` (lo, hi): the layer feeds an activation that saturates there (ReLU: (0, inf)),
+    and ``data`` kept its samples: the factors are then refitted to the activations
+    (:func:`_activation_rounds`); info gains ``activation_error`` (before → after).
     """
     W = np.asarray(W, np.float64)
     if W.shape != (data.cross.shape[1], data.cross.shape[0]):
@@ -293,11 +372,20 @@ def data_factorize(
     ]
     err, i = min(scored)
     best = cands[i]
+    new_bias = bias_for(best.toarray())
+    extra = {}
+    if bounds is not None:
+        act = _activation_rounds(best, W, data, bounds, damping, max(n_iter // 2, 5))
+        if act is not None:
+            best, new_bias, before, after = act
+            err = output_error(best.toarray(), new_bias, data)
+            extra["activation_error"] = [before, after]
     best.info.update({"relative_error": best.relative_error(W)})
     info = {
         "output_error": err,
         "start_output_error": start_err,
         "chosen": best.info.get("method", "start"),
         "start": start.info.get("chosen"),
+        **extra,
     }
-    return best, bias_for(best.toarray()), info
+    return best, new_bias, info

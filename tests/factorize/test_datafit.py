@@ -66,3 +66,31 @@ def test_mismatched_data_is_an_error():
         data_factorize(W.T, d, 4)
     with pytest.raises(FactorizationError):
         LayerData.empty(3, 2).centered()
+
+
+def test_activation_aware_fit_lowers_the_relu_error():
+    """Behind a ReLU, outputs the dense layer sends below zero only need to stay below zero:
+    the relaxed refit (bounds) lowers the error of the *activations* on unseen samples, at
+    the same stored entries."""
+    X, W, b = _layer(3)
+    T = X @ W.T + b - 0.5  # about half the outputs below zero
+    train = LayerData.from_samples(X[:600], T[:600], keep=True)
+    plain, b0, _ = data_factorize(W, train, 6, bias=b, n_iter=60)
+    relu, b1, info = data_factorize(W, train, 6, bias=b, n_iter=60, bounds=(0.0, np.inf))
+    assert relu.stored_nnz <= plain.stored_nnz
+    before, after = info["activation_error"]
+    assert after < 0.9 * before
+
+    def act_err(fm, bias):
+        ref = np.maximum(T[600:], 0)
+        return np.linalg.norm(np.maximum(X[600:] @ fm.toarray().T + bias, 0) - ref) / (
+            np.linalg.norm(ref)
+        )
+
+    assert act_err(relu, b1) < 0.9 * act_err(plain, b0)
+    # Without kept samples there is nothing to relax: the plain fit.
+    same, _, info2 = data_factorize(
+        W, LayerData.from_samples(X[:600], T[:600]), 6, bias=b, n_iter=60, bounds=(0.0, np.inf)
+    )
+    assert "activation_error" not in info2
+    assert np.allclose(same.toarray(), plain.toarray())
