@@ -196,8 +196,10 @@ def print_table(rows: list[Row], dataset: str) -> None:
             f"{r.us:6.1f} {r.ort_us:7.1f} {r.torch_us:8.1f} {r.us / r.ort_us:6.2f}  {r.check}"
         )
     say(
-        "accuracy: the C build on the test set. Factorized rows: fully connected layers as "
-        "products of 16x1-block-sparse factors, fine-tuned on the calibration images; "
+        "accuracy: the C build on the test set. Factorized rows: a whole-model RCG split over "
+        "the layers (convolutions included) by measured sensitivity, each layer fitted to its "
+        "outputs on the calibration images as 16x1-block or unstructured sparse factors (the "
+        "build's report names which), then fine-tuned on them; "
         "out.err = relative output error vs the dense model."
     )
 
