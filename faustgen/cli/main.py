@@ -239,7 +239,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--rcg", type=_floats, default=(2.0, 4.0, 8.0, 16.0), help="e.g. 2,4,8,16")
     e.add_argument("--methods", type=_words, default=("factor", "prune", "svd"))
-    e.add_argument("--finetune", type=int, default=0, metavar="EPOCHS")
+    e.add_argument("--finetune", type=_at_least(0, int), default=0, metavar="EPOCHS")
     e.add_argument("--targets", type=_words, default=("host",), help="e.g. host,rpi64")
     e.add_argument(
         "--watts", type=_at_least(0, strict=True), help="host power in W (default: RAPL, else 6 W)"
@@ -248,7 +248,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--carbon", type=_at_least(0), default=432.7, help="g CO2e per kWh (default 432.7, US avg.)"
     )
-    e.add_argument("--repeat", type=int, default=200, help="timed calls per round")
+    e.add_argument("--repeat", type=_at_least(1, int), default=200, help="timed calls per round")
     e.add_argument("-o", "--out", required=True, help="directory for builds, cache, tables")
 
     d = sub.add_parser("demo", help="train, compile, verify and time the demo models")
@@ -303,8 +303,6 @@ def cmd_experiment(args) -> int:
         if len(x) < 2000:
             raise FaustgenError("give --calib, or at least 2000 --data inputs to split off 1000")
         calib, x, y = x[:1000], x[1000:], y[1000:]
-    if args.finetune < 0 or args.repeat < 1:
-        raise FaustgenError("--finetune must be >= 0 and --repeat >= 1")
     settings = Settings(
         rcgs=args.rcg,
         methods=args.methods,

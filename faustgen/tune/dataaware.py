@@ -244,12 +244,13 @@ def factorize_with_data(
     runner = Runner(dense, xs)
     ref_vals = runner.run(dense.nodes)
     out_name = dense.outputs[0]
-    ref_out = ref_vals[out_name].astype(np.float64)
     labels = plan.labels
     if labels is not None and len(labels) != len(xs):
         raise FaustgenError(f"--labels has {len(labels)} entries for {len(xs)} inputs")
     k = min(len(xs), SENSITIVITY_SAMPLES)
     pick = np.linspace(0, len(xs) - 1, k).astype(int)
+    xs_pick = xs[pick]
+    labels_pick = None if labels is None else labels[pick]
     idx = {n.name: i for i, n in enumerate(dense.nodes)}
     dense_datas = {}
     for node in layers:
@@ -283,6 +284,9 @@ def factorize_with_data(
         ladder = plan.ladder or tuple(
             sorted({target * f for f in (0.5, 0.71, 1.0, 1.41, 2.0, 4.0)} | {2.0})
         )
+        # Every trial starts from the dense activations of the same samples: taken once.
+        ref_pick = {k_: v[pick] for k_, v in ref_vals.items()}
+        ref_out = ref_pick[out_name].astype(np.float64)
         options = []
         for li, node in enumerate(layers):
             w, b = g.const(node.inputs[1]), g.const(node.input(2))
@@ -313,11 +317,8 @@ def factorize_with_data(
                         continue
                 trial = g.copy()
                 _install(trial, trial.nodes[idx[node.name]], new, nb)
-                sub = {k_: v[pick] for k_, v in ref_vals.items()}
-                vals = Runner(trial, xs[pick]).run(trial.nodes[idx[node.name] :], sub)
-                e = _model_error(
-                    vals[out_name], ref_out[pick], None if labels is None else labels[pick]
-                )
+                vals = Runner(trial, xs_pick).run(trial.nodes[idx[node.name] :], dict(ref_pick))
+                e = _model_error(vals[out_name], ref_out, labels_pick)
                 opts.append((cost, max(e, 0.0) ** 2 if labels is None else max(e, 0.0), r, blk))
             options.append(opts)
         if plan.max_error is not None:
