@@ -19,7 +19,8 @@
  *   then act(acc + bias).
  * fg_conv_depthwise, AVX-512: small stride-1 "same" planes as one flat row with
  * masked taps read straight from the input (fg_dw_flat); other 2-D strides 1
- * and 2 through zero-padded phase planes (fg_dw_plane); otherwise (strides 1
+ * and 2 in register blocks of output rows on aligned, zero-padded copies of
+ * the input rows, split by column phase (fg_dw_rows); otherwise (strides 1
  * and 2 along W) blocks of 16 outputs of a row accumulate every tap in a
  * register before one store (fg_dw_avx512).
  * Otherwise: direct form; each output row is initialized with the bias
@@ -221,8 +222,15 @@ FG_INLINE void fg_gather2(float *restrict o, const float *restrict xs, int n)
 FG_INLINE void fg_copy16(float *o, const float *xs, int n)
 {
     int i = 0;
-    for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(o + i, _mm512_loadu_ps(xs + i));
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(xs + i);
+#if defined(__GNUC__)
+        /* opaque to gcc's loop distribution, which would make the loop a
+         * memcpy call (a call per short row, and vzeroupper) */
+        __asm__("" : "+v"(v));
+#endif
+        _mm512_storeu_ps(o + i, v);
+    }
     if (i < n) {
         const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
         _mm512_mask_storeu_ps(o + i, m, _mm512_maskz_loadu_ps(m, xs + i));
@@ -979,129 +987,6 @@ FG_INLINE void fg_dw_blocks(const float *const *rows, const float *wk, const fg_
                           fg_act16(acc[NV - 1], act, va, vb));
 }
 
-/* 2-D, stride 1 or 2 in both directions, no dilation: bands of BH output
- * rows. Per channel and band, the input rows the band reads are copied into
- * zero-padded phase planes Q[a][b][i][j] = x[st*(oh0 + i) + a - ph][st*j + b - pw]
- * (a, b < st) of width Wq, so that output (oh0 + r, ow) of tap (ky, kx) reads
- * Q[ky % st][kx % st] at m + (ky / st) * Wq + kx / st, m = r*Wq + ow: every
- * tap is one unmasked vector load over the band's outputs at once (computed
- * on rows of Wq >= OW; the extra columns are dropped when the rows are
- * copied out). Same order per output as fg_dw_avx512 (bias, then every tap in
- * (y, x) order; a tap outside the input adds w * 0). */
-#define FG_DW_PLANE 8192 /* floats of the stack buffer */
-
-/* band height BH (0: not this kernel) and the phase-plane geometry */
-static int fg_dw_plane_dims(const fg_conv_shape *s, int *Hq, int *Wq, int *BH)
-{
-    const int st = s->sh;
-    int bh;
-    if (s->D != 1 || s->kd != 1 || s->sw != st || st > 2 || s->dh != 1 || s->dw != 1 ||
-        s->kh * s->kw > FG_DW_MAXROWS)
-        return 0;
-    *Wq = s->OW + (s->kw - 1) / st;
-    /* st*st planes of Hq rows (+16 floats of zero slack each), the band's outputs */
-    for (bh = s->OH; bh > 0; bh = bh > 8 ? bh - bh / 8 : bh - 1) {
-        const size_t hq = (size_t)bh + (size_t)((s->kh - 1) / st);
-        if ((size_t)st * (size_t)st * (hq * (size_t)*Wq + 16) +
-                (size_t)bh * (size_t)*Wq + 16 <= FG_DW_PLANE) {
-            *Hq = (int)hq;
-            *BH = bh;
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/* NV vectors of plane outputs from m on: acc = bias, then the taps (pointers
- * tp[t] into the phase planes, weights wt[t]) in order */
-FG_INLINE void fg_dw_plane_blk(const float *const *tp, const float *wt, int taps, int m, int NV,
-                               __m512 b0, float *o, int act, __m512 va, __m512 vb)
-{
-    __m512 acc[4];
-    int t, v;
-    FG_UNROLL
-    for (v = 0; v < NV; ++v)
-        acc[v] = b0;
-    for (t = 0; t < taps; ++t) {
-        const __m512 wv = _mm512_set1_ps(wt[t]);
-        FG_UNROLL
-        for (v = 0; v < NV; ++v)
-            acc[v] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(tp[t] + m + 16 * v), acc[v]);
-    }
-    FG_UNROLL
-    for (v = 0; v < NV; ++v)
-        _mm512_storeu_ps(o + m + 16 * v, fg_act16(acc[v], act, va, vb));
-}
-
-static void fg_dw_plane(const fg_conv_shape *s, const float *x, float *y, const float *w,
-                        const float *bias, int act, float pa, float pb, int Hq, int Wq, int BH)
-{
-    float q[FG_DW_PLANE];
-    const float *tp[FG_DW_MAXROWS];
-    const int st = s->sh, mult = s->K / s->C, taps = s->kh * s->kw;
-    const size_t qn = (size_t)Hq * (size_t)Wq + 16;
-    const size_t HW = (size_t)s->H * (size_t)s->W, OHW = (size_t)s->OH * (size_t)s->OW;
-    const __m512 va = _mm512_set1_ps(pa), vb = _mm512_set1_ps(pb);
-    float *o = q + (size_t)st * (size_t)st * qn;
-    int oh0, c, mu, a, b, i, m, t, r;
-    memset(q, 0, (size_t)st * (size_t)st * qn * sizeof(float));
-    for (t = 0; t < taps; ++t) {
-        const int ky = t / s->kw, kx = t % s->kw;
-        tp[t] = q + (size_t)((ky % st) * st + kx % st) * qn + (size_t)((ky / st) * Wq + kx / st);
-    }
-    for (oh0 = 0; oh0 < s->OH; oh0 += BH) {
-        const int bh = s->OH - oh0 < BH ? s->OH - oh0 : BH;
-        const int M = (bh - 1) * Wq + s->OW;
-        for (c = 0; c < s->C; ++c) {
-            const float *xc = x + (size_t)c * HW;
-            /* the band's rows of the phase planes; the zero columns outside
-             * the input are never written */
-            for (a = 0; a < st; ++a)
-                for (b = 0; b < st; ++b) {
-                    float *qa = q + (size_t)(a * st + b) * qn;
-                    int lo, hi;
-                    /* columns j with 0 <= st*j + b - pw < W */
-                    fg_valid_range(Wq, st, b - s->pw, s->W, &lo, &hi);
-                    for (i = 0; i < Hq; ++i) {
-                        const int iy = st * (oh0 + i) + a - s->ph;
-                        float *row = qa + (size_t)i * (size_t)Wq;
-                        const float *xr;
-                        if (iy < 0 || iy >= s->H || lo >= hi) {
-                            /* the band's zero rows stay zero for its other channels */
-                            if (c == 0)
-                                memset(row, 0, (size_t)Wq * sizeof(float));
-                            continue;
-                        }
-                        xr = xc + (size_t)iy * (size_t)s->W + (st * lo + b - s->pw);
-                        if (st == 1)
-                            fg_copy16(row + lo, xr, hi - lo);
-                        else
-                            fg_gather2(row + lo, xr, hi - lo);
-                    }
-                }
-            for (mu = 0; mu < mult; ++mu) {
-                const int k = c * mult + mu;
-                const float *wk = w + (size_t)k * (size_t)taps;
-                const __m512 b0 = _mm512_set1_ps(bias ? bias[k] : 0.0f);
-                float *yk = y + (size_t)k * OHW + (size_t)oh0 * (size_t)s->OW;
-                for (m = 0; m + 64 <= M; m += 64)
-                    fg_dw_plane_blk(tp, wk, taps, m, 4, b0, o, act, va, vb);
-                /* the rest in one block of 1..4 vectors (independent chains) */
-                if (M - m > 48)
-                    fg_dw_plane_blk(tp, wk, taps, m, 4, b0, o, act, va, vb);
-                else if (M - m > 32)
-                    fg_dw_plane_blk(tp, wk, taps, m, 3, b0, o, act, va, vb);
-                else if (M - m > 16)
-                    fg_dw_plane_blk(tp, wk, taps, m, 2, b0, o, act, va, vb);
-                else if (M > m)
-                    fg_dw_plane_blk(tp, wk, taps, m, 1, b0, o, act, va, vb);
-                for (r = 0; r < bh; ++r)
-                    fg_copy16(yk + (size_t)r * (size_t)s->OW, o + (size_t)r * (size_t)Wq, s->OW);
-            }
-        }
-    }
-}
-
 /* 2-D, stride 1, no dilation, output as wide as the input (OW == W: "same"
  * padding) and planes of at most FG_DW_FLAT outputs (the 7x7..28x28 planes of
  * MobileNet / EfficientNet): output m = oh*W + ow of tap (ky, kx) reads input
@@ -1110,7 +995,7 @@ static void fg_dw_plane(const fg_conv_shape *s, const float *x, float *y, const 
  * planes, no copy out: the per-channel row copies cost more than the taps on
  * such planes). The lane masks (taps outside the input: 0, as the zero
  * padding) depend only on the shape and are computed once per call. Same
- * order per output as fg_dw_plane: bias, then every tap in (y, x) order. */
+ * order per output as fg_dw_rows: bias, then every tap in (y, x) order. */
 #define FG_DW_FLAT 1024
 
 static int fg_dw_flat_ok(const fg_conv_shape *s)
@@ -1195,6 +1080,299 @@ static void fg_dw_flat(const fg_conv_shape *s, const float *x, float *y, const f
     }
 }
 
+/* 2-D, stride 1 or 2 in both directions, no dilation, output rows of at
+ * most FG_DW_RV vectors. Per channel and band of output rows, the input rows
+ * the band reads are copied once into a zero-padded plane of 64-byte aligned
+ * rows, split by column phase for stride 2 (phase b, column j = x[st*j + b -
+ * pw]), with the rows above and below the input zero. Then blocks of R output
+ * rows x NV vectors (R*NV <= 8 independent accumulator chains) take every tap
+ * in registers before one store straight into y (the lanes past OW dropped).
+ * A tap kx reads phase kx % st at column offset kx / st: for 3x3 and 5x5 one
+ * aligned load per vector and phase and the shifted taps by valignd (an
+ * unaligned 64-byte load crosses two cache lines and runs at half the rate),
+ * other filters by unaligned loads. Same order per output as fg_dw_flat:
+ * bias, then every tap in (y, x) order (a tap outside the input adds w * 0). */
+#define FG_DW_RV 16     /* most vectors per output row */
+#define FG_DW_RK 11     /* most taps per filter row */
+#define FG_DW_BAND 8192 /* floats of the band plane */
+
+/* floats per phase row Wq and output rows per band BH */
+static int fg_dw_rows_dims(const fg_conv_shape *s, int *Wq, int *BH)
+{
+    const int nvec = (s->OW + 15) / 16, st = s->sh;
+    int bh;
+    if (s->D != 1 || s->kd != 1 || s->sw != st || st > 2 || s->dh != 1 || s->dw != 1 ||
+        s->kw > FG_DW_RK || nvec > FG_DW_RV)
+        return 0;
+    /* a tap reads up to vector nvec (valignd: the one past) or float
+     * 16*nvec + (kw - 1)/st; the fill writes whole vectors up to float
+     * (W + pw)/st + 16 */
+    {
+        int need = 16 * nvec + 16;
+        if (16 * nvec + (s->kw - 1) / st > need)
+            need = 16 * nvec + (s->kw - 1) / st;
+        if ((s->W + s->pw + st - 1) / st + 16 > need)
+            need = (s->W + s->pw + st - 1) / st + 16;
+        *Wq = (need + 15) / 16 * 16;
+    }
+    if (s->pw > 16 || *Wq > 16 * FG_DW_RV + 32)
+        return 0;
+    for (bh = s->OH; bh > 0; bh = bh > 8 ? bh - bh / 8 : bh - 1) {
+        const size_t rows = (size_t)(st * (bh - 1) + s->kh);
+        if (rows * (size_t)st * (size_t)*Wq + 16 <= FG_DW_BAND) {
+            *BH = bh;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* the 16 floats from float d (0..4) of the pair (lo, hi); a switch, as
+ * valignd takes an immediate (d is a constant where it is inlined) */
+#define FG_DW_ALIGNR(d)                                                                          \
+    _mm512_castsi512_ps(                                                                         \
+        _mm512_alignr_epi32(_mm512_castps_si512(hi), _mm512_castps_si512(lo), d))
+FG_INLINE __m512 fg_dw_shift(__m512 lo, __m512 hi, int d)
+{
+    switch (d) {
+    case 1:
+        return FG_DW_ALIGNR(1);
+    case 2:
+        return FG_DW_ALIGNR(2);
+    case 3:
+        return FG_DW_ALIGNR(3);
+    case 4:
+        return FG_DW_ALIGNR(4);
+    default:
+        return lo;
+    }
+}
+#undef FG_DW_ALIGNR
+
+/* R rows x NV vectors from vector v0 on of the output rows whose first tap
+ * row is p + r*st*ld (ld: floats per plane row, all st phases); KW > 0: the
+ * filter width as a constant (aligned loads and valignd), 0: kw taps by
+ * unaligned loads. R, NV, ST and KW are constants at every call. */
+FG_INLINE void fg_dw_rblk(const float *p, size_t ld, int Wq, const float *wk, int kh, int kw,
+                          int nvec, int v0, int R, int NV, int ST, int KW, __m512 b0,
+                          float *yo, int OW, __mmask16 last, int act, __m512 va, __m512 vb)
+{
+    __m512 acc[8];
+    int r, v, ky, kx, b;
+    FG_UNROLL
+    for (v = 0; v < 8; ++v)
+        acc[v] = b0;
+    for (ky = 0; ky < kh; ++ky) {
+        const float *pk = p + (size_t)ky * ld + 16 * v0;
+        const float *wr = wk + ky * kw;
+        if (KW > 0) {
+            __m512 wv[FG_DW_RK];
+            FG_UNROLL
+            for (kx = 0; kx < KW; ++kx)
+                wv[kx] = _mm512_set1_ps(wr[kx]);
+            FG_UNROLL
+            for (r = 0; r < R; ++r) {
+                const float *pr = pk + (size_t)(r * ST) * ld;
+                FG_UNROLL
+                for (v = 0; v < NV; ++v) {
+                    __m512 lo[2], hi[2];
+                    FG_UNROLL
+                    for (b = 0; b < ST; ++b) {
+                        lo[b] = _mm512_load_ps(pr + (size_t)b * (size_t)Wq + 16 * v);
+                        hi[b] = _mm512_load_ps(pr + (size_t)b * (size_t)Wq + 16 * v + 16);
+                    }
+                    FG_UNROLL
+                    for (kx = 0; kx < KW; ++kx)
+                        acc[r * NV + v] = _mm512_fmadd_ps(
+                            wv[kx], fg_dw_shift(lo[kx % ST], hi[kx % ST], kx / ST),
+                            acc[r * NV + v]);
+                }
+            }
+        } else {
+            for (kx = 0; kx < kw; ++kx) {
+                const __m512 wv = _mm512_set1_ps(wr[kx]);
+                const float *pt = pk + (size_t)(kx % ST) * (size_t)Wq + kx / ST;
+                FG_UNROLL
+                for (r = 0; r < R; ++r) {
+                    FG_UNROLL
+                    for (v = 0; v < NV; ++v)
+                        acc[r * NV + v] = _mm512_fmadd_ps(
+                            wv, _mm512_loadu_ps(pt + (size_t)(r * ST) * ld + 16 * v),
+                            acc[r * NV + v]);
+                }
+            }
+        }
+    }
+    FG_UNROLL
+    for (r = 0; r < R; ++r) {
+        float *o = yo + (size_t)r * (size_t)OW + 16 * v0;
+        FG_UNROLL
+        for (v = 0; v < NV; ++v) {
+            const __m512 t = fg_act16(acc[r * NV + v], act, va, vb);
+            if (v0 + v == nvec - 1)
+                _mm512_mask_storeu_ps(o + 16 * v, last, t);
+            else
+                _mm512_storeu_ps(o + 16 * v, t);
+        }
+    }
+}
+
+/* the band's bh output rows; ST and KW are constants at every call, ST = 0: st */
+FG_INLINE void fg_dw_band(const float *q, size_t ld, int Wq, const float *wk, int kh, int kw,
+                          int nvec, int st, int ST, int KW, int bh, __m512 b0, float *yb, int OW,
+                          __mmask16 last, int act, __m512 va, __m512 vb)
+{
+    const int S = ST ? ST : st;
+    int r = 0, v0;
+#define FG_DW_RB(R, NV)                                                                          \
+    fg_dw_rblk(q + (size_t)(r * S) * ld, ld, Wq, wk, kh, kw, nvec, v0, R, NV, S, KW, b0,      \
+               yb + (size_t)r * (size_t)OW, OW, last, act, va, vb)
+    if (nvec > 4) {
+        for (; r < bh; ++r) {
+            for (v0 = 0; nvec - v0 >= 8; v0 += 8)
+                FG_DW_RB(1, 8);
+            if (nvec - v0 >= 4) {
+                FG_DW_RB(1, 4);
+                v0 += 4;
+            }
+            if (nvec - v0 >= 2) {
+                FG_DW_RB(1, 2);
+                v0 += 2;
+            }
+            if (nvec > v0)
+                FG_DW_RB(1, 1);
+        }
+#undef FG_DW_RB
+        return;
+    }
+    v0 = 0;
+#define FG_DW_RB(R, NV)                                                                          \
+    do {                                                                                         \
+        fg_dw_rblk(q + (size_t)(r * S) * ld, ld, Wq, wk, kh, kw, nvec, 0, R, NV, S, KW, b0,   \
+                   yb + (size_t)r * (size_t)OW, OW, last, act, va, vb);                         \
+        r += R;                                                                                  \
+    } while (0)
+    /* blocks of 8 accumulators, then the rest of the rows in smaller blocks */
+    if (nvec == 1) {
+        while (bh - r >= 8)
+            FG_DW_RB(8, 1);
+        if (bh - r >= 4)
+            FG_DW_RB(4, 1);
+        if (bh - r >= 2)
+            FG_DW_RB(2, 1);
+        if (bh > r)
+            FG_DW_RB(1, 1);
+    } else if (nvec == 2) {
+        while (bh - r >= 4)
+            FG_DW_RB(4, 2);
+        if (bh - r >= 2)
+            FG_DW_RB(2, 2);
+        if (bh > r)
+            FG_DW_RB(1, 2);
+    } else if (nvec == 3) {
+        while (bh - r >= 2)
+            FG_DW_RB(2, 3);
+        if (bh > r)
+            FG_DW_RB(1, 3);
+    } else {
+        while (bh - r >= 2)
+            FG_DW_RB(2, 4);
+        if (bh > r)
+            FG_DW_RB(1, 4);
+    }
+#undef FG_DW_RB
+}
+
+/* input row xr (W floats) into the phase rows of a plane row: stride 1,
+ * q[j] = xr[j - pw]; stride 2, q[b*Wq + j] = xr[2j + b - pw], by one pass
+ * that splits 32 floats at a time into the even and odd columns (E[i] =
+ * xr[2i] is column i + pw/2 of phase pw % 2, O[i] = xr[2i + 1] column
+ * i + (pw + 1)/2 of the other). The lanes past the row are zero (masked
+ * loads), as the padding they overwrite. */
+static void fg_dw_fill(float *q, int Wq, const float *xr, int W, int st, int pw)
+{
+    int i;
+    if (st == 1) {
+        fg_copy16(q + pw, xr, W);
+        return;
+    }
+    {
+        const __m512i ie = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+        const __m512i io = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+        float *qe = q + (size_t)(pw % 2) * (size_t)Wq + pw / 2;
+        float *qo = q + (size_t)((pw + 1) % 2) * (size_t)Wq + (pw + 1) / 2;
+        for (i = 0; 2 * i < W; i += 16) {
+            const int n = W - 2 * i;
+            const __m512 a = n >= 16 ? _mm512_loadu_ps(xr + 2 * i)
+                                     : _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), xr + 2 * i);
+            const __m512 c = n >= 32   ? _mm512_loadu_ps(xr + 2 * i + 16)
+                             : n > 16 ? _mm512_maskz_loadu_ps((__mmask16)((1u << (n - 16)) - 1u),
+                                                               xr + 2 * i + 16)
+                                      : _mm512_setzero_ps();
+            _mm512_storeu_ps(qe + i, _mm512_permutex2var_ps(a, ie, c));
+            _mm512_storeu_ps(qo + i, _mm512_permutex2var_ps(a, io, c));
+        }
+    }
+}
+
+static void fg_dw_rows(const fg_conv_shape *s, const float *x, float *y, const float *w,
+                       const float *bias, int act, float pa, float pb, int Wq, int BH)
+{
+    float qbuf[FG_DW_BAND + 16];
+    /* 64-byte aligned rows: aligned loads never cross a cache line */
+    float *q = qbuf + (16 - ((size_t)((uintptr_t)qbuf / sizeof(float)) & 15)) % 16;
+    const int st = s->sh, mult = s->K / s->C, taps = s->kh * s->kw;
+    const int nvec = (s->OW + 15) / 16;
+    const int kw = s->kw == 3 || s->kw == 5 ? s->kw : 0; /* valignd forms */
+    const size_t HW = (size_t)s->H * (size_t)s->W, OHW = (size_t)s->OH * (size_t)s->OW;
+    const size_t ld = (size_t)st * (size_t)Wq;
+    const __mmask16 last = (__mmask16)(s->OW % 16 ? (1u << (s->OW % 16)) - 1u : 0xFFFFu);
+    const __m512 va = _mm512_set1_ps(pa), vb = _mm512_set1_ps(pb);
+    int k, oh0, i, written = 0;
+    /* the zero columns are never written, the zero rows only where an earlier
+     * band held an input row */
+    memset(q, 0, FG_DW_BAND * sizeof(float));
+    for (oh0 = 0; oh0 < s->OH; oh0 += BH) {
+        const int bh = s->OH - oh0 < BH ? s->OH - oh0 : BH;
+        const int nrow = st * (bh - 1) + s->kh;
+        for (k = 0; k < s->K; ++k) {
+            const float *xc = x + (size_t)(k / mult) * HW;
+            const float *wk = w + (size_t)k * (size_t)taps;
+            const __m512 b0 = _mm512_set1_ps(bias ? bias[k] : 0.0f);
+            float *yb = y + (size_t)k * OHW + (size_t)oh0 * (size_t)s->OW;
+            if (k % mult == 0) {
+                for (i = 0; i < nrow; ++i) {
+                    const int iy = st * oh0 + i - s->ph;
+                    float *row = q + (size_t)i * ld;
+                    if (iy < 0 || iy >= s->H) {
+                        if (i < written)
+                            memset(row, 0, ld * sizeof(float));
+                        continue;
+                    }
+                    fg_dw_fill(row, Wq, xc + (size_t)iy * (size_t)s->W, s->W, st, s->pw);
+                }
+                if (nrow > written)
+                    written = nrow;
+            }
+            if (st == 1 && kw == 3)
+                fg_dw_band(q, ld, Wq, wk, s->kh, s->kw, nvec, st, 1, 3, bh, b0, yb, s->OW, last,
+                           act, va, vb);
+            else if (st == 1 && kw == 5)
+                fg_dw_band(q, ld, Wq, wk, s->kh, s->kw, nvec, st, 1, 5, bh, b0, yb, s->OW, last,
+                           act, va, vb);
+            else if (st == 2 && kw == 3)
+                fg_dw_band(q, ld, Wq, wk, s->kh, s->kw, nvec, st, 2, 3, bh, b0, yb, s->OW, last,
+                           act, va, vb);
+            else if (st == 2 && kw == 5)
+                fg_dw_band(q, ld, Wq, wk, s->kh, s->kw, nvec, st, 2, 5, bh, b0, yb, s->OW, last,
+                           act, va, vb);
+            else
+                fg_dw_band(q, ld, Wq, wk, s->kh, s->kw, nvec, st, 0, 0, bh, b0, yb, s->OW, last,
+                           act, va, vb);
+        }
+    }
+}
+
 /* fg_conv_depthwise for horizontal strides 1 and 2 with AVX-512: blocks of 16
  * outputs of a row in one register each, all taps accumulated before one
  * store; the input row is read with masked loads (lanes outside the input
@@ -1263,9 +1441,9 @@ void fg_conv_depthwise(const fg_conv_shape *s, const float *x, float *y, const f
         return;
     }
     {
-        int Hq, Wq, BH;
-        if (fg_dw_plane_dims(s, &Hq, &Wq, &BH)) {
-            fg_dw_plane(s, x, y, w, bias, act, a, b, Hq, Wq, BH);
+        int Wq, BH;
+        if (fg_dw_rows_dims(s, &Wq, &BH)) {
+            fg_dw_rows(s, x, y, w, bias, act, a, b, Wq, BH);
             return;
         }
     }
@@ -1318,11 +1496,11 @@ const char *fg_conv_algorithm(const fg_conv_shape *s, int depthwise)
     const int pointwise = fg_conv_is_pointwise(s);
     if (depthwise) {
 #if defined(__AVX512F__)
-        int Hq, Wq, BH;
+        int Wq, BH;
         if (fg_dw_flat_ok(s))
             return "depthwise, flat plane, masked taps (AVX-512)";
-        if (fg_dw_plane_dims(s, &Hq, &Wq, &BH))
-            return "depthwise, zero-padded phase planes (AVX-512)";
+        if (fg_dw_rows_dims(s, &Wq, &BH))
+            return "depthwise, row blocks on aligned phase rows (AVX-512)";
         if (s->sw <= 2 && s->kd * s->kh <= FG_DW_MAXROWS)
             return "depthwise, 16-wide register blocks (AVX-512)";
 #endif

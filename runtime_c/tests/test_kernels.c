@@ -666,6 +666,25 @@ static void test_depthwise_shapes(void)
     check_depthwise_rows(t, sizeof t / sizeof t[0]);
 }
 
+/* The row-block kernel (fg_dw_rows): every block of rows (8, 4, 2, 1 rows of
+ * one vector; 4, 2, 1 of two; 2, 1 of three and four) and of vectors (8, 4,
+ * 2, 1 on rows of 5..16 vectors), 3x3 / 5x5 by valignd and 7x7 / 1x5 / 4x3
+ * by unaligned loads, stride 2 with even, odd and no left pad and odd
+ * widths, valid ("no pad") planes wider than the output, several bands. */
+static void test_depthwise_shapes_rows(void)
+{
+    static const int t[][11] = {
+        {2, 14, 14, 1, 5, 5, 2, 2, 2, 2, 2},  {2, 29, 27, 1, 3, 3, 2, 1, 1, 1, 1},
+        {2, 30, 30, 1, 3, 3, 1, 0, 0, 0, 0},  {2, 11, 40, 2, 3, 3, 1, 1, 1, 1, 1},
+        {2, 9, 60, 1, 5, 5, 1, 2, 2, 2, 2},   {2, 12, 99, 1, 3, 3, 2, 0, 0, 0, 0},
+        {2, 6, 200, 1, 3, 3, 1, 1, 1, 1, 1},  {1, 5, 250, 1, 5, 5, 1, 2, 2, 2, 2},
+        {2, 40, 120, 1, 7, 7, 1, 3, 3, 3, 3}, {2, 17, 70, 1, 1, 5, 2, 0, 2, 0, 2},
+        {2, 23, 47, 1, 4, 3, 2, 1, 0, 2, 1},  {1, 150, 150, 1, 3, 3, 1, 1, 1, 1, 1},
+        {2, 9, 9, 1, 3, 3, 2, 1, 1, 1, 1},    {2, 33, 46, 1, 5, 5, 2, 2, 2, 2, 2},
+    };
+    check_depthwise_rows(t, sizeof t / sizeof t[0]);
+}
+
 /* The flat-plane kernel (stride 1, output as wide as the input, small planes):
  * a last vector of 1 lane, whole vectors, blocks of 8 vectors and a rest, a
  * multiplier, 5x5 and 7x7, valid rows (OH < H), asymmetric pads, one row.
@@ -1852,6 +1871,7 @@ int main(int argc, char **argv)
     test_rnn(n * 3);
     test_conv_shapes_more();
     test_depthwise_shapes_flat();
+    test_depthwise_shapes_rows();
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
 }
