@@ -359,6 +359,31 @@ void fg_avgpool(const fg_pool_shape *s, const float *x, float *y)
         fg_pool_generic(s, x, y, 0);
 }
 
+#if defined(__AVX512F__)
+/* the sum of xc[0 .. S) as the plain-C loop below computes it: lane j of acc
+ * is its partial sum acc[j] (the tail added by a merge-masked add, so the
+ * lanes past it keep their value exactly), then the same pairwise tree */
+FG_INLINE float fg_sum16(const float *xc, int S)
+{
+    __m512 acc = _mm512_setzero_ps();
+    __m256 h;
+    __m128 q;
+    int i = 0;
+    for (; i + FG_PB <= S; i += FG_PB)
+        acc = _mm512_add_ps(acc, _mm512_loadu_ps(xc + i));
+    if (i < S) {
+        const __mmask16 m = (__mmask16)((1u << (S - i)) - 1u);
+        acc = _mm512_mask_add_ps(acc, m, acc, _mm512_maskz_loadu_ps(m, xc + i));
+    }
+    h = _mm256_add_ps(_mm512_castps512_ps256(acc),
+                      _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
+    q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+    return _mm_cvtss_f32(q);
+}
+#endif
+
 void fg_global_avgpool(const float *x, float *y, int C, int S)
 {
     int c, i, j;
@@ -366,6 +391,12 @@ void fg_global_avgpool(const float *x, float *y, int C, int S)
         const float *restrict xc = x + (size_t)c * (size_t)S;
         float acc[FG_PB];
         float t;
+#if defined(__AVX512F__) && FG_PB == 16
+        if (S > 0) {
+            y[c] = fg_sum16(xc, S) / (float)S;
+            continue;
+        }
+#endif
         for (j = 0; j < FG_PB; ++j)
             acc[j] = 0.0f;
         for (i = 0; i + FG_PB <= S; i += FG_PB) {
