@@ -11,8 +11,8 @@ Cases (random supports, uint16 indices as the code generator emits for n <= 6553
 int32 copies for the _i32 rows):
   - 300x784 layer at RCG 4 and 8: two factors 300x392 and 392x784, the nonzeros split
     evenly (29400 / 14700 per factor); each factor in CSR (unstructured random support),
-    ELL (fixed k = nnz/m per row) and BSR16 (random 16x1 blocks, same number of stored
-    entries), plus the two-factor chain and fg_dense on the same dense shapes; one batch
+    ELL (fixed k = nnz/m per row), BSR16 and BSR8 (random 16x1 / 8x1 blocks, same number
+    of stored entries), plus the two-factor chain and fg_dense on the same dense shapes; one batch
     of 8 vectors;
   - 1024x1024 at RCG 8: two 1024x1024 factors of 65536 nonzeros each, same formats;
   - conv: fg_csr_spmm with a 16x150 factor of 25 % density (600 nonzeros) times a
@@ -72,11 +72,12 @@ typedef struct {
     uint16_t *eidx;
     int32_t *eidx32;
     float *edata;
-    /* BSR16 */
-    int32_t *pptr;
-    uint16_t *bcols;
-    int32_t *bcols32;
-    float *bvals;
+    /* BSR16, and BSR8 (8x1 blocks) in the *8 fields */
+    int32_t *pptr, *pptr8;
+    uint16_t *bcols, *bcols8;
+    int32_t *bcols32, *bcols328;
+    float *bvals, *bvals8;
+    int nblocks8;
     /* dense, packed for fg_dense (y = x B with B = S^T, K = n, N = m) */
     float *Bp, *bias;
 } factor;
@@ -134,36 +135,37 @@ static void make_ell(factor *f)
     free(mark);
 }
 
-/* round(nnz / 16) distinct random (panel, column) blocks, columns sorted */
-static void make_bsr(factor *f)
+/* round(nnz / br) distinct random (panel, column) blocks of br rows, columns sorted */
+static void make_bsr(const factor *f, int br, int *nblocks, int32_t **pptr, uint16_t **bcols,
+                     int32_t **bcols32, float **bvals)
 {
-    const int np = (f->m + FG_BSR_ROWS - 1) / FG_BSR_ROWS;
+    const int np = (f->m + br - 1) / br;
     unsigned char *mark = calloc((size_t)np * f->n, 1);
     int c = 0, p, j, q = 0, r;
-    f->nblocks = (f->nnz + FG_BSR_ROWS / 2) / FG_BSR_ROWS;
-    while (c < f->nblocks) {
+    *nblocks = (f->nnz + br / 2) / br;
+    while (c < *nblocks) {
         const size_t pos = ((size_t)rnd_u() << 12 ^ rnd_u()) % ((size_t)np * f->n);
         if (!mark[pos]) {
             mark[pos] = 1;
             ++c;
         }
     }
-    f->pptr = xmalloc((size_t)(np + 1) * sizeof(int32_t));
-    f->bcols = xmalloc((size_t)f->nblocks * sizeof(uint16_t));
-    f->bcols32 = xmalloc((size_t)f->nblocks * sizeof(int32_t));
-    f->bvals = rnd_buf((size_t)f->nblocks * FG_BSR_ROWS);
-    f->pptr[0] = 0;
+    *pptr = xmalloc((size_t)(np + 1) * sizeof(int32_t));
+    *bcols = xmalloc((size_t)*nblocks * sizeof(uint16_t));
+    *bcols32 = xmalloc((size_t)*nblocks * sizeof(int32_t));
+    *bvals = rnd_buf((size_t)*nblocks * br);
+    (*pptr)[0] = 0;
     for (p = 0; p < np; ++p) {
         for (j = 0; j < f->n; ++j)
             if (mark[(size_t)p * f->n + j]) {
-                f->bcols[q] = (uint16_t)j;
-                f->bcols32[q] = j;
-                for (r = 0; r < FG_BSR_ROWS; ++r)
-                    if (p * FG_BSR_ROWS + r >= f->m)
-                        f->bvals[(size_t)q * FG_BSR_ROWS + r] = 0.0f;
+                (*bcols)[q] = (uint16_t)j;
+                (*bcols32)[q] = j;
+                for (r = 0; r < br; ++r)
+                    if (p * br + r >= f->m)
+                        (*bvals)[(size_t)q * br + r] = 0.0f;
                 ++q;
             }
-        f->pptr[p + 1] = q;
+        (*pptr)[p + 1] = q;
     }
     free(mark);
 }
@@ -189,7 +191,8 @@ static factor make_factor(int m, int n, int nnz)
     f.nnz = nnz;
     make_csr(&f);
     make_ell(&f);
-    make_bsr(&f);
+    make_bsr(&f, FG_BSR_ROWS, &f.nblocks, &f.pptr, &f.bcols, &f.bcols32, &f.bvals);
+    make_bsr(&f, FG_BSR8_ROWS, &f.nblocks8, &f.pptr8, &f.bcols8, &f.bcols328, &f.bvals8);
     f.Bp = xmalloc((size_t)(m + 15) / 16 * 16 * n * sizeof(float));
     pack_panels(B, n, m, f.Bp);
     f.bias = rnd_buf((size_t)m);
@@ -225,6 +228,10 @@ static void bench_factor(const char *shape, const factor *f, const float *x, flo
     TIME(label, (size_t)f->nblocks * FG_BSR_ROWS,
          fg_bsr16_matvec_i32(1, m, n, f->pptr, f->bcols32, f->bvals, x, y, f->bias, FG_ACT_RELU,
                              0.0f, 0.0f));
+    snprintf(label, sizeof label, "%s\tbsr8", shape);
+    TIME(label, (size_t)f->nblocks8 * FG_BSR8_ROWS,
+         fg_bsr8_matvec_u16(1, m, n, f->pptr8, f->bcols8, f->bvals8, x, y, f->bias, FG_ACT_RELU,
+                            0.0f, 0.0f));
     snprintf(label, sizeof label, "%s\tdense", shape);
     TIME(label, (size_t)m * n, fg_dense(x, y, 1, n, m, f->Bp, f->bias, FG_ACT_RELU, 0.0f, 0.0f));
     g_sink = y[0];
@@ -277,6 +284,8 @@ int main(int argc, char **argv)
                                             0.0f, 0.0f));
     TIME("call\tbsr16", 0, fg_bsr16_matvec_u16(1, 16, 16, tiny.pptr, tiny.bcols, tiny.bvals, x, y,
                                                 tiny.bias, 1, 0.0f, 0.0f));
+    TIME("call\tbsr8", 0, fg_bsr8_matvec_u16(1, 8, 16, tiny.pptr8, tiny.bcols8, tiny.bvals8, x, y,
+                                              tiny.bias, 1, 0.0f, 0.0f));
     TIME("call\tspmm", 0, fg_csr_spmm_u16(1, 16, tiny.ptr, tiny.idx16, tiny.data, x, y, tiny.bias,
                                            1, 0.0f, 0.0f));
     TIME("call\tdense", 0, fg_dense(x, y, 1, 1, 16, tiny.Bp, tiny.bias, 1, 0.0f, 0.0f));
@@ -364,6 +373,7 @@ KERNEL = {
     "ell_i32": "fg_ell_matvec_i32",
     "bsr16": "fg_bsr16_matvec_u16",
     "bsr16_i32": "fg_bsr16_matvec_i32",
+    "bsr8": "fg_bsr8_matvec_u16",
     "dense": "fg_dense",
     "spmm": "fg_csr_spmm_u16",
     "spmm_i32": "fg_csr_spmm_i32",
@@ -372,6 +382,7 @@ KERNEL = {
 SPARSE_FUNCS = [
     "fg_bsr16_matvec_i32",
     "fg_bsr16_matvec_u16",
+    "fg_bsr8_matvec_u16",
     "fg_csr_matvec_u16",
     "fg_ell_matvec_u16",
     "fg_ell_matvec_i32",
@@ -457,6 +468,7 @@ def cost_table(res: Results) -> dict[str, float]:
         "csr_nnz": med("csr"),
         "ell_nnz": med("ell"),
         "bsr16_entry": med("bsr16"),
+        "bsr8_entry": med("bsr8"),
         "gemm_mac": per_entry(res, conv, "gemm", call),
         "spmm_entry": per_entry(res, conv, "spmm", call),
     }

@@ -366,8 +366,10 @@ void fg_rnn_seq(const fg_rnn *p, const float *x, const float *wt, const float *r
  * column indices (_u16, when n <= 65536) and int32_t ones (_i32). bias (length m)
  * may be NULL; act/a/b is the fused activation, as for fg_dense. */
 
-/* Rows of 16 output rows x 1 input column per block (fg_bsr16_matvec). */
+/* Rows of 16 output rows x 1 input column per block (fg_bsr16_matvec); 8 for
+ * fg_bsr8_matvec. */
 #define FG_BSR_ROWS 16
+#define FG_BSR8_ROWS 8
 
 /* matvec: x holds `rows` vectors of n floats, y receives `rows` vectors of m:
  *   y[r*m + i] = act(bias[i] + sum_{p = indptr[i]}^{indptr[i+1]-1} data[p] * x[r*n + indices[p]]) */
@@ -397,6 +399,13 @@ void fg_bsr16_matvec_u16(int rows, int m, int n, const int32_t *panel_ptr, const
 void fg_bsr16_matvec_i32(int rows, int m, int n, const int32_t *panel_ptr, const int32_t *cols,
                          const float *values, const float *x, float *y, const float *bias,
                          int act, float a, float b);
+/* The same with panels of FG_BSR8_ROWS = 8 rows: block q holds values[q*8 .. q*8+7]. */
+void fg_bsr8_matvec_u16(int rows, int m, int n, const int32_t *panel_ptr, const uint16_t *cols,
+                        const float *values, const float *x, float *y, const float *bias,
+                        int act, float a, float b);
+void fg_bsr8_matvec_i32(int rows, int m, int n, const int32_t *panel_ptr, const int32_t *cols,
+                        const float *values, const float *x, float *y, const float *bias,
+                        int act, float a, float b);
 
 /* Sparse x dense (the conv patch matrix): X is (n x ncols) row-major, Y (m x ncols):
  *   Y[i*ncols + c] = act(bias[i] + sum_p data[p] * X[indices[p]*ncols + c])

@@ -47,6 +47,7 @@
  *     registers: with 4, gcc -O3 left 3/4 of the panel scalar), 1 on 32-bit ARM
  *     without NEON float math (scalar VFP). A partial last panel is computed
  *     16 rows wide (values are 0 past m) and stored for rows < m.
+ *   fg_bsr8_matvec: the same with panels of 8 rows (blocks of 8x1).
  *   fg_csr_matvec: FG_CSR_SPLIT = 4 partial sums per row, same formula with
  *     the row's nonzeros in place of blocks; rows of the vectors outermost.
  *   fg_ell_matvec: blocks of FG_ER rows kept in registers across all k slots;
@@ -142,10 +143,12 @@ static float fg_act1(float v, int act, float a, float b)
     }
 }
 
-/* ---- BSR16 matvec ---------------------------------------------------------- */
+/* ---- BSR matvec (16x1 and 8x1 blocks) -------------------------------------- */
 
-/* out[0..16) = sum over blocks q0..q1-1 of values[q] x[cols[q]] + bias16[0..16) */
-FG_INLINE void fg_bsr_panel(int wide, const float *restrict x, const uint16_t *c16,
+/* out[0..br) = sum over blocks q0..q1-1 of values[q] x[cols[q]] + bias16[0..br);
+ * br (16 or 8, <= FG_BR) is a literal at every call, so the register blocks stay
+ * fixed-size after inlining */
+FG_INLINE void fg_bsr_panel(int wide, int br, const float *restrict x, const uint16_t *c16,
                             const int32_t *c32, const float *restrict values, int q0, int q1,
                             const float *restrict bias16, float *restrict out)
 {
@@ -157,14 +160,14 @@ FG_INLINE void fg_bsr_panel(int wide, const float *restrict x, const uint16_t *c
     FG_UNROLL_WIDE
     for (r = 0; r < FG_KSPLIT; ++r) {
         FG_UNROLL_WIDE
-        for (e = 0; e < FG_BR; ++e)
+        for (e = 0; e < br; ++e)
             s[r][e] = 0.0f;
     }
     FG_UNROLL_WIDE
-    for (e = 0; e < FG_BR; ++e)
+    for (e = 0; e < br; ++e)
         t[e] = 0.0f;
     for (q = q0; q < qk; q += FG_KSPLIT) {
-        const float *restrict w = values + (size_t)q * FG_BR;
+        const float *restrict w = values + (size_t)q * (size_t)br;
         float xr[FG_KSPLIT];
         FG_OPAQUE(qk);
         FG_UNROLL_WIDE
@@ -173,20 +176,20 @@ FG_INLINE void fg_bsr_panel(int wide, const float *restrict x, const uint16_t *c
         FG_UNROLL_WIDE
         for (r = 0; r < FG_KSPLIT; ++r) {
             FG_UNROLL_WIDE
-            for (e = 0; e < FG_BR; ++e)
-                s[r][e] = FG_FMA(xr[r], w[r * FG_BR + e], s[r][e]);
+            for (e = 0; e < br; ++e)
+                s[r][e] = FG_FMA(xr[r], w[r * br + e], s[r][e]);
         }
     }
     for (q = qk; q < q1; ++q) {
-        const float *restrict w = values + (size_t)q * FG_BR;
+        const float *restrict w = values + (size_t)q * (size_t)br;
         const float xq = x[fg_ix(wide, c16, c32, (size_t)q)];
         FG_OPAQUE(q1);
         FG_UNROLL_WIDE
-        for (e = 0; e < FG_BR; ++e)
+        for (e = 0; e < br; ++e)
             t[e] = FG_FMA(xq, w[e], t[e]);
     }
     FG_UNROLL_WIDE
-    for (e = 0; e < FG_BR; ++e) {
+    for (e = 0; e < br; ++e) {
         float u = s[0][e];
         FG_UNROLL_WIDE
         for (r = 1; r < FG_KSPLIT; ++r)
@@ -195,12 +198,12 @@ FG_INLINE void fg_bsr_panel(int wide, const float *restrict x, const uint16_t *c
     }
 }
 
-FG_INLINE void fg_bsr16_body(int wide, int rows, int m, int n, const int32_t *panel_ptr,
+FG_INLINE void fg_bsr_body(int wide, int br, int rows, int m, int n, const int32_t *panel_ptr,
                              const uint16_t *c16, const int32_t *c32, const float *values,
                              const float *x, float *y, const float *bias, int act, float a,
                              float b)
 {
-    const int np = (m + FG_BR - 1) / FG_BR;
+    const int np = (m + br - 1) / br;
     int r, p, j;
     if (rows <= 0 || m <= 0)
         return;
@@ -208,30 +211,30 @@ FG_INLINE void fg_bsr16_body(int wide, int rows, int m, int n, const int32_t *pa
         const float *xr = x + (size_t)r * (size_t)(n > 0 ? n : 0);
         float *yr = y + (size_t)r * (size_t)m;
         for (p = 0; p < np; ++p) {
-            const int i0 = p * FG_BR;
-            const int cnt = m - i0 < FG_BR ? m - i0 : FG_BR;
+            const int i0 = p * br;
+            const int cnt = m - i0 < br ? m - i0 : br;
             float v[FG_BR], bz[FG_BR]; /* a partial last panel goes through these */
 #if FG_BSR_ONE_SITE
-            float *dst = cnt == FG_BR ? yr + i0 : v;
-            const float *bp = !bias ? fg_zeros : (cnt == FG_BR ? bias + i0 : bz);
-            if (cnt < FG_BR && bias) {
-                for (j = 0; j < FG_BR; ++j)
+            float *dst = cnt == br ? yr + i0 : v;
+            const float *bp = !bias ? fg_zeros : (cnt == br ? bias + i0 : bz);
+            if (cnt < br && bias) {
+                for (j = 0; j < br; ++j)
                     bz[j] = j < cnt ? bias[i0 + j] : 0.0f;
             }
-            fg_bsr_panel(wide, xr, c16, c32, values, panel_ptr[p], panel_ptr[p + 1], bp, dst);
+            fg_bsr_panel(wide, br, xr, c16, c32, values, panel_ptr[p], panel_ptr[p + 1], bp, dst);
 #else
-            if (cnt == FG_BR) {
-                fg_bsr_panel(wide, xr, c16, c32, values, panel_ptr[p], panel_ptr[p + 1],
+            if (cnt == br) {
+                fg_bsr_panel(wide, br, xr, c16, c32, values, panel_ptr[p], panel_ptr[p + 1],
                              bias ? bias + i0 : fg_zeros, yr + i0);
             } else {
-                for (j = 0; j < FG_BR; ++j)
+                for (j = 0; j < br; ++j)
                     bz[j] = bias && j < cnt ? bias[i0 + j] : 0.0f;
-                fg_bsr_panel(wide, xr, c16, c32, values, panel_ptr[p], panel_ptr[p + 1], bz,
+                fg_bsr_panel(wide, br, xr, c16, c32, values, panel_ptr[p], panel_ptr[p + 1], bz,
                              v);
             }
 #endif
-            if (cnt == FG_BR) {
-                fg_act_vec(yr + i0, FG_BR, act, a, b);
+            if (cnt == br) {
+                fg_act_vec(yr + i0, br, act, a, b);
             } else {
                 for (j = 0; j < cnt; ++j)
                     yr[i0 + j] = fg_act1(v[j], act, a, b);
@@ -244,14 +247,30 @@ void fg_bsr16_matvec_u16(int rows, int m, int n, const int32_t *panel_ptr, const
                          const float *values, const float *x, float *y, const float *bias,
                          int act, float a, float b)
 {
-    fg_bsr16_body(0, rows, m, n, panel_ptr, cols, NULL, values, x, y, bias, act, a, b);
+    fg_bsr_body(0, FG_BR, rows, m, n, panel_ptr, cols, NULL, values, x, y, bias, act, a, b);
 }
 
 void fg_bsr16_matvec_i32(int rows, int m, int n, const int32_t *panel_ptr, const int32_t *cols,
                          const float *values, const float *x, float *y, const float *bias,
                          int act, float a, float b)
 {
-    fg_bsr16_body(1, rows, m, n, panel_ptr, NULL, cols, values, x, y, bias, act, a, b);
+    fg_bsr_body(1, FG_BR, rows, m, n, panel_ptr, NULL, cols, values, x, y, bias, act, a, b);
+}
+
+void fg_bsr8_matvec_u16(int rows, int m, int n, const int32_t *panel_ptr, const uint16_t *cols,
+                        const float *values, const float *x, float *y, const float *bias,
+                        int act, float a, float b)
+{
+    fg_bsr_body(0, FG_BSR8_ROWS, rows, m, n, panel_ptr, cols, NULL, values, x, y, bias, act, a,
+                b);
+}
+
+void fg_bsr8_matvec_i32(int rows, int m, int n, const int32_t *panel_ptr, const int32_t *cols,
+                        const float *values, const float *x, float *y, const float *bias,
+                        int act, float a, float b)
+{
+    fg_bsr_body(1, FG_BSR8_ROWS, rows, m, n, panel_ptr, NULL, cols, values, x, y, bias, act, a,
+                b);
 }
 
 /* ---- CSR matvec ------------------------------------------------------------ */

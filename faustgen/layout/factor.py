@@ -1,5 +1,5 @@
 """A factor of a factorized layer as plain data: the sparse matrix and the storage the cost
-model chose for it (dense, csr, ell or bsr16), with the facts about each storage that the
+model chose for it (dense, csr, ell, bsr16 or bsr8), with the facts about each storage that the
 passes (cost model), the ops (lowering) and fine-tuning all need."""
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import scipy.sparse as sps
 from faustgen.factorize.result import block_count
 
 BSR_ROWS = 16  # FG_BSR_ROWS in fg_runtime.h
+# Rows per block of each block-sparse storage (FG_BSR_ROWS, FG_BSR8_ROWS in fg_runtime.h).
+BSR_STORAGES = {"bsr16": BSR_ROWS, "bsr8": 8}
 
 
 @dataclass
@@ -19,7 +21,7 @@ class Factor:
     """One factor S (m x n) and the storage chosen for it."""
 
     matrix: sps.csr_matrix  # float32
-    storage: str  # dense | csr | ell | bsr16
+    storage: str  # dense | csr | ell | bsr16 | bsr8
     # (matrix, stored_entries()): counted once per matrix, the cost model asks many times.
     _stored: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -36,16 +38,17 @@ class Factor:
         return "u16" if self.matrix.shape[1] <= 65536 else "i32"
 
     def stored_entries(self) -> int:
-        """Floats this storage keeps (a dense factor keeps every entry, a bsr16 one whole
-        blocks)."""
+        """Floats this storage keeps (a dense factor keeps every entry, a bsr16 / bsr8 one
+        whole blocks)."""
         if self._stored is None or self._stored[0] is not self.matrix:
             m, n = self.shape
             if self.storage == "dense":
                 count = m * n
             elif self.storage == "ell":
                 count = m * ell_width(self.matrix)
-            elif self.storage == "bsr16":
-                count = BSR_ROWS * block_count(self.matrix, BSR_ROWS)
+            elif self.storage in BSR_STORAGES:
+                br = BSR_STORAGES[self.storage]
+                count = br * block_count(self.matrix, br)
             else:
                 count = self.nnz
             self._stored = (self.matrix, count)
@@ -71,16 +74,16 @@ def ell_width(m: sps.csr_matrix) -> int:
     return int(counts.max()) if len(counts) else 0
 
 
-def bsr_blocks(m: sps.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Group the nonzeros into 16x1 blocks: (panel_ptr, block_cols, values (n_blocks x 16))."""
+def bsr_blocks(m: sps.csr_matrix, br: int = BSR_ROWS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group the nonzeros into br x 1 blocks: (panel_ptr, block_cols, values (n_blocks x br))."""
     rows, n = m.shape
-    n_panels = -(-rows // BSR_ROWS)
+    n_panels = -(-rows // br)
     coo = m.tocoo()
-    panel = coo.row // BSR_ROWS
+    panel = coo.row // br
     key = panel.astype(np.int64) * n + coo.col
     uniq, inverse = np.unique(key, return_inverse=True)
-    values = np.zeros((len(uniq), BSR_ROWS), np.float32)
-    values[inverse, coo.row % BSR_ROWS] = coo.data
+    values = np.zeros((len(uniq), br), np.float32)
+    values[inverse, coo.row % br] = coo.data
     block_panel = uniq // n
     cols = (uniq % n).astype(np.int64)
     ptr = np.searchsorted(block_panel, np.arange(n_panels + 1)).astype(np.int64)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from faustgen.layout.factor import Factor, bsr_blocks, ell_width
+from faustgen.layout.factor import BSR_STORAGES, Factor, bsr_blocks, ell_width
 from faustgen.layout.pack import pack_mblocks, pack_panels
 
 _INDEX_CTYPE = {"u16": "uint16_t", "i32": "int32_t"}
@@ -85,16 +85,17 @@ def emit_factor(em, f: Factor, hint: str, src, dst, count: int, bias, act, mode:
         val = em.weight(values, hint + "_data", comment=f"{hint}: values, slot-major")
         em.call(f"fg_ell_matvec_{it}", count, m, n, k, idx, val, src, dst, *tail)
         return
-    if f.storage == "bsr16":
-        ptr, cols, values = bsr_blocks(s)
+    if f.storage in BSR_STORAGES:
+        br = BSR_STORAGES[f.storage]
+        ptr, cols, values = bsr_blocks(s, br)
         p = em.weight(
             ptr,
             hint + "_panel_ptr",
             "int32_t",
-            comment=f"{what}: {len(cols)} blocks of 16x1, panel pointers",
+            comment=f"{what}: {len(cols)} blocks of {br}x1, panel pointers",
         )
         c = em.weight(cols, hint + "_block_cols", ctype, comment=f"{hint}: block columns")
-        v = em.weight(values, hint + "_blocks", comment=f"{hint}: 16 values per block")
-        em.call(f"fg_bsr16_matvec_{it}", count, m, n, p, c, v, src, dst, *tail)
+        v = em.weight(values, hint + "_blocks", comment=f"{hint}: {br} values per block")
+        em.call(f"fg_{f.storage}_matvec_{it}", count, m, n, p, c, v, src, dst, *tail)
         return
     raise ValueError(f"unknown storage {f.storage}")

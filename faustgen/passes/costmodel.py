@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import scipy.sparse as sps
 
 from faustgen.factorize.result import block_count
-from faustgen.layout.factor import BSR_ROWS, Factor, ell_width
+from faustgen.layout.factor import BSR_ROWS, BSR_STORAGES, Factor, ell_width
 
 # x86-64 with AVX2, measured by benchmarks/bench_sparse.py; targets override these in their
 # [cost] table (targets/*.toml).
@@ -23,9 +23,12 @@ DEFAULT_COSTS = {
     "csr_nnz": 0.399,  # fg_csr_matvec, per nonzero
     "ell_nnz": 0.385,  # fg_ell_matvec, per stored entry
     "bsr16_entry": 0.0514,  # fg_bsr16_matvec, per stored entry (16 per block)
+    "bsr8_entry": 0.0668,  # fg_bsr8_matvec, per stored entry (8 per block)
     "gemm_mac": 0.0337,  # fg_gemm_a / fg_conv, per multiply-add
     "spmm_entry": 0.0647,  # fg_csr_spmm, per nonzero per column
 }
+
+BSR8_OVER_BSR16 = 1.3
 
 
 @dataclass
@@ -34,7 +37,12 @@ class CostModel:
 
     @classmethod
     def from_target(cls, table: dict[str, float] | None) -> CostModel:
-        return cls({**DEFAULT_COSTS, **(table or {})})
+        table = dict(table or {})
+        if "bsr16_entry" in table and "bsr8_entry" not in table:
+            # A target measured before 8x1 blocks existed: their ratio to 16x1 blocks on the
+            # host (benchmarks/bench_sparse.py: 0.0411 / 0.0317 ns).
+            table["bsr8_entry"] = BSR8_OVER_BSR16 * table["bsr16_entry"]
+        return cls({**DEFAULT_COSTS, **table})
 
     # ---------------------------------------------------------------- time
     def dense_matvec(self, m: int, n: int, rows: int = 1) -> float:
@@ -52,7 +60,12 @@ class CostModel:
             )
         if mode == "spmm":
             return c["call"] + c["spmm_entry"] * f.nnz * count
-        per = {"csr": c["csr_nnz"], "ell": c["ell_nnz"], "bsr16": c["bsr16_entry"]}[f.storage]
+        per = {
+            "csr": c["csr_nnz"],
+            "ell": c["ell_nnz"],
+            "bsr16": c["bsr16_entry"],
+            "bsr8": c["bsr8_entry"],
+        }[f.storage]
         return c["call"] + per * f.stored_entries() * count
 
     # ---------------------------------------------------------------- bytes
@@ -66,8 +79,9 @@ class CostModel:
             return (4 + idx) * f.nnz + 4 * (m + 1)
         if f.storage == "ell":
             return (4 + idx) * m * ell_width(f.matrix)
-        blocks = f.stored_entries() // BSR_ROWS
-        return blocks * (4 * BSR_ROWS + idx) + 4 * (-(-m // BSR_ROWS) + 1)
+        br = BSR_STORAGES[f.storage]
+        blocks = f.stored_entries() // br
+        return blocks * (4 * br + idx) + 4 * (-(-m // br) + 1)
 
     # ---------------------------------------------------------------- choice
     def options(self, matrix: sps.csr_matrix, mode: str) -> list[Factor]:
@@ -76,7 +90,7 @@ class CostModel:
             counts = matrix.getnnz(axis=1)
             if len(counts) and counts.min() == counts.max():
                 storages.append("ell")
-            storages.append("bsr16")
+            storages += ["bsr16", "bsr8"]
         return [Factor(matrix, s) for s in storages]
 
     def choose_storages(

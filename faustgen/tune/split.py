@@ -11,6 +11,7 @@ finds its factors MARGIN faster than the dense layer.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from faustgen.ir import Graph, Node
@@ -132,3 +133,65 @@ def smallest_within(layers, options, max_drop: float) -> dict[str, float]:
         cur[li] = opt
         spent += extra
     return {n.name: c[2] for n, c in zip(layers, cur, strict=True)}
+
+
+def _curve(opts, pick) -> list[tuple[float, float, float]]:
+    """(cost, error, RCG) of the picked option's structure along the ladder, by cost, the
+    error made non-increasing in cost (the short fits of the ladder are noisy)."""
+    pts = sorted((o[0], o[1], o[2]) for o in opts if o[3] == pick[3] and o[2] > 1.0)
+    out: list[tuple[float, float, float]] = []
+    for c, e, r in reversed(pts):  # from the most expensive down
+        out.append((c, max(e, out[-1][1] if out else 0.0, 1e-12), r))
+    return out[::-1]
+
+
+def _at(curve, c: float) -> tuple[float, float]:
+    """(error, RCG) at cost c, interpolated log-linearly between the ladder's points."""
+    for (c0, e0, r0), (c1, e1, r1) in itertools.pairwise(curve):
+        if c0 <= c <= c1:
+            t = math.log(c / c0) / math.log(c1 / c0) if c1 > c0 else 0.0
+            return e0 * (e1 / e0) ** t, r0 * (r1 / r0) ** t
+    end = curve[0] if c < curve[0][0] else curve[-1]
+    return end[1], end[2]
+
+
+def allocate(options: list[list[tuple]], budget: int, max_combos: int = 512):
+    """Per layer (RCG, structure): the ladder is coarse, so between its points each layer's
+    measured error is interpolated (log-linear in its parameters); for every combination of
+    per-layer structures (kept dense, or one structure's curve) the budget is water-filled,
+    parameters going in small steps to the layer where they lower the summed error most,
+    and the combination with the least summed error wins. None when no combination fits
+    (or there are too many: then the Pareto split's choice stands)."""
+    kinds = []
+    for opts in options:
+        dense = min((o for o in opts if o[2] <= 1.0), key=lambda o: o[0], default=None)
+        curves = {}
+        for blk in dict.fromkeys(o[3] for o in opts if o[2] > 1.0):
+            curves[blk] = _curve(opts, (0, 0.0, 2.0, blk))
+        kinds.append(([("dense", dense)] if dense else []) + list(curves.items()))
+    if math.prod(len(k) for k in kinds) > max_combos:
+        return None
+    step = max(1.0, budget / 400)
+    best = None
+    for combo in itertools.product(*kinds):
+        cost = [float(v[0]) if k == "dense" else float(v[0][0]) for k, v in combo]
+        if sum(cost) > budget:
+            continue
+        live = [i for i, (k, v) in enumerate(combo) if k != "dense" and len(v) > 1]
+        while budget - sum(cost) >= step:
+            gains = {}
+            for i in live:
+                cv = combo[i][1]
+                if cost[i] + step <= cv[-1][0]:
+                    gains[i] = _at(cv, cost[i])[0] - _at(cv, cost[i] + step)[0]
+            if not gains or max(gains.values()) <= 0:
+                break
+            cost[max(gains, key=gains.get)] += step
+        err = sum(0.0 if k == "dense" else _at(v, cost[i])[0] for i, (k, v) in enumerate(combo))
+        if best is None or err < best[0]:
+            pick = [
+                (1.0, v[3]) if k == "dense" else (_at(v, cost[i])[1], k)
+                for i, (k, v) in enumerate(combo)
+            ]
+            best = (err, pick)
+    return None if best is None else best[1]

@@ -500,17 +500,17 @@ void ref_ell_matvec(int rows, int m, int n, int k, const int32_t *indices, const
         }
 }
 
-void ref_bsr16_matvec(int rows, int m, int n, const int32_t *panel_ptr, const int32_t *cols,
-                      const float *values, const float *x, float *y, const float *bias, int act,
-                      float a, float b)
+void ref_bsr_matvec(int br, int rows, int m, int n, const int32_t *panel_ptr, const int32_t *cols,
+                    const float *values, const float *x, float *y, const float *bias, int act,
+                    float a, float b)
 {
     int r, i, q;
     for (r = 0; r < rows; ++r)
         for (i = 0; i < m; ++i) {
-            const int p = i / FG_BSR_ROWS, j = i % FG_BSR_ROWS;
+            const int p = i / br, j = i % br;
             float acc = 0.0f;
             for (q = panel_ptr[p]; q < panel_ptr[p + 1]; ++q)
-                acc += values[(size_t)q * FG_BSR_ROWS + j] * x[(size_t)r * n + cols[q]];
+                acc += values[(size_t)q * br + j] * x[(size_t)r * n + cols[q]];
             if (bias)
                 acc += bias[i];
             y[(size_t)r * m + i] = ref_act(acc, act, a, b);

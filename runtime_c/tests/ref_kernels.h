@@ -66,9 +66,10 @@ void ref_csr_matvec(int rows, int m, int n, const int32_t *indptr, const int32_t
                     float a, float b);
 void ref_ell_matvec(int rows, int m, int n, int k, const int32_t *indices, const float *data,
                     const float *x, float *y, const float *bias, int act, float a, float b);
-void ref_bsr16_matvec(int rows, int m, int n, const int32_t *panel_ptr, const int32_t *cols,
-                      const float *values, const float *x, float *y, const float *bias, int act,
-                      float a, float b);
+/* blocks of br rows x 1 column (fg_bsr16_matvec: br = 16, fg_bsr8_matvec: 8) */
+void ref_bsr_matvec(int br, int rows, int m, int n, const int32_t *panel_ptr, const int32_t *cols,
+                    const float *values, const float *x, float *y, const float *bias, int act,
+                    float a, float b);
 void ref_csr_spmm(int m, int ncols, const int32_t *indptr, const int32_t *indices,
                   const float *data, const float *X, float *Y, const float *bias, int act, float a,
                   float b);

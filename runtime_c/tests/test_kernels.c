@@ -1294,7 +1294,7 @@ static int same_bits(const float *p, const float *q, size_t n)
 }
 
 /* the three matvec families share this driver */
-enum { SP_CSR, SP_ELL, SP_BSR };
+enum { SP_CSR, SP_ELL, SP_BSR, SP_BSR8 };
 
 typedef struct {
     int kind, rows, m, n, k;
@@ -1324,6 +1324,14 @@ static void sp_run(const sp_call *c, int wide, int rows, const float *x, float *
             fg_ell_matvec_u16(rows, c->m, c->n, c->k, c->idx16, c->vals, x, y, c->bias, c->act,
                               c->a, c->b);
         break;
+    case SP_BSR8:
+        if (wide)
+            fg_bsr8_matvec_i32(rows, c->m, c->n, c->ptr, c->idx, c->vals, x, y, c->bias, c->act,
+                               c->a, c->b);
+        else
+            fg_bsr8_matvec_u16(rows, c->m, c->n, c->ptr, c->idx16, c->vals, x, y, c->bias,
+                               c->act, c->a, c->b);
+        break;
     default:
         if (wide)
             fg_bsr16_matvec_i32(rows, c->m, c->n, c->ptr, c->idx, c->vals, x, y, c->bias,
@@ -1347,8 +1355,8 @@ static void sp_ref(const sp_call *c, const float *x, float *y)
                        c->b);
         break;
     default:
-        ref_bsr16_matvec(c->rows, c->m, c->n, c->ptr, c->idx, c->vals, x, y, c->bias, c->act,
-                         c->a, c->b);
+        ref_bsr_matvec(c->kind == SP_BSR8 ? FG_BSR8_ROWS : FG_BSR_ROWS, c->rows, c->m, c->n,
+                       c->ptr, c->idx, c->vals, x, y, c->bias, c->act, c->a, c->b);
         break;
     }
 }
@@ -1489,7 +1497,8 @@ static void test_ell_matvec(int iters)
     }
 }
 
-static void test_bsr16_matvec(int iters)
+/* br: br (fg_bsr16_matvec) or FG_BSR8_ROWS (fg_bsr8_matvec) */
+static void test_bsr_matvec(int br, int iters)
 {
     int it;
     for (it = 0; it < iters; ++it) {
@@ -1497,7 +1506,7 @@ static void test_bsr16_matvec(int iters)
         char ctx[128];
         const int m = it == 0 ? 1 : rnd_m(it);
         const int n = it == 1 ? 70000 : rnd_int(1, it % 4 == 0 ? 900 : 80);
-        const int np = (m + FG_BSR_ROWS - 1) / FG_BSR_ROWS;
+        const int np = (m + br - 1) / br;
         const int maxb = it % 6 == 0 ? rnd_int(0, 150) : rnd_int(0, 13);
         int32_t *ptr = (int32_t *)alloc_x((size_t)(np + 1) * sizeof(int32_t));
         int32_t *cols;
@@ -1513,19 +1522,19 @@ static void test_bsr16_matvec(int iters)
         }
         nb = ptr[np];
         cols = (int32_t *)alloc_x((size_t)nb * sizeof(int32_t));
-        vals = alloc_rand_x((size_t)nb * FG_BSR_ROWS);
+        vals = alloc_rand_x((size_t)nb * br);
         for (p = 0; p < np; ++p)
             for (q = ptr[p]; q < ptr[p + 1]; ++q) {
                 cols[q] = rnd_int(0, n - 1);
-                for (j = 0; j < FG_BSR_ROWS; ++j)
-                    if (p * FG_BSR_ROWS + j >= m) /* zero past m (contract) */
-                        vals[(size_t)q * FG_BSR_ROWS + j] = 0.0f;
+                for (j = 0; j < br; ++j)
+                    if (p * br + j >= m) /* zero past m (contract) */
+                        vals[(size_t)q * br + j] = 0.0f;
                     else if (rnd_int(0, 7) == 0) /* some explicit zeros inside */
-                        vals[(size_t)q * FG_BSR_ROWS + j] = 0.0f;
+                        vals[(size_t)q * br + j] = 0.0f;
             }
         cols16 = n <= 65536 ? narrow_u16(cols, (size_t)nb) : NULL;
         memset(&c, 0, sizeof c);
-        c.kind = SP_BSR;
+        c.kind = br == FG_BSR8_ROWS ? SP_BSR8 : SP_BSR;
         c.rows = rnd_rows(it);
         c.m = m;
         c.n = n;
@@ -1537,7 +1546,8 @@ static void test_bsr16_matvec(int iters)
         c.bias = rnd_int(0, 3) ? alloc_rand_x((size_t)m) : NULL;
         snprintf(ctx, sizeof ctx, "rows=%d m=%d n=%d blocks=%d bias=%d act=%d", c.rows, m, n, nb,
                  c.bias != NULL, c.act);
-        sp_check("fg_bsr16_matvec", &c, maxlen, ctx);
+        sp_check(br == FG_BSR8_ROWS ? "fg_bsr8_matvec" : "fg_bsr16_matvec", &c, maxlen,
+                 ctx);
         free((void *)c.bias);
         free(ptr);
         free(cols);
@@ -1669,8 +1679,8 @@ static void rnd_rnn_chain(rnn_chains *ch, int c, int m, int n, float *M)
             const int32_t *f = ch->meta + rec + 1 + 6 * q;
             float *dst = src == v0 ? v1 : v0;
             if (f[0] == FG_RNN_FACTOR_BSR16)
-                ref_bsr16_matvec(1, f[1], f[2], ch->ptr + f[3], ch->idx + f[4], ch->val + f[5],
-                                 src, dst, NULL, FG_ACT_NONE, 0.0f, 0.0f);
+                ref_bsr_matvec(FG_BSR_ROWS, 1, f[1], f[2], ch->ptr + f[3], ch->idx + f[4],
+                               ch->val + f[5], src, dst, NULL, FG_ACT_NONE, 0.0f, 0.0f);
             else
                 ref_csr_matvec(1, f[1], f[2], ch->ptr + f[3], ch->idx + f[4], ch->val + f[5], src,
                                dst, NULL, FG_ACT_NONE, 0.0f, 0.0f);
@@ -1866,7 +1876,8 @@ int main(int argc, char **argv)
     test_reductions(n);
     test_csr_matvec(n * 2);
     test_ell_matvec(n * 2);
-    test_bsr16_matvec(n * 2);
+    test_bsr_matvec(FG_BSR_ROWS, n * 2);
+    test_bsr_matvec(FG_BSR8_ROWS, n * 2);
     test_csr_spmm(n * 2);
     test_rnn(n * 3);
     test_conv_shapes_more();

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from faustgen.tune.split import MARGIN, pareto_split, spend_leftover
+from faustgen.tune.split import MARGIN, allocate, pareto_split, spend_leftover
 
 
 def test_pareto_split_least_error_within_budget_returns_choices():
@@ -39,3 +39,23 @@ def test_spend_leftover_meets_the_budget_and_respects_floors():
     tight = {"a": 16.0, "b": 8.0, "c": 1.0}
     spend_leftover(tight, sizes, 1000, {})
     assert tight == {"a": 16.0, "b": 8.0, "c": 1.0}
+
+
+def test_allocate_interpolates_between_rungs_and_picks_structures():
+    # Layer a: 16x1 blocks or a better-fitting "8" structure; layer b: one structure whose
+    # error falls fast with parameters. Rungs at 1000 / 500 / 250 parameters.
+    a = [(2000, 0.0, 1.0, 16)]
+    a += [(c, e, r, 16) for c, e, r in ((1000, 0.02, 2.0), (500, 0.08, 4.0), (250, 0.3, 8.0))]
+    a += [(c, e, r, 8) for c, e, r in ((1000, 0.01, 2.0), (500, 0.04, 4.0), (250, 0.2, 8.0))]
+    b = [(1000, 0.0, 1.0, 16), (500, 0.01, 2.0, 16), (250, 0.2, 4.0, 16)]
+    pick = allocate([a, b], 1100)
+    (ra, sa), (rb, sb) = pick
+    assert sa == 8 and sb == 16  # the better-fitting structure for a
+    # Between the rungs: b, whose error rises steeply below 500, keeps about 500 (steps of
+    # budget / 400); a takes the rest, its RCG between the 500- and 1000-parameter rungs.
+    assert rb == pytest.approx(2.0, rel=0.03)
+    assert 2.0 < ra < 4.0
+    # Nothing fits: None (the caller keeps the Pareto split's error).
+    assert allocate([a, b], 400) is None
+    # A roomy budget keeps layers dense where that is the least error.
+    assert allocate([a, b], 3000) == [(1.0, 16), (1.0, 16)]

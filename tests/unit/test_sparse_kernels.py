@@ -215,28 +215,29 @@ def test_ell_matvec(srt, rows, m, n, k, act, use_bias, seed):
     np.testing.assert_array_equal(outs[0], outs[-1])
 
 
-# ---- BSR16 matvec --------------------------------------------------------------------
+# ---- BSR16 / BSR8 matvec -------------------------------------------------------------
 
 
-def bsr_arrays(rng, m: int, n: int, max_blocks: int, empty: float):
-    """panel_ptr, block columns, values (blocks x 16) with zeros past m."""
-    npanel = -(-m // BR)
+def bsr_arrays(rng, m: int, n: int, max_blocks: int, empty: float, br: int = BR):
+    """panel_ptr, block columns, values (blocks x br) with zeros past m."""
+    npanel = -(-m // br)
     lens = rng.integers(0, max_blocks + 1, npanel)
     lens[rng.random(npanel) < empty] = 0
     panel_ptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
     nb = int(panel_ptr[-1])
     cols = rng.integers(0, n, nb).astype(np.int32)
-    values = f32(rng.uniform(-1, 1, (nb, BR)))
-    values[rng.random((nb, BR)) < 0.1] = 0.0
+    values = f32(rng.uniform(-1, 1, (nb, br)))
+    values[rng.random((nb, br)) < 0.1] = 0.0
     panel_of = np.repeat(np.arange(npanel), lens)
-    values[(panel_of[:, None] * BR + np.arange(BR)[None, :]) >= m] = 0.0
+    values[(panel_of[:, None] * br + np.arange(br)[None, :]) >= m] = 0.0
     return panel_ptr, cols, values
 
 
 @settings(max_examples=25, deadline=None)
 @given(
+    br=st.sampled_from([16, 8]),
     rows=st.sampled_from([1, 1, 4]),
-    m=st.one_of(st.integers(1, 40), st.sampled_from([15, 16, 17, 48, 100, 300])),
+    m=st.one_of(st.integers(1, 40), st.sampled_from([7, 8, 9, 15, 16, 17, 48, 100, 300])),
     n=st.integers(1, 500),
     max_blocks=st.integers(0, 40),
     empty=st.sampled_from([0.0, 0.3]),
@@ -244,14 +245,15 @@ def bsr_arrays(rng, m: int, n: int, max_blocks: int, empty: float):
     use_bias=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_bsr16_matvec(srt, rows, m, n, max_blocks, empty, act, use_bias, seed):
+def test_bsr_matvec(srt, br, rows, m, n, max_blocks, empty, act, use_bias, seed):
+    """fg_bsr16_matvec (br = 16) and fg_bsr8_matvec (br = 8) against scipy's BSR."""
     ffi, lib = srt
     rng = np.random.default_rng(seed)
-    panel_ptr, cols, values = bsr_arrays(rng, m, n, max_blocks, empty)
+    panel_ptr, cols, values = bsr_arrays(rng, m, n, max_blocks, empty, br)
     npanel = len(panel_ptr) - 1
-    # scipy's own BSR with 16 x 1 blocks, cut to m rows
+    # scipy's own BSR with br x 1 blocks, cut to m rows
     s = sps.bsr_matrix(
-        (values.reshape(-1, BR, 1), cols, panel_ptr), shape=(npanel * BR, n), blocksize=(BR, 1)
+        (values.reshape(-1, br, 1), cols, panel_ptr), shape=(npanel * br, n), blocksize=(br, 1)
     ).tocsr()[:m]
     x = f32(rng.uniform(-1, 1, (rows, n)))
     bias = f32(rng.uniform(-1, 1, m)) if use_bias else None
@@ -260,7 +262,7 @@ def test_bsr16_matvec(srt, rows, m, n, max_blocks, empty, act, use_bias, seed):
     outs = []
     for suffix, ix in index_variants(cols, n):
         y = np.full((rows, m), np.nan, dtype=np.float32)
-        getattr(lib, f"fg_bsr16_matvec_{suffix}")(
+        getattr(lib, f"fg_bsr{br}_matvec_{suffix}")(
             rows,
             m,
             n,
@@ -432,8 +434,9 @@ def factor_call(ffi, lib, storage: str, f: sps.csr_matrix, x, y, bias, act: int)
             val[: hi - lo, i] = f.data[lo:hi]
         lib.fg_ell_matvec_u16(rows, m, n, k, iptr(ffi, idx), ptr(ffi, val), *args)
     else:
-        panel_ptr, cols, values = bsr_blocks(f)
-        lib.fg_bsr16_matvec_u16(
+        br = {"bsr16": 16, "bsr8": 8}[storage]
+        panel_ptr, cols, values = bsr_blocks(f, br)
+        getattr(lib, f"fg_{storage}_matvec_u16")(
             rows,
             m,
             n,
@@ -444,7 +447,7 @@ def factor_call(ffi, lib, storage: str, f: sps.csr_matrix, x, y, bias, act: int)
         )
 
 
-@pytest.mark.parametrize("storage", ["csr", "ell", "bsr16"])
+@pytest.mark.parametrize("storage", ["csr", "ell", "bsr16", "bsr8"])
 def test_factor_chain_layer_shapes(srt, storage):
     """A 300x784 layer as two factors (300x392, 392x784), batch 1 and 3, packed by the
     code generator's own helpers and chained as it emits them (bias + ReLU last)."""
