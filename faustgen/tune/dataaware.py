@@ -9,7 +9,9 @@ A whole-model budget (``--rcg R``: the model's parameters / R) is split over the
 from their measured sensitivity: every eligible layer (convolutions included) is fitted
 at a ladder of RCGs on the dense activations, and the model's output error with that one
 layer replaced is measured (or its accuracy drop, with labels); the split that minimizes
-the summed squared errors within the budget wins (an exact Pareto merge over the layers).
+the summed squared errors within the budget wins (a Pareto merge over the layers, refined
+between the ladder's rungs by interpolation). Fully connected layers may take 16x1 or 8x1
+blocks, or unstructured factors where CSR can be fast enough.
 ``--max-error E`` instead takes, per layer, the highest RCG of the ladder whose *output*
 error is at most E; ``--max-accuracy-drop P`` (with labels) the smallest model whose
 summed predicted accuracy drops stay within P points.

@@ -2,11 +2,13 @@
 
 Each layer has options (parameters, measured error, RCG, factor structure) from the
 sensitivity ladder; :func:`pareto_split` picks one per layer, least summed error within the
-budget; :func:`spend_leftover` gives what the coarse ladder leaves unused back to the
-factorized layers; :func:`rebudget` re-shares what is left while the final pass fits the
-layers in order (a layer fitted under its plan, or kept dense by the cost model, moves the
-others' targets). A layer never goes below its floor: the RCG past which the cost model
-finds its factors MARGIN faster than the dense layer.
+budget; :func:`allocate` refines that between the ladder's rungs (each layer's error
+interpolated, the budget water-filled, for every combination of per-layer structures);
+:func:`spend_leftover` gives what is still unused back to the factorized layers;
+:func:`rebudget` re-shares what is left while the final pass fits the layers in order (a
+layer fitted under its plan, or kept dense by the cost model, moves the others' targets).
+A layer never goes below its floor: the RCG past which the cost model finds its factors
+MARGIN faster than the dense layer.
 """
 
 from __future__ import annotations
