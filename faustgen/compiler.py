@@ -146,6 +146,24 @@ def build_bundle(
         return _build(model_path, out, opts, target, progress)
 
 
+def build_graph(
+    graph: Graph,
+    out_dir: str | os.PathLike,
+    options: BuildOptions | None = None,
+    compression: dict[str, Any] | None = None,
+) -> BuildResult:
+    """The bundle of an already imported (and factorized) graph, e.g. a host build's
+    `BuildResult.graph` cross-compiled for a board: the same factors, not a second fit."""
+    opts = options or BuildOptions()
+    if opts.stream:
+        raise FaustgenError("a streaming build starts from the model file: use build_bundle")
+    target = load_target(opts.target)
+    out = Path(out_dir)
+    check_out_dir(out)
+    with Progress() if opts.progress else contextlib.nullcontext() as progress:
+        return _emit(graph, compression, None, out, opts, target, progress)
+
+
 def _build(
     model_path: str | os.PathLike,
     out: Path,
@@ -153,25 +171,46 @@ def _build(
     target: Target,
     progress: Progress | None,
 ) -> BuildResult:
-    try:
+    with _naming(model_path):
         imported = import_onnx(model_path, opts.input_shape, max_params=opts.max_params)
         graph = optimize(imported)
         compression = None
         if not opts.dense:
             graph, compression = _factorized(graph, opts, target, progress)
+        step = None
+        if opts.stream:
+            step = prepare_step(optimize(import_step(model_path, graph, opts.max_params)), graph)
+    return _emit(graph, compression, step, out, opts, target, progress, source=model_path)
+
+
+@contextlib.contextmanager
+def _naming(source: str | os.PathLike | None):
+    """Every error of the model's translation names the file it came from."""
+    try:
+        yield
+    except FaustgenError as e:
+        if source is None or str(e).startswith(f"{source}:"):
+            raise
+        raise FaustgenError(f"{source}: {e}") from e
+
+
+def _emit(
+    graph: Graph,
+    compression: dict[str, Any] | None,
+    step_of: tuple[Graph, Any] | None,
+    out: Path,
+    opts: BuildOptions,
+    target: Target,
+    progress: Progress | None,
+    source: str | os.PathLike | None = None,
+) -> BuildResult:
+    """Lower, plan, render and write the bundle of a finished graph."""
+    with _naming(source):
         program = lower_graph(graph, opts.prefix, REGISTRY)
         plan = plan_memory(program)
         step = None
-        if opts.stream:
-            step_graph, slots = prepare_step(
-                optimize(import_step(model_path, graph, opts.max_params)), graph
-            )
-            step = lower_step(step_graph, opts.prefix, REGISTRY, program, slots)
-    except FaustgenError as e:
-        source = str(model_path)
-        if str(e).startswith(source + ":"):
-            raise
-        raise FaustgenError(f"{source}: {e}") from e  # name the file in every error
+        if step_of is not None:
+            step = lower_step(step_of[0], opts.prefix, REGISTRY, program, step_of[1])
     rendered = render(
         program,
         plan,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faustgen.backend import CompiledModel, load_target
-from faustgen.compiler import BuildOptions, build_bundle
+from faustgen.compiler import BuildOptions, BuildResult, build_bundle, build_graph
 from faustgen.demo import zoo
 from faustgen.demo.datasets import default_dataset
 from faustgen.demo.experiment import METHODS, Settings, run_experiment
@@ -46,6 +46,7 @@ def run_demo(
     progress: bool = True,
     rcgs: tuple[float, ...] = (4.0, 8.0),
     experiment_rcgs: tuple[float, ...] = (8.0,),
+    models: tuple[str, ...] = ("mlp", "lenet5"),
 ) -> list[Row]:
     import torch
 
@@ -71,6 +72,8 @@ def run_demo(
         ("LeNet-5", "lenet5", zoo.lenet5(classes=data.classes), 4),
     )
     for name, slug, model, default_epochs in specs:
+        if slug not in models:
+            continue
         n_epochs = epochs if epochs is not None else (1 if quick else default_epochs)
         train(model, data, epochs=n_epochs, seed=0, progress=progress, desc=f"train {slug}")
         onnx_path = zoo.export(model, data.x_test[:1], out / f"{slug}.onnx")
@@ -101,6 +104,7 @@ def run_demo(
             )
         ]
         builds = {"dense C": dense}
+        results: list[BuildResult] = []
         for rcg in rcgs:
             label = f"factorized RCG {rcg:g}"
             res = build_bundle(
@@ -110,6 +114,7 @@ def run_demo(
                     dense=False, rcg=rcg, calib=calib, finetune=0 if quick else 2, progress=progress
                 ),
             )
+            results.append(res)
             fact = CompiledModel(res.out_dir)
             y = fact.predict(data.x_test)
             # The C must equal the numpy product of its factors to float32 rounding.
@@ -141,7 +146,7 @@ def run_demo(
         for r in model_rows:
             r.us, r.ort_us, r.torch_us = times[r.build], times["onnxruntime"], times["torch"]
         rows += model_rows
-        arm_rows += _arm_check(onnx_path, out, slug, name, rcgs[0], calib, data.x_test[:50])
+        arm_rows += _arm_check(results[0], out, slug, name, data.x_test[:50])
     print_table(rows, data.name)
     if arm_rows:
         say()
@@ -151,7 +156,7 @@ def run_demo(
         )
         for line in arm_rows:
             say("  " + line)
-    if experiment_rcgs:
+    if experiment_rcgs and "mlp" in models:
         say()
         say(
             "The seed's experiment on the MLP (`faustgen experiment`): data-aware sparse "
@@ -176,7 +181,8 @@ def run_demo(
     return rows
 
 
-def _arm_check(onnx_path, out: Path, slug: str, name: str, rcg: float, calib, x) -> list[str]:
+def _arm_check(host: BuildResult, out: Path, slug: str, name: str, x) -> list[str]:
+    """The host's factorized graph (the same factors) cross-compiled for each Pi target."""
     lines = []
     for target in ("rpi64", "rpi"):
         t = load_target(target)
@@ -186,10 +192,11 @@ def _arm_check(onnx_path, out: Path, slug: str, name: str, rcg: float, calib, x)
                 f" {t.install_hint})"
             )
             continue
-        res = build_bundle(
-            onnx_path,
+        res = build_graph(
+            host.graph,
             out / f"{slug}_{target}",
-            BuildOptions(target=target, dense=False, rcg=rcg, calib=calib[:500]),
+            BuildOptions(target=target, dense=False),
+            compression=host.report.get("compression"),
         )
         arm = CompiledModel(res.out_dir)
         ref = run_batch(res.graph, x)[res.graph.outputs[0]]
