@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from faustgen.backend import CompiledModel, Target, check_out_dir, load_target, write_bundle
 from faustgen.codegen.emit import lower_graph
@@ -360,7 +361,11 @@ def _data_aware(dense: Graph, policy, opts: BuildOptions) -> tuple[Graph, dict[s
         progress=policy.progress,
         method=opts.method,
     )
-    graph, split = factorize_with_data(dense, policy, xs[pick], plan)
+    # One BLAS thread, as for the data-free jobs: a threaded BLAS splits its sums by the core
+    # count (so the factors would depend on the machine), and on a busy machine its spinning
+    # threads made this fit 3-6x slower (an MLP at RCG 8: 48 s wall with one, 285 s with two).
+    with threadpool_limits(limits=1):
+        graph, split = factorize_with_data(dense, policy, xs[pick], plan)
     if plan.rcg is not None:
         split["policy"] = f"whole-model RCG {plan.rcg:g}, data-aware"
     elif plan.max_error is not None:
