@@ -253,7 +253,11 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="train, compile, verify and time the demo models")
     d.add_argument("--out", default="demo_out", help="working directory (default demo_out)")
-    d.add_argument("--epochs", type=int, help="training epochs (default 3, 1 with --quick)")
+    d.add_argument(
+        "--epochs",
+        type=_at_least(1, int),
+        help="training epochs (default 5 for the MLP, 4 for LeNet-5, 1 with --quick)",
+    )
     d.add_argument("--quick", action="store_true", help="small subset, for a smoke run")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
 
