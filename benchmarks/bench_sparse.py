@@ -15,8 +15,10 @@ int32 copies for the _i32 rows):
     of stored entries), plus the two-factor chain and fg_dense on the same dense shapes; one batch
     of 8 vectors;
   - 1024x1024 at RCG 8: two 1024x1024 factors of 65536 nonzeros each, same formats;
-  - conv: fg_csr_spmm with a 16x150 factor of 25 % density (600 nonzeros) times a
-    150x784 patch matrix, and fg_gemm_a on the same dense product;
+  - conv: fg_conv (the dense layer, per multiply-add) against fg_im2col (per float of the
+    patch matrix) + fg_csr_spmm with a K x C*k*k factor of 25 % density (per nonzero per
+    column), for LeNet-5's second convolution (6x14x14, 5x5, 16 filters) and a 32x28x28
+    3x3 one with 64 filters;
   - call overhead: tiny calls of every kernel.
 
 Per-entry costs are (t - call) / entries; the [cost] table printed at the end uses the
@@ -262,6 +264,40 @@ static void bench_chain(const char *shape, const factor *f1, const factor *f2, c
     g_sink = y[0];
 }
 
+/* a stride-1, unpadded k x k convolution C x H x H -> K: fg_conv (random packed
+ * filters: the values do not matter), its im2col matrix and fg_csr_spmm with a
+ * K x C*k*k factor of 25 % density on it */
+static void bench_conv(const char *shape, int C, int H, int k, int K)
+{
+    char label[128];
+    fg_conv_shape s;
+    const int O = H - k + 1, R = C * k * k, P = O * O;
+    factor cf;
+    float *x, *w, *y, *cols, *scr, *bias;
+    memset(&s, 0, sizeof s);
+    s.C = C, s.H = s.W = H, s.K = K, s.OH = s.OW = O, s.kh = s.kw = k, s.group = 1;
+    s.D = s.OD = s.kd = s.sd = s.sh = s.sw = s.dd = s.dh = s.dw = 1;
+    cf.m = K, cf.n = R, cf.nnz = K * R / 4;
+    make_csr(&cf);
+    x = rnd_buf((size_t)C * H * H), w = rnd_buf((size_t)(K + 4) * R), bias = rnd_buf((size_t)K);
+    y = xmalloc((size_t)K * P * sizeof(float)), cols = xmalloc((size_t)R * P * sizeof(float));
+    scr = xmalloc(fg_conv_scratch(&s) * sizeof(float) + 64);
+    snprintf(label, sizeof label, "%s\tconv", shape);
+    TIME(label, (size_t)K * R * P, fg_conv(&s, x, y, w, bias, FG_ACT_RELU, 0.0f, 0.0f, scr));
+    snprintf(label, sizeof label, "%s\tim2col", shape);
+    TIME(label, (size_t)R * P, fg_im2col(&s, x, cols));
+    snprintf(label, sizeof label, "%s\tspmm", shape);
+    TIME(label, (size_t)cf.nnz * P,
+         fg_csr_spmm_u16(K, P, cf.ptr, cf.idx16, cf.data, cols, y, bias, FG_ACT_RELU, 0.0f,
+                         0.0f));
+    snprintf(label, sizeof label, "%s\tspmm_i32", shape);
+    TIME(label, (size_t)cf.nnz * P,
+         fg_csr_spmm_i32(K, P, cf.ptr, cf.idx32, cf.data, cols, y, bias, FG_ACT_RELU, 0.0f,
+                         0.0f));
+    g_sink = y[0];
+    free(x), free(w), free(bias), free(y), free(cols), free(scr);
+}
+
 int main(int argc, char **argv)
 {
     static float x[1024], t[1024], y[1024];
@@ -339,33 +375,18 @@ int main(int argc, char **argv)
     free(Bd);
     free(Bpd);
 
-    /* conv: 16x150 factor (25 %) times the 150 x 784 patch matrix */
-    {
-        factor cf = make_factor(16, 150, 600);
-        float *X = rnd_buf((size_t)150 * 784), *Y = xmalloc((size_t)16 * 784 * sizeof(float));
-        float *A = rnd_buf((size_t)16 * 150);
-        float *Ap = xmalloc((size_t)16 * 150 * sizeof(float));
-        int b, k, r;
-        for (b = 0; b < 4; ++b) /* pack_mblocks */
-            for (k = 0; k < 150; ++k)
-                for (r = 0; r < 4; ++r)
-                    Ap[((size_t)b * 150 + k) * 4 + r] = A[(size_t)(b * 4 + r) * 150 + k];
-        TIME("conv 16x150 @ 150x784\tspmm", (size_t)600 * 784,
-             fg_csr_spmm_u16(16, 784, cf.ptr, cf.idx16, cf.data, X, Y, cf.bias, FG_ACT_RELU,
-                             0.0f, 0.0f));
-        TIME("conv 16x150 @ 150x784\tspmm_i32", (size_t)600 * 784,
-             fg_csr_spmm_i32(16, 784, cf.ptr, cf.idx32, cf.data, X, Y, cf.bias, FG_ACT_RELU,
-                             0.0f, 0.0f));
-        TIME("conv 16x150 @ 150x784\tgemm", (size_t)16 * 150 * 784,
-             fg_gemm_a(Ap, X, Y, 16, 150, 784, cf.bias, FG_ACT_RELU, 0.0f, 0.0f));
-        g_sink = Y[0];
-    }
+    /* convolutions as the builder weighs them: fg_conv (the dense layer) against
+     * fg_im2col + fg_csr_spmm (a factorized layer with one 25 % dense factor) */
+    bench_conv("conv 6x14x14 5x5 16", 6, 14, 5, 16);
+    bench_conv("conv 32x28x28 3x3 64", 32, 28, 3, 64);
     return 0;
 }
 """
 
 # factor shapes whose per-entry costs make up the [cost] table
 FACTOR_SHAPES = ["300x392 rcg4", "392x784 rcg4", "300x392 rcg8", "392x784 rcg8", "1024x1024 rcg8"]
+# convolutions whose per-entry costs make up gemm_mac, spmm_entry and im2col_float
+CONV_SHAPES = ["conv 6x14x14 5x5 16", "conv 32x28x28 3x3 64"]
 KERNEL = {
     "csr": "fg_csr_matvec_u16",
     "csr_i32": "fg_csr_matvec_i32",
@@ -377,7 +398,8 @@ KERNEL = {
     "dense": "fg_dense",
     "spmm": "fg_csr_spmm_u16",
     "spmm_i32": "fg_csr_spmm_i32",
-    "gemm": "fg_gemm_a",
+    "conv": "fg_conv",
+    "im2col": "fg_im2col",
 }
 SPARSE_FUNCS = [
     "fg_bsr16_matvec_i32",
@@ -414,7 +436,7 @@ SCALAR = re.compile(
 def build(cc: str, flags: str, workdir: Path, tag: str = "", static: bool = False) -> Path:
     (workdir / "bench_sparse_main.c").write_text(HARNESS)
     exe = workdir / ("bench_" + tag + "".join(c if c.isalnum() else "_" for c in flags))
-    srcs = [str(RUNTIME / "fg_dense.c"), str(RUNTIME / "fg_sparse.c")]  # all it calls
+    srcs = [str(RUNTIME / f) for f in ("fg_dense.c", "fg_sparse.c", "fg_conv.c", "fg_convgemm.c")]
     cmd = [cc, "-std=c99", "-Wall", "-Werror", *flags.split(), f"-I{RUNTIME}", f"-I{BENCH}", *srcs]
     cmd += [str(workdir / "bench_sparse_main.c"), "-lm", "-o", str(exe)]
     if static:
@@ -461,7 +483,9 @@ def cost_table(res: Results) -> dict[str, float]:
     def med(impl: str) -> float:
         return statistics.median(per_entry(res, s, impl, call) for s in FACTOR_SHAPES)
 
-    conv = "conv 16x150 @ 150x784"
+    def conv(impl: str) -> float:
+        return statistics.median(per_entry(res, s, impl, call) for s in CONV_SHAPES)
+
     return {
         "call": call,
         "dense_mac": med("dense"),
@@ -469,8 +493,9 @@ def cost_table(res: Results) -> dict[str, float]:
         "ell_nnz": med("ell"),
         "bsr16_entry": med("bsr16"),
         "bsr8_entry": med("bsr8"),
-        "gemm_mac": per_entry(res, conv, "gemm", call),
-        "spmm_entry": per_entry(res, conv, "spmm", call),
+        "gemm_mac": conv("conv"),
+        "spmm_entry": conv("spmm"),
+        "im2col_float": conv("im2col"),
     }
 
 
@@ -567,8 +592,9 @@ def main(argv: list[str] | None = None) -> int:
 
     first = results[flag_sets[0]]
     print(
-        f"\nns per stored entry ((t - call) / entries; dense, gemm: per multiply-add; spmm:"
-        f" per nonzero per column), and us per call; median of {g_samples_note(args)}"
+        f"\nns per stored entry ((t - call) / entries; dense, conv: per multiply-add; spmm:"
+        f" per nonzero per column; im2col: per float), and us per call; median of"
+        f" {g_samples_note(args)}"
     )
     head = f"{'case':<26}{'kernel':<21}{'entries':>9}"
     for f in flag_sets:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,26 @@ def _private_cache(tmp_path_factory):
     patch.setenv("FAUSTGEN_CACHE", str(tmp_path_factory.mktemp("faustgen-cache")))
     yield
     patch.undo()
+
+
+@contextmanager
+def factorized_regardless():
+    """Factorized layers kept even where the target's cost model finds them slower than the
+    dense layer (with this machine's costs, a small factorized convolution: its im2col
+    alone takes about as long as the dense convolution). For tests of the factorized path
+    itself (numerics, fine-tuning, the runner); tests/e2e/test_factorized.py tests the
+    speed decision."""
+    from faustgen.passes import factorize
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(factorize, "_slower", lambda *args: False)
+        yield
+
+
+@pytest.fixture
+def factorize_regardless():
+    with factorized_regardless():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -24,8 +24,9 @@ DEFAULT_COSTS = {
     "ell_nnz": 0.385,  # fg_ell_matvec, per stored entry
     "bsr16_entry": 0.0514,  # fg_bsr16_matvec, per stored entry (16 per block)
     "bsr8_entry": 0.0668,  # fg_bsr8_matvec, per stored entry (8 per block)
-    "gemm_mac": 0.0337,  # fg_gemm_a / fg_conv, per multiply-add
+    "gemm_mac": 0.0337,  # fg_conv, per multiply-add
     "spmm_entry": 0.0647,  # fg_csr_spmm, per nonzero per column
+    "im2col_float": 0.140,  # fg_im2col, per float of a factorized conv's patch matrix (SSE2)
 }
 
 BSR8_OVER_BSR16 = 1.3
@@ -50,6 +51,11 @@ class CostModel:
 
     def dense_spmm(self, m: int, n: int, cols: int) -> float:
         return self.costs["call"] + self.costs["gemm_mac"] * m * n * cols
+
+    def im2col(self, rows: int, cols: int) -> float:
+        """The patch matrix a factorized convolution builds before its chain (the dense
+        convolution never materializes it)."""
+        return self.costs["call"] + self.costs["im2col_float"] * rows * cols
 
     def factor_time(self, f: Factor, mode: str, count: int) -> float:
         m, n = f.shape

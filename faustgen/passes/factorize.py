@@ -23,6 +23,7 @@ from faustgen.factorize.jobs import LayerJob, LayerOutcome, default_cache_dir, r
 from faustgen.ir import Graph, Node
 from faustgen.layout.factor import Factor, chain_dense
 from faustgen.ops.base import prod
+from faustgen.ops.conv import im2col_floats
 from faustgen.passes.costmodel import CostModel
 
 RECURRENT = ("RNN", "GRU", "LSTM")
@@ -169,6 +170,7 @@ class _Plan:
     mode: str  # "matvec" (fully connected) or "spmm" (convolution)
     dense_time: float
     slots: list[int] = field(default_factory=list)  # recurrent: the gate matrix of each job
+    patch_time: float = 0.0  # a factorized conv's im2col, on top of its factors
 
 
 def _plan(g: Graph, node: Node, policy: FactorizePolicy) -> _Plan | None:
@@ -178,6 +180,7 @@ def _plan(g: Graph, node: Node, policy: FactorizePolicy) -> _Plan | None:
         return None
     is_conv = node.op == "Conv"
     shape = w.shape
+    patch_time = 0.0
     if _matches(node, policy.keep_dense):
         node.attrs["factorization"] = _dense_report(node, shape, "kept dense (--keep-dense)")
         return None
@@ -212,6 +215,8 @@ def _plan(g: Graph, node: Node, policy: FactorizePolicy) -> _Plan | None:
         count = prod(node.attrs["window"].out_size)
         mode, block = "spmm", None
         dense_time = sum(policy.cost.dense_spmm(*m.shape, count) for m in mats)
+        if im2col_floats(w.shape[1], node.attrs["window"]):
+            patch_time = group * policy.cost.im2col(mats[0].shape[1], count)
     else:
         # out x in, in the weights' own dtype: the engine takes its float64 copy in the worker,
         # so the build does not hold (and send) a float64 copy of every layer (822 MB for
@@ -222,7 +227,7 @@ def _plan(g: Graph, node: Node, policy: FactorizePolicy) -> _Plan | None:
         dense_time = policy.cost.dense_matvec(*mats[0].shape, count)
     names = [node.name] if len(mats) == 1 else [f"{node.name}[{i}]" for i in range(len(mats))]
     jobs = [_job(n, m, policy, block) for n, m in zip(names, mats, strict=True)]
-    return _Plan(jobs, count, mode, dense_time)
+    return _Plan(jobs, count, mode, dense_time, patch_time=patch_time)
 
 
 def _slower(node: Node, info: dict, fact_time: float, dense_time: float) -> bool:
@@ -273,7 +278,9 @@ def _rewrite(
             return None
         chains.append(factors)
         errors.append(err)
-    fact_time = sum(policy.cost.factor_time(f, mode, count) for fs in chains for f in fs)
+    fact_time = plan.patch_time + sum(
+        policy.cost.factor_time(f, mode, count) for fs in chains for f in fs
+    )
     stored = sum(f.stored_entries() for fs in chains for f in fs)
     nnz = sum(f.nnz for fs in chains for f in fs)
     info = {

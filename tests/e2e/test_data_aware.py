@@ -37,7 +37,7 @@ def _rel(y, ref):
     return float(np.linalg.norm(y - ref) / np.linalg.norm(ref))
 
 
-def test_whole_model_budget_and_output_fit(lenet, tmp_path):
+def test_whole_model_budget_and_output_fit(lenet, tmp_path, factorize_regardless):
     calib, held = _smooth_images(300, 0), _smooth_images(100, 1)
     dense = build_bundle(lenet, tmp_path / "d", BuildOptions(dense=True))
     # RCG 5: at 4 the split may keep LeNet's one eligible conv dense on merit (its error
@@ -91,7 +91,7 @@ def test_cli_labels_need_calib(lenet, tmp_path, capsys):
     assert "--labels needs" in capsys.readouterr().err
 
 
-def test_finetune_torch_form_of_factorized_convs(tmp_path):
+def test_finetune_torch_form_of_factorized_convs(tmp_path, factorize_regardless):
     """The torch form fine-tuning trains equals the numpy reference for factorized convs,
     grouped ones included (a reshape of the factor chain once crashed there)."""
     from faustgen.tune import finetune as ft
