@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--unstructured",
         action="store_true",
-        help="unstructured sparse factors (lower error, CSR kernels) instead of 16x1 blocks",
+        help="unstructured sparse factors (lower error, CSR kernels) instead of 16x1 / 8x1 blocks",
     )
     f.add_argument(
         "--min-size",

@@ -37,6 +37,19 @@ def _factors_text(fact: dict) -> str:
     return text + (f" (x{len(groups)} groups)" if len(groups) > 1 else "")
 
 
+_STORAGE_NAMES = {"bsr16": "16x1 blocks", "bsr8": "8x1 blocks", "csr": "CSR", "dense": "dense"}
+
+
+def _storages(layers: list[dict[str, Any]]) -> str:
+    """How the factors are stored, as the layers say (a split may mix 16x1, 8x1 and CSR)."""
+    seen: dict[str, None] = {}
+    for layer in layers:
+        for chain in (layer.get("factorization") or {}).get("factors", []):
+            for f in chain:
+                seen[_STORAGE_NAMES.get(f["storage"], f["storage"])] = None
+    return ", factors as " + " / ".join(seen) if seen else ""
+
+
 def format_report(r: dict[str, Any]) -> str:
     m, t = r["model"], r["totals"]
     comp = r.get("compression") or {}
@@ -52,7 +65,7 @@ def format_report(r: dict[str, Any]) -> str:
     if comp:
         lines.append(
             f"factorization policy: {comp['policy']}"
-            + (", 16x1 blocks" if comp.get("block") else ", unstructured")
+            + _storages(r["layers"])
             + ("" if comp.get("convs") else ", convolutions dense")
         )
     head = (

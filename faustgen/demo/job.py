@@ -230,8 +230,8 @@ def print_table(rows: list[Row], dataset: str) -> None:
     say(
         "accuracy: the C build on the test set. Factorized rows: a whole-model RCG split over "
         "the layers (convolutions included) by measured sensitivity, each layer fitted to its "
-        "outputs on the calibration images as 16x1-block or unstructured sparse factors (the "
-        "build's report names which), then fine-tuned on them; "
+        "outputs on the calibration images as 16x1- or 8x1-block or unstructured sparse "
+        "factors (the build's report names which), then fine-tuned on them; "
         "out.err = relative output error vs the dense model."
     )
 

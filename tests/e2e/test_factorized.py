@@ -12,6 +12,7 @@ from onnx import numpy_helper
 
 from faustgen.backend import CompiledModel
 from faustgen.cli import main
+from faustgen.cli.report import format_report
 from faustgen.compiler import BuildOptions, build_bundle
 from faustgen.layout.factor import chain_dense
 from faustgen.tune.interpret import run_batch
@@ -57,6 +58,17 @@ def test_factorized_c_equals_factor_product(mlp_path, tmp_path, unstructured):
     )
     layers = [n for n in res.graph.nodes if n.op == "FactorizedDense"]
     assert layers, "nothing was factorized"
+    # The report's policy line names the storages the layers' factors really use.
+    stored = {
+        f["storage"]
+        for layer in res.report["layers"]
+        for chain in (layer.get("factorization") or {}).get("factors", [])
+        for f in chain
+    }
+    policy = format_report(res.report).splitlines()[2]
+    assert ("CSR" in policy) == ("csr" in stored), (policy, stored)
+    assert ("16x1 blocks" in policy) == ("bsr16" in stored), (policy, stored)
+    assert stored & {"csr", "bsr16"}, stored
     x = _samples()
     y = CompiledModel(res.out_dir).predict(x)
     verdict = judge_factorized(path, res.graph, x, y)
