@@ -51,6 +51,9 @@ class FactorizePolicy:
     jobs: int | None = None  # local worker processes (None: one per core)
     ray: str | None = None  # a Ray cluster address ("auto", "ray://host:port") instead
     cache: bool = True  # reuse factorizations kept under $FAUSTGEN_CACHE
+    # Keep a layer dense where the cost model finds its factors slower. Off for the
+    # experiment's baselines (pruning, SVD), compared at equal parameters whatever their speed.
+    speed_gate: bool = True
 
     @classmethod
     def default(cls, **kw) -> FactorizePolicy:
@@ -309,7 +312,7 @@ def _rewrite(
         "factorized_macs": int(sum(f.stored_entries() for fs in chains for f in fs) * count),
         "est_speedup": float(dense_time / fact_time),
     }
-    if _slower(node, info, fact_time, dense_time):
+    if policy.speed_gate and _slower(node, info, fact_time, dense_time):
         return None
     attrs = {
         "factors": chains if is_conv else chains[0],
@@ -444,7 +447,7 @@ def _rewrite_recurrent(
         "factorized_macs": int(stored * plan.count),
         "est_speedup": float(plan.dense_time / fact_time),
     }
-    if _slower(node, info, fact_time, plan.dense_time):
+    if policy.speed_gate and _slower(node, info, fact_time, plan.dense_time):
         return None
     d = a["dirs"]
     # W / R become the factors' product (float64): the reference the C is judged against

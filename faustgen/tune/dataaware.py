@@ -289,6 +289,15 @@ def factorize_with_data(
     chosen: dict[str, float] = {}
     budget = None
     floors: dict = {}  # per (layer, block), the least RCG the cost model finds faster
+    # The baselines (pruning, SVD) are compared with the factors at equal parameters, so no
+    # layer of theirs is kept dense or floored for speed: their time is measured, not gated.
+    baseline = plan.method != "factor"
+    if baseline:
+        policy = dataclasses.replace(policy, speed_gate=False)
+
+    def floor_note(key, node: Node, r: float) -> float | None:
+        return None if baseline else note_floor(floors, key, node, r)
+
     blocks: dict[str, int | None] = {}  # per layer, the factors' structure the split chose
     # Under a whole-model budget each layer may take 16x1 blocks or unstructured factors,
     # whichever the split finds better for the model: measured on the Fashion-MNIST MLP at
@@ -343,7 +352,7 @@ def factorize_with_data(
                     )
                 except FactorizationError:
                     continue
-                slow = note_floor(floors, (node.name, blk), node if new is None else new, r)
+                slow = floor_note((node.name, blk), node if new is None else new, r)
                 if new is None or slow is not None:
                     continue
                 if plan.max_error is not None:
@@ -425,7 +434,7 @@ def factorize_with_data(
                 _install(g, g.nodes[i], new, nb)
                 break
             # Just past the cost model's break-even, where it measured one.
-            r = max(r * math.sqrt(2.0) if note_floor(floors, node.name, node, r) is None else 0.0,
+            r = max(r * math.sqrt(2.0) if floor_note(node.name, node, r) is None else 0.0,
                     floors.get(node.name, 0.0) * MARGIN)  # fmt: skip
         summary[node.name] = r if new is not None else 1.0
         spent += dense_cost(g, node) if new is None else int(new.attrs["factorization"]["stored"])
