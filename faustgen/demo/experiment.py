@@ -34,6 +34,7 @@ from faustgen.frontend import import_onnx
 from faustgen.passes import optimize
 from faustgen.tune.bench import interleaved, ort_runner
 from faustgen.tune.finetune import TorchGraph
+from faustgen.tune.reference import compare
 
 METHODS = ("factor", "prune", "svd")
 # Strubell et al. 2019 (ACL), eq. 1: the 2018 US data-centre PUE and the US average
@@ -76,7 +77,8 @@ def _key(method: str, rcg: float, ft: int) -> str:
 
 
 def _accuracy(model: CompiledModel, x: np.ndarray, y: np.ndarray) -> float:
-    out = _first(model.predict(x))
+    out = model.predict(x)
+    out = out[0] if isinstance(out, list) else out
     return float(np.mean(np.argmax(out.reshape(len(y), -1), axis=1) == y))
 
 
@@ -264,14 +266,8 @@ def _cross_check(res: BuildResult, host: CompiledModel, target: str, x, out: Pat
     board = build_graph(
         res.graph, out, BuildOptions(target=target), compression=res.report.get("compression")
     )
-    y_board = _first(CompiledModel(board.out_dir).predict(x))
-    y_host = _first(host.predict(x))
-    err = float(np.max(np.abs(y_board - y_host)) / max(float(np.max(np.abs(y_host))), 1e-30))
+    err = compare(CompiledModel(board.out_dir).predict(x), host.predict(x))["max_rel"]
     return f"runs under qemu, max rel. difference from the host build {err:.1e} on {len(x)} samples"
-
-
-def _first(out):
-    return out[0] if isinstance(out, list) else out
 
 
 def _tables(points: list[Point], out: Path, settings: Settings) -> dict:
